@@ -1,0 +1,160 @@
+"""Identifiers on a touchpoint: which ones, how normalised, in what priority.
+
+An identifier is a (type, value) pair; its key on the wire and in tables is
+"type:value". Invalid emails and phone numbers stay traits but never become
+identifiers: joining two people on a typo is worse than not joining them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import phonenumbers
+
+Identifier = tuple[str, str]
+
+DEFAULT_PRIORITY: tuple[str, ...] = (
+    "user_id", "email", "phone", "device_id", "external", "anonymous_id",
+)
+"""Contract §3.2. `external` stands for every context.externalIds[] type."""
+
+DEFAULT_BLOCKED: frozenset[str] = frozenset(
+    {"", "null", "none", "nil", "undefined", "nan", "0", "-1", "unknown", "anonymous", "n/a"}
+)
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
+_TYPE = re.compile(r"[^a-z0-9_]+")
+
+
+def key_of(ident: Identifier) -> str:
+    return f"{ident[0]}:{ident[1]}"
+
+
+def parse_key(key: str) -> Identifier:
+    """'email:jo@example.com' → ('email', 'jo@example.com'); ValueError if no type."""
+    kind, sep, value = key.partition(":")
+    if not sep or not kind or not value:
+        raise ValueError(f"expected TYPE:VALUE, got {key!r}")
+    return kind, value
+
+
+def normalise_email(raw: Any) -> str | None:
+    if not isinstance(raw, str):
+        return None
+    value = raw.strip().lower()
+    return value if _EMAIL.match(value) else None
+
+
+def normalise_phone(raw: Any, default_region: str | None = None) -> str | None:
+    """E.164, or None when the number cannot be a real one."""
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        raw = str(raw)
+    if not isinstance(raw, str) or not raw.strip():
+        return None
+    try:
+        number = phonenumbers.parse(raw, default_region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def normalise_type(raw: str) -> str:
+    return _TYPE.sub("_", raw.strip().lower()).strip("_")
+
+
+def plain_id(raw: Any) -> str | None:
+    """userId / anonymousId / device ids: strings, or integers as their digits."""
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, int):
+        return str(raw)
+    if isinstance(raw, str):
+        value = raw.strip()
+        return value or None
+    return None
+
+
+
+
+def normalise(kind: str, value: Any, default_region: str | None = None) -> str | None:
+    """Normalise a value of identifier type `kind` (used for lookups too)."""
+    if kind == "email":
+        return normalise_email(value)
+    if kind == "phone":
+        return normalise_phone(value, default_region)
+    return plain_id(value)
+
+
+@dataclass(frozen=True)
+class IdentityRules:
+    """Which identifier types count, in what order, and what values never count."""
+
+    priority: tuple[str, ...] = DEFAULT_PRIORITY
+    blocked: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    blocked_everywhere: frozenset[str] = DEFAULT_BLOCKED
+    phone_region: str | None = None
+
+    def rank(self, kind: str) -> int:
+        try:
+            return self.priority.index(kind)
+        except ValueError:
+            pass
+        try:
+            return self.priority.index("external")
+        except ValueError:
+            return len(self.priority)
+
+    def is_blocked(self, kind: str, value: str) -> bool:
+        folded = value.casefold()
+        return folded in self.blocked_everywhere or folded in self.blocked.get(kind, frozenset())
+
+
+def _get(obj: Any, *path: str) -> Any:
+    for step in path:
+        if not isinstance(obj, Mapping):
+            return None
+        obj = obj.get(step)
+    return obj
+
+
+def candidates(msg: Mapping[str, Any], region: str | None = None) -> Iterable[Identifier | None]:
+    """Every identifier a Segment-shaped message carries, unranked, None for unusable ones."""
+    yield _pair("user_id", plain_id(msg.get("userId")))
+    for path in (("traits", "email"), ("context", "traits", "email")):
+        yield _pair("email", normalise_email(_get(msg, *path)))
+    for path in (("traits", "phone"), ("context", "traits", "phone")):
+        yield _pair("phone", normalise_phone(_get(msg, *path), region))
+    yield _pair("device_id", plain_id(_get(msg, "context", "device", "id")))
+    externals = _get(msg, "context", "externalIds")
+    if isinstance(externals, list):
+        for entry in externals:
+            if isinstance(entry, Mapping) and isinstance(entry.get("type"), str):
+                yield _pair(normalise_type(entry["type"]), plain_id(entry.get("id")))
+    yield _pair("anonymous_id", plain_id(msg.get("anonymousId")))
+
+
+def _pair(kind: str, value: str | None) -> Identifier | None:
+    return (kind, value) if value and kind else None
+
+
+def extract(msg: Mapping[str, Any], rules: IdentityRules | None = None) -> list[Identifier]:
+    """Usable identifiers of a message, deduplicated, highest priority first."""
+    rules = rules or IdentityRules()
+    seen: dict[Identifier, None] = {}
+    for ident in candidates(msg, rules.phone_region):
+        if ident is None or ident in seen or rules.is_blocked(*ident):
+            continue
+        if rules.rank(ident[0]) >= len(rules.priority):
+            continue  # a type the rules do not use
+        seen[ident] = None
+    return sorted(seen, key=lambda i: rules.rank(i[0]))
+
+
+def routing_key(identifiers: list[Identifier]) -> str:
+    """Where an event goes first: its highest-priority identifier."""
+    return key_of(identifiers[0])

@@ -1,0 +1,63 @@
+"""Key → partition, and profile ids that live on their identifier's partition.
+
+Kafka's default partitioner (Java client, aiokafka, librdkafka's `murmur2_random`)
+is murmur2 of the key bytes. Tusk sends every internal record with that same
+function, so Faust's own router finds the owner of any key; and it mints each
+profile id so that it hashes to the partition of the identifier that created
+it. The common event then needs a single internal hop: identity lookup and
+profile update happen on one partition.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (seed 0x9747b28c), as a signed 32-bit int like Java's."""
+    length = len(data)
+    seed, m, r = 0x9747B28C, 0x5BD1E995, 24
+    h = (seed ^ length) & 0xFFFFFFFF
+    n4 = length // 4
+    for i in range(n4):
+        i4 = i * 4
+        k = data[i4] | (data[i4 + 1] << 8) | (data[i4 + 2] << 16) | (data[i4 + 3] << 24)
+        k = (k * m) & 0xFFFFFFFF
+        k ^= k >> r
+        k = (k * m) & 0xFFFFFFFF
+        h = (h * m) & 0xFFFFFFFF
+        h ^= k
+    rest = length % 4
+    tail = n4 * 4
+    if rest == 3:
+        h ^= data[tail + 2] << 16
+    if rest >= 2:
+        h ^= data[tail + 1] << 8
+    if rest >= 1:
+        h ^= data[tail]
+        h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 15
+    return h - (1 << 32) if h & 0x80000000 else h
+
+
+def partition_for(key: str | bytes, partitions: int) -> int:
+    raw = key.encode() if isinstance(key, str) else key
+    return (murmur2(raw) & 0x7FFFFFFF) % partitions
+
+
+def mint_profile_id(seed: str, partitions: int, prefix: str = "p_") -> str:
+    """Deterministic id for a new profile first seen under `seed`, on seed's partition.
+
+    Same seed and partition count → same id, so a replay mints the same ids.
+    Expected `partitions` hash tries.
+    """
+    target = partition_for(seed, partitions)
+    salt = 0
+    while True:
+        digest = hashlib.blake2b(f"{seed}#{salt}".encode(), digest_size=10).hexdigest()
+        candidate = f"{prefix}{digest}"
+        if partition_for(candidate, partitions) == target:
+            return candidate
+        salt += 1

@@ -1,0 +1,159 @@
+"""The unified profile: a plain dict, stored as JSON, changed only through apply().
+
+Every rule here is order-independent, so the profile after a set of events does
+not depend on the order they arrived in: traits are last-write-wins per trait
+by (event time, messageId); counters add; first/last seen are min/max; the
+recent-event list keeps the newest N by (time, messageId); identity values
+are kept sorted.
+
+Bookkeeping that users do not see lives under keys starting with "_":
+  _tt    trait → [event ms, messageId] of the value kept (last-write-wins)
+  _seen  messageId → event ms, the dedup window (bounded by time and count)
+  _src   source partition → last offset applied (redelivery is a no-op)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any
+
+from processors.events import Touchpoint
+from processors.identifiers import Identifier
+
+Profile = dict[str, Any]
+
+HOUR_MS = 3_600_000
+
+
+@dataclass(frozen=True)
+class ProfileLimits:
+    dedup_window_ms: int = 24 * HOUR_MS  # Segment deduplicates over about a day
+    dedup_max_ids: int = 1000
+    recent_events: int = 20
+
+
+class Outcome(Enum):
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    REDELIVERED = "redelivered"
+
+
+def new_profile(pid: str, kind: str = "person") -> Profile:
+    return {
+        "id": pid, "kind": kind, "identities": {}, "traits": {}, "computed": {},
+        "consent": {}, "subscriptions": {}, "memberships": [], "segments": {},
+        "first_seen": None, "last_seen": None, "event_count": 0, "event_counts": {},
+        "recent_events": [], "merged_from": [],
+        "_tt": {}, "_seen": {}, "_src": {},
+    }
+
+
+def add_identities(profile: Profile, identifiers: Iterable[Identifier]) -> bool:
+    """Attach identifiers; True when something new was added."""
+    ids: dict[str, list[str]] = profile["identities"]
+    changed = False
+    for kind, value in identifiers:
+        values = ids.setdefault(kind, [])
+        if value not in values:
+            values.append(value)
+            values.sort()
+            changed = True
+    return changed
+
+
+def set_trait(profile: Profile, name: str, value: Any, ts: int, mid: str) -> None:
+    current = profile["_tt"].get(name)
+    if current is None or (ts, mid) >= (current[0], current[1]):
+        profile["traits"][name] = value
+        profile["_tt"][name] = [ts, mid]
+
+
+def person_traits(tp: Touchpoint) -> Mapping[str, Any]:
+    """Traits an event sets on the person: context.traits, then identify traits."""
+    merged: dict[str, Any] = {}
+    ctx = tp.msg.get("context")
+    if isinstance(ctx, dict) and isinstance(ctx.get("traits"), dict):
+        merged.update(ctx["traits"])
+    if tp.type == "identify" and isinstance(tp.msg.get("traits"), dict):
+        merged.update(tp.msg["traits"])
+    return merged
+
+
+def _remember(profile: Profile, mid: str, ts: int, limits: ProfileLimits) -> None:
+    seen: dict[str, int] = profile["_seen"]
+    seen[mid] = ts
+    if len(seen) > limits.dedup_max_ids:
+        newest = max(seen.values())
+        keep = sorted(
+            ((t, m) for m, t in seen.items() if t >= newest - limits.dedup_window_ms),
+            reverse=True,
+        )[: max(1, limits.dedup_max_ids * 3 // 4)]
+        profile["_seen"] = {m: t for t, m in keep}
+
+
+def _record_recent(profile: Profile, tp: Touchpoint, limits: ProfileLimits) -> None:
+    entry: dict[str, Any] = {"ts": tp.ts, "messageId": tp.message_id, "type": tp.type}
+    if tp.type == "track":
+        entry["event"] = tp.msg["event"]
+    elif tp.msg.get("name"):
+        entry["name"] = tp.msg["name"]
+    if isinstance(tp.msg.get("properties"), dict) and tp.msg["properties"]:
+        entry["properties"] = tp.msg["properties"]
+    recent: list[dict[str, Any]] = profile["recent_events"]
+    recent.append(entry)
+    recent.sort(key=lambda e: (e["ts"], e["messageId"]), reverse=True)
+    del recent[limits.recent_events:]
+
+
+def is_duplicate(profile: Profile, tp: Touchpoint, source: tuple[int, int] | None = None) -> Outcome | None:
+    if source is not None:
+        last = profile["_src"].get(str(source[0]))
+        if last is not None and source[1] <= last:
+            return Outcome.REDELIVERED
+    if tp.message_id in profile["_seen"]:
+        return Outcome.DUPLICATE
+    return None
+
+
+def apply(profile: Profile, tp: Touchpoint, limits: ProfileLimits | None = None,
+          source: tuple[int, int] | None = None) -> Outcome:
+    """Fold one event into the profile (in place). `source` is (partition, offset)."""
+    limits = limits or ProfileLimits()
+    dup = is_duplicate(profile, tp, source)
+    if dup is not None:
+        return dup
+    if source is not None:
+        profile["_src"][str(source[0])] = source[1]
+    _remember(profile, tp.message_id, tp.ts, limits)
+    add_identities(profile, tp.identifiers)
+    for name, value in person_traits(tp).items():
+        set_trait(profile, name, value, tp.ts, tp.message_id)
+    first, last = profile["first_seen"], profile["last_seen"]
+    profile["first_seen"] = tp.ts if first is None else min(first, tp.ts)
+    profile["last_seen"] = tp.ts if last is None else max(last, tp.ts)
+    profile["event_count"] += 1
+    counts: dict[str, int] = profile["event_counts"]
+    counts[tp.name] = counts.get(tp.name, 0) + 1
+    _record_recent(profile, tp, limits)
+    return Outcome.APPLIED
+
+
+def iso(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
+
+
+def public_view(profile: Profile) -> Profile:
+    """The profile as users see it (CONTRACT §4): no bookkeeping, times as ISO-8601."""
+    view = {k: v for k, v in profile.items() if not k.startswith("_")}
+    view["first_seen"] = iso(profile["first_seen"])
+    view["last_seen"] = iso(profile["last_seen"])
+    view["recent_events"] = [
+        {**e, "ts": iso(e["ts"])} for e in profile["recent_events"]
+    ]
+    return view

@@ -1,0 +1,52 @@
+"""The Faust application, its topics and tables, built from Settings at import.
+
+Topic and table names (operators see these in Kafka):
+  {prefix}touchpoints            input, any partition count
+  {prefix}internal.events        validated events keyed by routing identifier, N partitions
+  {app_id}-identities-changelog  identifier key → profile id
+  {app_id}-profiles-changelog    profile id → profile JSON
+"""
+
+from __future__ import annotations
+
+import faust
+
+from stream.settings import Settings
+
+settings = Settings.from_env()
+topics = settings.topics
+
+app = faust.App(
+    settings.app_id,
+    broker=settings.broker_url,
+    store="rocksdb://",
+    datadir=str(settings.datadir),
+    web_host=settings.web_host,
+    web_port=settings.web_port,
+    canonical_url=f"http://{settings.web_host}:{settings.web_port}",
+    topic_partitions=settings.partitions,
+    topic_replication_factor=settings.replication,
+    table_standby_replicas=settings.standby_replicas,
+    consumer_auto_offset_reset="earliest",
+    autodiscover=False,
+    web_in_thread=False,
+    key_serializer="raw",
+    value_serializer="raw",
+)
+
+touchpoints_topic = app.topic(topics.touchpoints, key_type=bytes, value_type=bytes)
+routed_topic = app.topic(topics.routed, key_type=bytes, value_type=bytes,
+                         partitions=settings.partitions)
+dlq_topic = app.topic(topics.dlq, key_type=bytes, value_type=bytes)
+
+_store_options = {"block_cache_size": settings.block_cache_mb * 1024 * 1024,
+                  "block_cache_compressed_size": 1024 * 1024}
+
+identities = app.Table(
+    "identities", partitions=settings.partitions, key_type=bytes, value_type=bytes,
+    options=dict(_store_options),
+)
+profiles = app.Table(
+    "profiles", partitions=settings.partitions, key_type=bytes, value_type=bytes,
+    options=dict(_store_options),
+)

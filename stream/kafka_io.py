@@ -1,0 +1,105 @@
+"""confluent-kafka clients: topic creation, producers, and plain (group-less) readers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from stream.settings import Settings
+
+
+def client_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    conf: dict[str, Any] = {"bootstrap.servers": settings.bootstrap, **settings.kafka_extra}
+    conf.update(overrides)
+    return conf
+
+
+def contract_topics(settings: Settings) -> dict[str, dict[str, str]]:
+    """Topic name → config, for every topic users read or write (CONTRACT §2)."""
+    t = settings.topics
+    compacted = {"cleanup.policy": "compact"}
+    return {
+        t.touchpoints: {},
+        t.dlq: {},
+        t.segments: compacted,
+        t.profile_changes: {},
+        t.privacy: {},
+        t.privacy_results: {},
+        t.routed: {},
+    }
+
+
+def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
+    """Create the contract topics that do not exist yet (idempotent)."""
+    admin = AdminClient(client_config(settings))
+    wanted = contract_topics(settings)
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    new = [NewTopic(name, settings.partitions, settings.replication, config=conf)
+           for name, conf in wanted.items() if name not in existing]
+    if not new:
+        return
+    for name, fut in admin.create_topics(new, request_timeout=timeout).items():
+        try:
+            fut.result()
+        except KafkaException as e:
+            if e.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+    # metadata propagates asynchronously; wait until every topic is visible
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if set(wanted) <= set(admin.list_topics(timeout=timeout).topics):
+            return
+        time.sleep(0.2)
+
+
+def producer(settings: Settings, **overrides: Any) -> Producer:
+    # murmur2 like the Java client and aiokafka, so keys land where Faust expects them
+    conf = client_config(settings, **{"partitioner": "murmur2_random", "linger.ms": 5,
+                                       "enable.idempotence": True, "acks": "all"})
+    conf.update(overrides)
+    return Producer(conf)
+
+
+def read_topic(settings: Settings, topic: str, timeout: float = 10.0,
+               idle: float = 1.0) -> Iterator[Any]:
+    """Every record currently in `topic`, from the start, without a consumer group.
+
+    Stops at the end offsets seen when called (or after `timeout`).
+    """
+    consumer = Consumer(client_config(settings, **{
+        "group.id": "tusk-reader-unused", "enable.auto.commit": False,
+        "enable.partition.eof": True}))
+    try:
+        md = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+        if md is None or md.error is not None:
+            return
+        ends: dict[int, int] = {}
+        lows: dict[int, int] = {}
+        for p in md.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+            if high > low:
+                ends[p], lows[p] = high, low
+        if not ends:
+            return
+        consumer.assign([TopicPartition(topic, p, lows[p]) for p in ends])
+        remaining = dict(ends)
+        deadline = time.monotonic() + timeout
+        while remaining and time.monotonic() < deadline:
+            msg = consumer.poll(idle)
+            if msg is None:
+                continue
+            if msg.error():
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    remaining.pop(msg.partition(), None)
+                    continue
+                raise KafkaException(msg.error())
+            if msg.offset() < ends.get(msg.partition(), 0):
+                yield msg
+            if msg.offset() + 1 >= ends.get(msg.partition(), 0):
+                remaining.pop(msg.partition(), None)
+    finally:
+        consumer.close()

@@ -1,0 +1,24 @@
+"""Prometheus metrics of one worker (served on GET /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS_IN = Counter("tusk_events_in_total", "Records read from the touchpoints topic")
+REJECTED = Counter("tusk_events_rejected_total", "Inputs sent to the DLQ, by reason", ["reason"])
+PROCESSED = Counter(
+    "tusk_events_processed_total",
+    "Validated events handled by the profile stage, by outcome (applied, duplicate, redelivered)",
+    ["outcome"],
+)
+PROFILES_CREATED = Counter("tusk_profiles_created_total", "Profiles minted by this worker")
+PROFILES_STORED = Gauge(
+    "tusk_profiles_stored", "Profiles held in this worker's RocksDB partitions (RocksDB estimate)")
+PROCESSING_SECONDS = Histogram(
+    "tusk_processing_seconds", "Profile-stage time per event",
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
+EVENT_LAG_SECONDS = Histogram(
+    "tusk_event_lag_seconds", "Time from an input record's Kafka timestamp to its profile update",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)

@@ -1,0 +1,140 @@
+"""Worker settings: defaults in code, overridden by TUSK_* environment variables.
+
+Read once per process (the Faust app is built from them at import), validated
+with one readable sentence per problem.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class SettingsError(ValueError):
+    pass
+
+
+_DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)$")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def parse_duration_ms(text: str, name: str = "duration") -> int:
+    m = _DURATION.match(text.strip())
+    if not m:
+        raise SettingsError(f"{name}={text!r}: expected a duration like 500ms, 30s, 5m, 24h or 30d.")
+    return int(m.group(1)) * _UNIT_MS[m.group(2)]
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def _int(name: str, default: int, minimum: int = 0) -> int:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r}: expected a whole number.") from None
+    if value < minimum:
+        raise SettingsError(f"{name}={raw!r}: expected at least {minimum}.")
+    return value
+
+
+@dataclass(frozen=True)
+class Topics:
+    prefix: str
+
+    @property
+    def touchpoints(self) -> str:
+        return f"{self.prefix}touchpoints"
+
+    @property
+    def dlq(self) -> str:
+        return f"{self.prefix}dlq"
+
+    @property
+    def segments(self) -> str:
+        return f"{self.prefix}segments"
+
+    @property
+    def profile_changes(self) -> str:
+        return f"{self.prefix}profile-changes"
+
+    @property
+    def privacy(self) -> str:
+        return f"{self.prefix}privacy"
+
+    @property
+    def privacy_results(self) -> str:
+        return f"{self.prefix}privacy-results"
+
+    @property
+    def routed(self) -> str:
+        """Internal: validated events keyed by their routing identifier."""
+        return f"{self.prefix}internal.events"
+
+    def activations(self, channel: str) -> str:
+        return f"{self.prefix}activations.{channel}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    bootstrap: str = "127.0.0.1:19092"
+    app_id: str = "tusk"
+    topic_prefix: str = "tusk."
+    partitions: int = 8
+    replication: int = 1
+    datadir: Path = Path(".tusk/worker")
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    max_event_bytes: int = 32 * 1024
+    dedup_window_ms: int = 24 * 3_600_000
+    dedup_max_ids: int = 1000
+    recent_events: int = 20
+    block_cache_mb: int = 8
+    standby_replicas: int = 0
+    log_level: str = "warning"
+    kafka_extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.topic_prefix)
+
+    @property
+    def broker_url(self) -> str:
+        return ",".join(f"kafka://{h}" for h in self.bootstrap.split(","))
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        bootstrap = os.environ.get("TUSK_BOOTSTRAP_SERVERS") or os.environ.get(
+            "KAFKA_BOOTSTRAP_SERVERS", cls.bootstrap)
+        web_port = _int("TUSK_WEB_PORT", cls.web_port, 1)
+        prefix = _env("TUSK_TOPIC_PREFIX", cls.topic_prefix)
+        if not re.fullmatch(r"[A-Za-z0-9._-]*", prefix):
+            raise SettingsError(f"TUSK_TOPIC_PREFIX={prefix!r}: only letters, digits, '.', '_' and '-'.")
+        extra = {
+            k[len("TUSK_KAFKA_"):].lower().replace("_", "."): v
+            for k, v in os.environ.items() if k.startswith("TUSK_KAFKA_")
+        }
+        return cls(
+            bootstrap=bootstrap,
+            app_id=_env("TUSK_APP_ID", cls.app_id),
+            topic_prefix=prefix,
+            partitions=_int("TUSK_PARTITIONS", cls.partitions, 1),
+            replication=_int("TUSK_REPLICATION", cls.replication, 1),
+            datadir=Path(_env("TUSK_DATADIR", f".tusk/worker-{web_port}")),
+            web_host=_env("TUSK_WEB_HOST", cls.web_host),
+            web_port=web_port,
+            max_event_bytes=_int("TUSK_MAX_EVENT_BYTES", cls.max_event_bytes, 64),
+            dedup_window_ms=parse_duration_ms(_env("TUSK_DEDUP_WINDOW", "24h"), "TUSK_DEDUP_WINDOW"),
+            dedup_max_ids=_int("TUSK_DEDUP_MAX_IDS", cls.dedup_max_ids, 1),
+            recent_events=_int("TUSK_RECENT_EVENTS", cls.recent_events, 0),
+            block_cache_mb=_int("TUSK_BLOCK_CACHE_MB", cls.block_cache_mb, 1),
+            standby_replicas=_int("TUSK_STANDBY_REPLICAS", cls.standby_replicas, 0),
+            log_level=_env("TUSK_LOG_LEVEL", cls.log_level),
+            kafka_extra=extra,
+        )
