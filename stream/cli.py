@@ -114,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     kafka_opts(w)
     w.add_argument("--datadir", help="RocksDB folder of this replica (one per replica)")
     w.add_argument("--web-port", type=int, help="HTTP port of this replica (default 6066)")
-    w.add_argument("--log-level", help="debug, info, warning (default warning)")
+    w.add_argument("--log-level", choices=["crit", "error", "warn", "info", "debug"],
+                   help="default warn")
     w.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("produce", help="send a JSON-lines file of events to the input topic")

@@ -13,7 +13,9 @@ from stream.settings import Settings
 
 
 def client_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
-    conf: dict[str, Any] = {"bootstrap.servers": settings.bootstrap, **settings.kafka_extra}
+    # log_level 3: librdkafka's transient start-up retries are not the user's business
+    conf: dict[str, Any] = {"bootstrap.servers": settings.bootstrap, "log_level": 3,
+                            **settings.kafka_extra}
     conf.update(overrides)
     return conf
 

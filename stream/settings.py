@@ -97,7 +97,7 @@ class Settings:
     recent_events: int = 20
     block_cache_mb: int = 8
     standby_replicas: int = 0
-    log_level: str = "warning"
+    log_level: str = "warn"
     kafka_extra: dict[str, str] = field(default_factory=dict)
 
     @property

@@ -1,0 +1,197 @@
+"""`tusk demo`: a local Kafka (unless one is given), a worker, a synthetic shop, a report.
+
+Leaves nothing running: the worker and the broker it started are stopped, and
+their folders removed, whatever happens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+from rich.console import Console
+from rich.table import Table
+
+from processors.synthetic import people, shop_stream
+from stream.cli import CliError, http_get
+from stream.kafka_io import ensure_topics
+from stream.produce import produce_lines
+from stream.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+console = Console()
+
+
+def load_launcher() -> ModuleType:
+    path = REPO / "deploy" / "kafka" / "local_kafka.py"
+    spec = importlib.util.spec_from_file_location("tusk_local_kafka", path)
+    if spec is None or spec.loader is None:
+        raise CliError(f"the local Kafka launcher is missing at {path}.")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+@contextlib.contextmanager
+def kafka(workdir: Path) -> Iterator[str]:
+    given = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if given:
+        yield given
+        return
+    launcher = load_launcher()
+    with console.status("starting a local Kafka (KRaft, loopback)…"):
+        try:
+            broker = launcher.start(port=launcher.free_port(), workdir=workdir / "kafka")
+        except launcher.LauncherError as e:
+            raise CliError(str(e)) from e
+    console.print(f"[green]✓[/] Kafka {broker.bootstrap}")
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()
+
+
+@contextlib.contextmanager
+def worker(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"], env=env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield proc
+    finally:
+        stop_process(proc)
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+
+
+def metrics(url: str) -> dict[str, float]:
+    """Flattened samples of a worker's /metrics: 'name{label=value}' → value."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+            out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
+    return out
+
+
+def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+            raise CliError("the worker exited during start-up: " + " | ".join(tail))
+        with contextlib.suppress(CliError):
+            status, _ = http_get(f"{url}/health", timeout=2)
+            if status == 200:
+                return
+        time.sleep(0.5)
+    raise CliError(f"the worker did not become healthy within {timeout:.0f}s (log: {log}).")
+
+
+def wait_processed(url: str, expected: int, timeout: float = 90) -> dict[str, float]:
+    """Until every produced record is accounted for: applied/duplicate or rejected."""
+    deadline = time.monotonic() + timeout
+    seen: dict[str, float] = {}
+    while time.monotonic() < deadline:
+        seen = metrics(url)
+        rejected = sum(v for k, v in seen.items() if k.startswith("tusk_events_rejected_total"))
+        processed = sum(v for k, v in seen.items() if k.startswith("tusk_events_processed_total"))
+        if seen.get("tusk_events_in_total", 0) >= expected and rejected + processed >= expected:
+            return seen
+        time.sleep(0.5)
+    raise CliError(f"only {seen.get('tusk_events_in_total', 0):.0f} of {expected} events were "
+                   f"processed within {timeout:.0f}s.")
+
+
+def report(url: str, produced: dict[str, Any], seen: dict[str, float], examples: list[str],
+           elapsed: float) -> None:
+    t = Table(title="Tusk demo: what the worker did", show_header=False)
+    t.add_row("records produced", f"{produced['delivered']}")
+    t.add_row("events in", f"{seen.get('tusk_events_in_total', 0):.0f}")
+    t.add_row("applied to profiles", f"{seen.get('tusk_events_processed_total{outcome=applied}', 0):.0f}")
+    t.add_row("duplicates dropped", f"{seen.get('tusk_events_processed_total{outcome=duplicate}', 0):.0f}")
+    t.add_row("profiles", f"{seen.get('tusk_profiles_created_total', 0):.0f}")
+    for k, v in sorted(seen.items()):
+        if k.startswith("tusk_events_rejected_total{"):
+            t.add_row(f"  rejected: {k.split('reason=')[1].rstrip('}')}", f"{v:.0f} → DLQ")
+    t.add_row("wall time", f"{elapsed:.1f}s")
+    console.print(t)
+    for ident in examples:
+        kind, value = ident.split(":", 1)
+        status, body = http_get(f"{url}/profiles/{kind}/{urllib.parse.quote(value, safe='')}")
+        if status != 200:
+            continue
+        console.rule(f"profile {body['id']}  ({ident})")
+        summary = {k: body[k] for k in ("identities", "traits", "first_seen", "last_seen",
+                                        "event_count", "event_counts")}
+        summary["recent_events"] = [
+            f"{e['ts']} {e['type']} {e.get('event') or e.get('name') or ''}".rstrip()
+            for e in body["recent_events"][:4]]
+        console.print_json(data=summary)
+
+
+def run_demo(profiles: int = 400, seed: int = 7) -> int:
+    started = time.monotonic()
+    workdir = Path(tempfile.mkdtemp(prefix="tusk-demo-"))
+    run_id = f"demo{int(time.time())}"
+    try:
+        with kafka(workdir) as bootstrap:
+            import socket
+
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "TUSK_TOPIC_PREFIX": f"{run_id}.",
+                   "TUSK_APP_ID": run_id, "TUSK_DATADIR": str(workdir / "worker"),
+                   "TUSK_WEB_PORT": str(port), "TUSK_PARTITIONS": "4"}
+            os.environ.update({k: env[k] for k in ("KAFKA_BOOTSTRAP_SERVERS", "TUSK_TOPIC_PREFIX",
+                                                   "TUSK_PARTITIONS")})
+            settings = Settings.from_env()
+            ensure_topics(settings)
+            url = f"http://127.0.0.1:{port}"
+            log = workdir / "worker.log"
+            with worker(env, log) as proc:
+                with console.status("starting a worker…"):
+                    wait_healthy(url, proc, log)
+                console.print(f"[green]✓[/] worker at {url}")
+                lines = list(shop_stream(profiles, seed=seed))
+                produced = produce_lines(settings, lines, settings.topics.touchpoints, progress=True)
+                console.print(f"[green]✓[/] produced {produced['delivered']} records")
+                with console.status("waiting for the worker to process them…"):
+                    seen = wait_processed(url, produced["delivered"])
+                crowd = people(profiles, seed)
+                examples = [f"user_id:{p.user_id}" for p in sorted(crowd, key=lambda p: -p.orders)[:2]]
+                examples += [f"device_id:{p.devices[0][1]}" for p in crowd if not p.signs_up][:1]
+                report(url, produced, seen, examples, time.monotonic() - started)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
