@@ -119,8 +119,9 @@ def person_events(rng: random.Random, p: Person, start: datetime, span: timedelt
     for _ in range(p.orders):
         device = rng.choice(p.devices)
         items = rng.sample(PRODUCTS, rng.randint(1, 3))
-        products = [{"product_id": s, "name": nm, "price": pr, "quantity": rng.randint(1, 2)}
-                    for s, nm, pr in items]
+        products: list[dict[str, Any]] = [
+            {"product_id": s, "name": nm, "price": pr, "quantity": rng.randint(1, 2)}
+            for s, nm, pr in items]
         out.append(_event(p, "track", tick(60 * 24 * 3), device, known, event="Product Added",
                           properties={"product_id": products[0]["product_id"]}))
         out.append(_event(p, "track", tick(30), device, known, event="Checkout Started",

@@ -14,8 +14,15 @@ from processors.identifiers import IdentityRules, routing_key
 from processors.partitioning import mint_profile_id, partition_for
 from processors.profile import Outcome, ProfileLimits, apply, new_profile
 from stream import metrics as m
-from stream.app import app, dlq_topic, identities, profiles, routed_topic, settings
-from stream.app import touchpoints_topic
+from stream.app import (
+    app,
+    dlq_topic,
+    identities,
+    profiles,
+    routed_topic,
+    settings,
+    touchpoints_topic,
+)
 
 log = logging.getLogger(__name__)
 

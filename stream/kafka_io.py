@@ -44,7 +44,7 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
            for name, conf in wanted.items() if name not in existing]
     if not new:
         return
-    for name, fut in admin.create_topics(new, request_timeout=timeout).items():
+    for _name, fut in admin.create_topics(new, request_timeout=timeout).items():
         try:
             fut.result()
         except KafkaException as e:
@@ -94,14 +94,17 @@ def read_topic(settings: Settings, topic: str, timeout: float = 10.0,
             msg = consumer.poll(idle)
             if msg is None:
                 continue
-            if msg.error():
-                if msg.error().code() == KafkaError._PARTITION_EOF:
-                    remaining.pop(msg.partition(), None)
+            err = msg.error()
+            part = msg.partition() or 0
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    remaining.pop(part, None)
                     continue
-                raise KafkaException(msg.error())
-            if msg.offset() < ends.get(msg.partition(), 0):
+                raise KafkaException(err)
+            offset = msg.offset() or 0
+            if offset < ends.get(part, 0):
                 yield msg
-            if msg.offset() + 1 >= ends.get(msg.partition(), 0):
-                remaining.pop(msg.partition(), None)
+            if offset + 1 >= ends.get(part, 0):
+                remaining.pop(part, None)
     finally:
         consumer.close()

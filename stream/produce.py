@@ -16,14 +16,14 @@ def produce_lines(settings: Settings, lines: list[bytes], topic: str,
                   progress: bool = False) -> dict[str, Any]:
     """Produce each line (bytes kept exactly, so malformed input reaches the DLQ as sent)."""
     prod = producer(settings)
-    counts = {"topic": topic, "lines": len(lines), "delivered": 0, "failed": 0}
+    tally = {"delivered": 0, "failed": 0}
     errors: list[str] = []
 
     def on_delivery(err: KafkaError | None, _msg: Message) -> None:
         if err is None:
-            counts["delivered"] += 1
+            tally["delivered"] += 1
         else:
-            counts["failed"] += 1
+            tally["failed"] += 1
             if len(errors) < 3:
                 errors.append(str(err))
 
@@ -42,8 +42,8 @@ def produce_lines(settings: Settings, lines: list[bytes], topic: str,
                 bar.update(task, completed=i)
         remaining = prod.flush(60)
         bar.update(task, completed=len(lines))
-    if remaining:
-        counts["failed"] += remaining
+    tally["failed"] += remaining
+    counts: dict[str, Any] = {"topic": topic, "lines": len(lines), **tally}
     if errors:
         counts["errors"] = errors
     return counts

@@ -90,6 +90,7 @@ class Settings:
     replication: int = 1
     datadir: Path = Path(".tusk/worker")
     web_host: str = "127.0.0.1"
+    advertised_host: str = "127.0.0.1"
     web_port: int = 6066
     max_event_bytes: int = 32 * 1024
     dedup_window_ms: int = 24 * 3_600_000
@@ -128,6 +129,8 @@ class Settings:
             replication=_int("TUSK_REPLICATION", cls.replication, 1),
             datadir=Path(_env("TUSK_DATADIR", f".tusk/worker-{web_port}")),
             web_host=_env("TUSK_WEB_HOST", cls.web_host),
+            advertised_host=_env("TUSK_WEB_ADVERTISED_HOST",
+                                 _env("TUSK_WEB_HOST", cls.web_host)),
             web_port=web_port,
             max_event_bytes=_int("TUSK_MAX_EVENT_BYTES", cls.max_event_bytes, 64),
             dedup_window_ms=parse_duration_ms(_env("TUSK_DEDUP_WINDOW", "24h"), "TUSK_DEDUP_WINDOW"),

@@ -34,7 +34,7 @@ async def forward_to_owner(view: View, request: Request, table_name: str,
         return error(view, 503, "not_ready", "partitions are being assigned; try again shortly")
     if (owner.host, owner.port) == (app.conf.canonical_url.host, app.conf.canonical_url.port):
         return None
-    url = request.url.with_host(owner.host).with_port(owner.port)
+    url = request.url.with_host(owner.host or "127.0.0.1").with_port(owner.port)
     headers = {HOP_HEADER: "1", "Accept": "application/json"}
     async with app.http_client.request(request.method, url, headers=headers,
                                        data=await request.read()) as resp:
@@ -82,7 +82,7 @@ class Health(View):
     async def get(self, request: Request) -> Response:
         assigned = sorted(tp.partition for tp in app.assignor.assigned_actives()
                           if tp.topic.endswith("profiles-changelog"))
-        recovering = not app.tables.recovery.completed.is_set()
+        recovering = not app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
         status = 503 if recovering else 200
         return json_response(self, {"status": "recovering" if recovering else "ok",
                                     "partitions": assigned}, status)
