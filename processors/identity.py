@@ -1,0 +1,370 @@
+"""The distributed identity graph, as a pure state machine.
+
+Two tables, both partitioned like the internal topic (murmur2 of the key):
+  identities   identifier key ("email:jo@x.com") → profile id
+  profiles     profile id → profile, or a redirect {"id", "redirect": survivor, ...}
+
+Every message on the internal topic is keyed by the table key it must touch,
+so a message only ever reads and writes keys of the partition it arrives on.
+handle() takes one message and that partition's store and returns what to
+send next. Kinds:
+
+  E  key=identifier  a validated event, routed by its highest-priority identifier:
+                     look the identifier up (or mint a profile id on this partition)
+  A  key=profile     apply the event; link identifiers the profile did not have yet
+  L  key=identifier  "this identifier belongs to profile P": claim it, or, when it
+                     already points at another profile, ask for a merge
+  F  key=loser       freeze the loser (leave a redirect) and ship it to the survivor
+  M  key=survivor    merge the shipped loser in, unless a per-profile limit would
+                     break; then give the loser back (X) and unlink the identifier
+  X  key=loser       restore a loser whose merge was refused
+  U  key=profile     drop an identifier the profile had taken optimistically
+  R  key=identifier  repoint an identifier from a merged loser to its survivor
+  G  key=account     group traits onto the account profile
+
+The survivor of a merge is the smaller profile id, so redirect chains only
+ever go downwards and cannot loop, and the outcome does not depend on which
+worker saw what first. Every step is idempotent, because at-least-once
+delivery may replay any of them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from processors.events import Touchpoint
+from processors.identifiers import Identifier, IdentityRules, key_of, parse_key
+from processors.merge import merge
+from processors.partitioning import mint_profile_id, partition_for
+from processors.profile import Outcome, Profile, ProfileLimits, apply, new_profile
+
+Message = dict[str, Any]
+ACCOUNT_KEY = "group_id"
+MEMBERSHIP_FIELDS = ("role", "title", "membership_status")
+MAX_REFUSED = 32
+
+
+@dataclass(frozen=True)
+class IdentityConfig:
+    partitions: int
+    rules: IdentityRules = field(default_factory=IdentityRules)
+    limits: Mapping[str, int] = field(default_factory=dict)
+    """Most values of an identifier type one profile may hold (absent: no limit)."""
+    exclusive_memberships: bool = False
+    profile_limits: ProfileLimits = field(default_factory=ProfileLimits)
+
+
+class Store(Protocol):
+    """One partition's view of the two tables."""
+
+    def identity(self, key: str) -> str | None: ...
+    def set_identity(self, key: str, pid: str) -> None: ...
+    def profile(self, pid: str) -> Profile | None: ...
+    def set_profile(self, pid: str, profile: Profile) -> None: ...
+
+
+@dataclass
+class Effects:
+    send: list[tuple[str, Message]] = field(default_factory=list)
+    changes: list[dict[str, Any]] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+    outcome: Outcome | None = None
+
+
+def event_message(encoded: Mapping[str, Any]) -> Message:
+    return {"k": "E", "ev": dict(encoded)}
+
+
+def _touchpoint(ev: Mapping[str, Any]) -> Touchpoint:
+    msg = ev["m"]
+    return Touchpoint(msg, msg["type"], str(msg["messageId"]), ev["ts"],
+                      [(k, v) for k, v in ev["ids"]])
+
+
+def is_redirect(profile: Profile | None) -> bool:
+    return profile is not None and "redirect" in profile
+
+
+def account_id(group_id: str, partitions: int) -> str:
+    return mint_profile_id(f"{ACCOUNT_KEY}:{group_id}", partitions)
+
+
+def can_merge(a: Profile, b: Profile, limits: Mapping[str, int]) -> str | None:
+    """None when a and b may become one profile, else the identifier type that forbids it."""
+    for kind, most in limits.items():
+        values = set(a["identities"].get(kind, ())) | set(b["identities"].get(kind, ()))
+        if len(values) > most:
+            return kind
+    return None
+
+
+def handle(key: str, msg: Message, store: Store, cfg: IdentityConfig,
+           source: tuple[int, int] | None = None) -> Effects:
+    fx = Effects()
+    fx.counts[f"msg:{msg['k']}"] += 1
+    if msg["k"] in PROFILE_KEYED and not _arrived(key, msg, store, fx, source):
+        return fx
+    HANDLERS[msg["k"]](key, msg, store, cfg, fx, source)
+    return fx
+
+
+def _arrived(pid: str, msg: Message, store: Store, fx: Effects,
+             source: tuple[int, int] | None) -> bool:
+    """Route a profile-keyed message to the live profile that holds `pid` now.
+
+    Follows redirects (recording the way in `via`); a live profile that refused to
+    absorb the last hop sends the message back there (the loser was restored
+    first: per-partition order puts the refusal's X ahead of it).
+    """
+    profile = store.profile(pid)
+    via: list[str] = msg.get("via") or []
+    if is_redirect(profile):
+        assert profile is not None
+        if _is_replay_of(profile, source):
+            # replaying the message that froze this profile: its M may have been lost
+            fx.send.append(_merge_message(profile))
+        fx.counts["redirect_followed"] += 1
+        fx.send.append((profile["redirect"], {**msg, "via": [*via, pid]}))
+        return False
+    if profile is not None and via and via[-1] in profile.get("_refused", ()):
+        fx.send.append((via[-1], {**msg, "via": via[:-1]}))
+        return False
+    return True
+
+
+def _on_event(key: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effects,
+              source: tuple[int, int] | None) -> None:
+    pid = store.identity(key)
+    if pid is None:
+        pid = mint_profile_id(key, cfg.partitions)
+        store.set_identity(key, pid)
+        fx.counts["profile_created"] += 1
+    fx.send.append((pid, {"k": "A", "ev": msg["ev"], "known": [key], "via": []}))
+
+
+def _allowed_identifiers(profile: Profile, tp: Touchpoint, cfg: IdentityConfig,
+                         fx: Effects) -> tuple[list[Identifier], list[Identifier]]:
+    """(identifiers the profile keeps, those of them that are new to it), limits applied."""
+    have: dict[str, list[str]] = profile["identities"]
+    added: Counter[str] = Counter()
+    keep: list[Identifier] = []
+    new: list[Identifier] = []
+    for kind, value in tp.identifiers:
+        if value in have.get(kind, ()):
+            keep.append((kind, value))
+            continue
+        most = cfg.limits.get(kind)
+        if most is not None and len(have.get(kind, ())) + added[kind] >= most:
+            fx.counts[f"limit_refused:{kind}"] += 1
+            continue
+        added[kind] += 1
+        keep.append((kind, value))
+        new.append((kind, value))
+    return keep, new
+
+
+def _on_apply(pid: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effects,
+              source: tuple[int, int] | None) -> None:
+    profile = store.profile(pid)
+    if profile is None:
+        profile = new_profile(pid)
+    tp = _touchpoint(msg["ev"])
+    known = set(msg.get("known", ()))
+    keep, new = _allowed_identifiers(profile, tp, cfg, fx)
+    outcome = apply(profile, replace(tp, identifiers=keep), cfg.profile_limits, source)
+    fx.outcome = outcome
+    if outcome is Outcome.APPLIED:
+        links = [i for i in new if key_of(i) not in known]
+        if tp.type == "group":
+            _join_group(profile, tp, cfg, fx)
+        store.set_profile(pid, profile)
+    else:
+        # a replay: the first pass may have died before its links were sent
+        links = [i for i in tp.identifiers
+                 if i[1] in profile["identities"].get(i[0], ()) and key_of(i) not in known]
+        if tp.type == "group":
+            fx.send.append(_group_traits_message(tp, cfg))
+    for ident in links:
+        fx.send.append((key_of(ident), {"k": "L", "pid": pid}))
+
+
+def _group_traits_message(tp: Touchpoint, cfg: IdentityConfig) -> tuple[str, Message]:
+    gid = str(tp.msg["groupId"])
+    traits = {k: v for k, v in (tp.msg.get("traits") or {}).items() if k not in MEMBERSHIP_FIELDS}
+    return account_id(gid, cfg.partitions), {"k": "G", "gid": gid, "traits": traits,
+                                             "ts": tp.ts, "mid": tp.message_id}
+
+
+def _join_group(profile: Profile, tp: Touchpoint, cfg: IdentityConfig, fx: Effects) -> None:
+    gid = str(tp.msg["groupId"])
+    traits = tp.msg.get("traits") or {}
+    aid = account_id(gid, cfg.partitions)
+    memberships: list[dict[str, Any]] = profile["memberships"]
+    open_here = [m for m in memberships if m["group_id"] == gid and m["until"] is None]
+    if traits.get("membership_status") == "left":
+        for m in open_here:
+            m["until"] = tp.ts
+        fx.changes.append({"type": "membership_ended", "profile_id": profile["id"],
+                           "account_id": aid, "group_id": gid, "at": tp.ts})
+    else:
+        if cfg.exclusive_memberships:
+            for m in memberships:
+                if m["group_id"] != gid and m["until"] is None and m["since"] <= tp.ts:
+                    m["until"] = tp.ts
+        if open_here:
+            for m in open_here:
+                for f in ("role", "title"):
+                    if f in traits:
+                        m[f] = traits[f]
+        else:
+            memberships.append({"account_id": aid, "group_id": gid, "role": traits.get("role"),
+                                "title": traits.get("title"), "since": tp.ts, "until": None})
+            memberships.sort(key=lambda m: (m["group_id"], m["since"]))
+    fx.send.append(_group_traits_message(tp, cfg))
+
+
+def _on_group_traits(aid: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effects,
+                     source: tuple[int, int] | None) -> None:
+    from processors.profile import set_trait
+
+    account = store.profile(aid) or new_profile(aid, kind="account")
+    ident = (ACCOUNT_KEY, msg["gid"])
+    if msg["gid"] not in account["identities"].get(ACCOUNT_KEY, []):
+        account["identities"].setdefault(ACCOUNT_KEY, []).append(msg["gid"])
+        store.set_identity(key_of(ident), aid)
+    if msg["mid"] in account["_seen"]:
+        return
+    account["_seen"][msg["mid"]] = msg["ts"]
+    for name, value in msg["traits"].items():
+        set_trait(account, name, value, msg["ts"], msg["mid"])
+    first, last = account["first_seen"], account["last_seen"]
+    account["first_seen"] = msg["ts"] if first is None else min(first, msg["ts"])
+    account["last_seen"] = msg["ts"] if last is None else max(last, msg["ts"])
+    account["event_count"] += 1
+    store.set_profile(aid, account)
+
+
+def _on_link(key: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effects,
+             source: tuple[int, int] | None) -> None:
+    pid = msg["pid"]
+    current = store.identity(key)
+    if current is None:
+        store.set_identity(key, pid)
+        fx.counts["identity_linked"] += 1
+    elif current != pid:
+        survivor, loser = sorted((current, pid))
+        fx.send.append((loser, {"k": "F", "s": survivor, "link": key, "req": pid}))
+
+
+def _on_freeze(holder: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effects,
+               source: tuple[int, int] | None) -> None:
+    """`holder` (the live profile now holding the F's target) and msg["s"] are one person."""
+    other = msg["s"]
+    profile = store.profile(holder)
+    if profile is None or holder == other or other in profile["merged_from"]:
+        return
+    survivor, loser = sorted((holder, other))
+    if loser != holder:  # the other one must freeze toward us
+        fx.send.append((loser, {"k": "F", "s": survivor, "link": msg.get("link"),
+                                "req": msg.get("req")}))
+        return
+    nonce = f"{loser}>{survivor}@{source[0]}:{source[1]}" if source else f"{loser}>{survivor}"
+    redirect = {"id": loser, "redirect": survivor, "nonce": nonce, "snap": profile,
+                "link": msg.get("link"), "req": msg.get("req"),
+                "at": list(source) if source else None}
+    store.set_profile(loser, redirect)
+    fx.send.append(_merge_message(redirect))
+    fx.counts["frozen"] += 1
+
+
+def _merge_message(redirect: Profile) -> tuple[str, Message]:
+    """The M that ships a frozen loser to its survivor (re-sent on replays)."""
+    return redirect["redirect"], {"k": "M", "snap": redirect["snap"],
+                                  "nonce": redirect["nonce"], "link": redirect.get("link"),
+                                  "req": redirect.get("req")}
+
+
+def _is_replay_of(record: Profile, source: tuple[int, int] | None) -> bool:
+    """True when `source` is the message that wrote `record`, or an earlier one, replayed."""
+    at = record.get("at")
+    return bool(source and at and source[0] == at[0] and source[1] <= at[1])
+
+
+def _on_merge(survivor: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effects,
+              source: tuple[int, int] | None) -> None:
+    snap: Profile = msg["snap"]
+    loser = snap["id"]
+    profile = store.profile(survivor)
+    if profile is not None and loser in profile["merged_from"]:
+        return  # replayed merge
+    if profile is not None and loser in profile.get("_refused", ()):
+        refused_by: str | None = "replayed"  # send X and U again: they may have been lost
+    else:
+        refused_by = "erased" if profile is None else can_merge(profile, snap, cfg.limits)
+    if refused_by is not None:
+        if refused_by != "replayed":
+            fx.counts[f"merge_refused:{refused_by}"] += 1
+        if profile is not None and refused_by != "replayed":
+            refused = [r for r in profile.get("_refused", []) if r != loser][-MAX_REFUSED + 1:]
+            profile["_refused"] = [*refused, loser]
+            store.set_profile(survivor, profile)
+        fx.send.append((loser, {"k": "X", "snap": snap, "nonce": msg["nonce"]}))
+        if msg.get("req") and msg.get("link"):
+            fx.send.append((msg["req"], {"k": "U", "key": msg["link"]}))
+        return
+    assert profile is not None
+    merged = merge(profile, snap, cfg.profile_limits)
+    merged["id"] = survivor
+    merged["_refused"] = [r for r in profile.get("_refused", []) if r != loser]
+    store.set_profile(survivor, merged)
+    fx.counts["merged"] += 1
+    fx.changes.append({"type": "merged", "profile_id": survivor, "merged_id": loser,
+                       "link": msg.get("link")})
+    keys = {key_of((k, v)) for k, vs in snap["identities"].items() for v in vs}
+    if msg.get("link"):
+        keys.add(msg["link"])
+    for k in sorted(keys):
+        fx.send.append((k, {"k": "R", "from": loser, "to": survivor}))
+
+
+def _on_restore(loser: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effects,
+                source: tuple[int, int] | None) -> None:
+    profile = store.profile(loser)
+    if is_redirect(profile) and profile is not None and profile.get("nonce") == msg["nonce"]:
+        store.set_profile(loser, msg["snap"])
+        fx.counts["restored"] += 1
+
+
+def _on_unlink(pid: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effects,
+               source: tuple[int, int] | None) -> None:
+    profile = store.profile(pid)
+    if profile is None:
+        return
+    kind, value = parse_key(msg["key"])
+    values = profile["identities"].get(kind, [])
+    if value in values:
+        values.remove(value)
+        if not values:
+            del profile["identities"][kind]
+        store.set_profile(pid, profile)
+        fx.counts["identity_unlinked"] += 1
+
+
+def _on_repoint(key: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effects,
+                source: tuple[int, int] | None) -> None:
+    if store.identity(key) == msg["from"]:
+        store.set_identity(key, msg["to"])
+
+
+PROFILE_KEYED = frozenset("AFMU")
+HANDLERS = {
+    "E": _on_event, "A": _on_apply, "L": _on_link, "F": _on_freeze, "M": _on_merge,
+    "X": _on_restore, "U": _on_unlink, "R": _on_repoint, "G": _on_group_traits,
+}
+
+
+def home(key: str, cfg: IdentityConfig) -> int:
+    return partition_for(key, cfg.partitions)

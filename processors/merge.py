@@ -1,0 +1,91 @@
+"""Merging two profiles of one person into one.
+
+merge(a, b) is commutative and associative on everything users see: the
+survivor id is the smaller id, identities and sets are unions, counters add,
+traits keep the newest value by (event time, messageId), first/last seen are
+min/max, the recent-event list keeps the newest N of both.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from processors.profile import Profile, ProfileLimits
+
+
+def _newest(a: list[Any] | None, b: list[Any] | None) -> int:
+    """-1 when stamp a wins, 1 when b wins (ties go to the larger stamp → deterministic)."""
+    if a is None:
+        return 1
+    if b is None:
+        return -1
+    return -1 if (a[0], a[1]) >= (b[0], b[1]) else 1
+
+
+def _merge_stamped(values_a: dict[str, Any], stamps_a: dict[str, Any],
+                   values_b: dict[str, Any], stamps_b: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    values: dict[str, Any] = {}
+    stamps: dict[str, Any] = {}
+    for name in sorted(set(values_a) | set(values_b)):
+        if name not in values_b or (name in values_a and _newest(stamps_a.get(name), stamps_b.get(name)) < 0):
+            values[name], stamp = values_a[name], stamps_a.get(name)
+        else:
+            values[name], stamp = values_b[name], stamps_b.get(name)
+        if stamp is not None:
+            stamps[name] = stamp
+    return values, stamps
+
+
+def _add_counts(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = out.get(k, 0) + v
+    return out
+
+
+def _min(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _max(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+def merge(a: Profile, b: Profile, limits: ProfileLimits | None = None) -> Profile:
+    """One profile holding both; neither input is changed."""
+    limits = limits or ProfileLimits()
+    if b["id"] < a["id"]:
+        a, b = b, a
+    out = copy.deepcopy(a)
+    ids: dict[str, list[str]] = {}
+    for kind in sorted(set(a["identities"]) | set(b["identities"])):
+        ids[kind] = sorted(set(a["identities"].get(kind, [])) | set(b["identities"].get(kind, [])))
+    out["identities"] = ids
+    out["traits"], out["_tt"] = _merge_stamped(a["traits"], a["_tt"], b["traits"], b["_tt"])
+    for field, stamps in (("consent", "_ct"), ("subscriptions", "_st")):
+        out[field], out[stamps] = _merge_stamped(a.get(field, {}), a.get(stamps, {}),
+                                                 b.get(field, {}), b.get(stamps, {}))
+    out["first_seen"] = _min(a["first_seen"], b["first_seen"])
+    out["last_seen"] = _max(a["last_seen"], b["last_seen"])
+    out["event_count"] = a["event_count"] + b["event_count"]
+    out["event_counts"] = dict(sorted(_add_counts(a["event_counts"], b["event_counts"]).items()))
+    recent = {e["messageId"]: e for e in a["recent_events"] + b["recent_events"]}
+    out["recent_events"] = sorted(recent.values(), key=lambda e: (e["ts"], e["messageId"]),
+                                  reverse=True)[: limits.recent_events]
+    members = {(m["group_id"], m["since"]): m for m in a["memberships"] + b["memberships"]}
+    out["memberships"] = [members[k] for k in sorted(members)]
+    out["merged_from"] = sorted(set(a["merged_from"]) | set(b["merged_from"]) | {b["id"]})
+    seen = {**a["_seen"], **b["_seen"]}
+    if len(seen) > limits.dedup_max_ids:
+        newest = max(seen.values())
+        keep = sorted(((t, m) for m, t in seen.items() if t >= newest - limits.dedup_window_ms),
+                      reverse=True)[: limits.dedup_max_ids]
+        seen = {m: t for t, m in keep}
+    out["_seen"] = seen
+    src = dict(a["_src"])
+    for p, off in b["_src"].items():
+        src[p] = max(src.get(p, off), off)
+    out["_src"] = src
+    out["computed"] = {}  # recomputed from the merged event state by the traits engine
+    return out

@@ -1,0 +1,237 @@
+"""The identity protocol, run on simulated partitions with adversarial scheduling.
+
+Each partition is a FIFO queue plus its slice of the two tables; a scheduler
+picks which partition moves next at random, replays messages (at-least-once),
+and drops the sends of a replayed first attempt (a crash between the state
+write and the flush). Whatever the schedule, the final profiles must equal the
+connected components of the identifier graph, with every event counted once.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from collections import defaultdict
+from typing import Any
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from processors import events as ev
+from processors.identifiers import key_of, routing_key
+from processors.identity import IdentityConfig, event_message, handle, is_redirect
+from processors.partitioning import partition_for
+
+
+class Partition:
+    def __init__(self) -> None:
+        self.identities: dict[str, str] = {}
+        self.profiles: dict[str, Any] = {}
+        self.offset = 0
+
+    # Store protocol
+    def identity(self, key: str) -> str | None:
+        return self.identities.get(key)
+
+    def set_identity(self, key: str, pid: str) -> None:
+        self.identities[key] = pid
+
+    def profile(self, pid: str) -> Any:
+        p = self.profiles.get(pid)
+        return copy.deepcopy(p)  # stored bytes in real life: no aliasing
+
+    def set_profile(self, pid: str, profile: Any) -> None:
+        self.profiles[pid] = copy.deepcopy(profile)
+
+
+class Cluster:
+    def __init__(self, cfg: IdentityConfig, rng: random.Random, replay: float = 0.0) -> None:
+        self.cfg = cfg
+        self.rng = rng
+        self.replay = replay
+        self.parts = [Partition() for _ in range(cfg.partitions)]
+        self.queues: list[list[tuple[str, dict[str, Any]]]] = [[] for _ in range(cfg.partitions)]
+        self.changes: list[dict[str, Any]] = []
+
+    def send(self, key: str, msg: dict[str, Any]) -> None:
+        # through the wire: the message is bytes, the receiver gets a copy at the next offset
+        p = partition_for(key, self.cfg.partitions)
+        part = self.parts[p]
+        part.offset += 1
+        self.queues[p].append((key, {**orjson.loads(orjson.dumps(msg)), "_offset": part.offset}))
+
+    def process(self, p: int, key: str, msg: dict[str, Any], deliver: bool = True) -> None:
+        msg = dict(msg)
+        part = self.parts[p]
+        source = (p, msg.pop("_offset"))
+        stack = [(key, msg)]
+        while stack:
+            k, m = stack.pop(0)
+            fx = handle(k, m, part, self.cfg, source)
+            if deliver:
+                self.changes.extend(fx.changes)
+            for out_key, out in fx.send:
+                if partition_for(out_key, self.cfg.partitions) == p:
+                    stack.append((out_key, orjson.loads(orjson.dumps(out))))
+                elif deliver:
+                    self.send(out_key, out)
+
+    def step(self) -> bool:
+        ready = [i for i, q in enumerate(self.queues) if q]
+        if not ready:
+            return False
+        p = self.rng.choice(ready)
+        key, msg = self.queues[p][0]
+        if self.rng.random() < self.replay:
+            # first attempt: state written, sends lost (crash before flush); then redelivered
+            self.process(p, key, copy.deepcopy(msg), deliver=False)
+        self.queues[p].pop(0)
+        self.process(p, key, msg)
+        if self.rng.random() < self.replay / 2:
+            self.process(p, key, copy.deepcopy(msg))  # plain duplicate delivery
+        return True
+
+    def run(self) -> None:
+        for _ in range(1_000_000):
+            if not self.step():
+                return
+        raise AssertionError("protocol did not quiesce")
+
+    def live_profiles(self) -> dict[str, Any]:
+        out = {}
+        for part in self.parts:
+            for pid, prof in part.profiles.items():
+                if not is_redirect(prof) and prof["kind"] == "person":
+                    out[pid] = prof
+        return out
+
+    def resolve(self, key: str) -> str | None:
+        pid = self.parts[partition_for(key, self.cfg.partitions)].identities.get(key)
+        for _ in range(100):
+            if pid is None:
+                return None
+            prof = self.parts[partition_for(pid, self.cfg.partitions)].profiles.get(pid)
+            if prof is None or not is_redirect(prof):
+                return pid
+            pid = prof["redirect"]
+        raise AssertionError("redirect loop")
+
+
+POOL = ([("user_id", f"u{i}") for i in range(6)] + [("email", f"e{i}@x.io") for i in range(6)]
+        + [("anonymous_id", f"a{i}") for i in range(10)])
+
+
+def raw_event(n: int, idents: list[tuple[str, str]]) -> bytes:
+    msg: dict[str, Any] = {"type": "track", "event": "Seen", "messageId": f"m{n}",
+                           "timestamp": f"2024-01-01T00:00:{n % 60:02d}Z", "traits": {}}
+    ctx_traits: dict[str, Any] = {}
+    for kind, value in idents:
+        if kind == "user_id":
+            msg["userId"] = value
+        elif kind == "anonymous_id":
+            msg["anonymousId"] = value
+        else:
+            ctx_traits["email"] = value
+    if ctx_traits:
+        msg["context"] = {"traits": ctx_traits}
+    return orjson.dumps(msg)
+
+
+def components(events: list[list[tuple[str, str]]]) -> list[set[str]]:
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for ids in events:
+        keys = [key_of(i) for i in ids]
+        for k in keys:
+            find(k)
+        for k in keys[1:]:
+            parent[find(k)] = find(keys[0])
+    groups: dict[str, set[str]] = defaultdict(set)
+    for k in parent:
+        groups[find(k)].add(k)
+    return list(groups.values())
+
+
+def event_lists() -> st.SearchStrategy[list[list[tuple[str, str]]]]:
+    one = st.lists(st.sampled_from(POOL), min_size=1, max_size=3, unique_by=lambda i: i[0])
+    return st.lists(one, min_size=1, max_size=40)
+
+
+def play(idents: list[list[tuple[str, str]]], partitions: int, seed: int,
+         replay: float = 0.0, limits: dict[str, int] | None = None) -> Cluster:
+    cfg = IdentityConfig(partitions=partitions, limits=limits or {})
+    rng = random.Random(seed)
+    cluster = Cluster(cfg, rng, replay)
+    order = list(range(len(idents)))
+    rng.shuffle(order)  # arrival order independent of the generation order
+    for n in order:
+        tp = ev.validate(raw_event(n, idents[n]), record_ts_ms=0)
+        assert isinstance(tp, ev.Touchpoint), tp
+        cluster.send(routing_key(tp.identifiers), event_message(orjson.loads(ev.encode(tp))))
+        # let some work happen between arrivals, as on a live stream
+        for _ in range(rng.randrange(0, 4)):
+            cluster.step()
+    cluster.run()
+    return cluster
+
+
+def assert_components(cluster: Cluster, idents: list[list[tuple[str, str]]]) -> None:
+    comps = components(idents)
+    live = cluster.live_profiles()
+    assert len(live) == len(comps), (len(live), comps)
+    for comp in comps:
+        owners = {cluster.resolve(k) for k in comp}
+        assert len(owners) == 1, (comp, owners)
+        pid = owners.pop()
+        assert pid in live
+        held = {key_of((t, v)) for t, vs in live[pid]["identities"].items() for v in vs}
+        assert held == comp
+        expected = sum(1 for ids in idents if key_of(ids[0]) in comp)
+        assert live[pid]["event_count"] == expected
+        assert len(live[pid]["_seen"]) == expected
+
+
+@settings(max_examples=150, deadline=None)
+@given(idents=event_lists(), partitions=st.sampled_from([1, 3, 8]), seed=st.integers(0, 2**32))
+def test_profiles_equal_connected_components(idents: list[list[tuple[str, str]]], partitions: int,
+                                             seed: int) -> None:
+    assert_components(play(idents, partitions, seed), idents)
+
+
+@settings(max_examples=150, deadline=None)
+@given(idents=event_lists(), partitions=st.sampled_from([3, 8]), seed=st.integers(0, 2**32))
+def test_converges_under_replays_and_lost_sends(idents: list[list[tuple[str, str]]], partitions: int,
+                                                seed: int) -> None:
+    assert_components(play(idents, partitions, seed, replay=0.3), idents)
+
+
+def test_merge_chain_across_three_partitions_converges() -> None:
+    a, b, c = ("user_id", "ua"), ("email", "b@x.io"), ("anonymous_id", "ac")
+    idents = [[a], [b], [c], [a, b], [b, c], [a, c]]
+    for seed in range(50):
+        cluster = play(idents, 8, seed)
+        assert_components(cluster, idents)
+        merged = [ch for ch in cluster.changes if ch["type"] == "merged"]
+        minted = sum(len(part.profiles) for part in cluster.parts)
+        assert len(merged) == minted - 1  # one merged record per absorbed profile, no more
+
+
+def test_two_user_ids_are_not_merged_when_limited() -> None:
+    idents = [[("user_id", "u1"), ("anonymous_id", "a1")], [("user_id", "u2"), ("anonymous_id", "a1")]]
+    for seed in range(30):
+        cluster = play(idents, 8, seed, limits={"user_id": 1})
+        live = cluster.live_profiles()
+        assert len(live) == 2
+        owner_a1 = cluster.resolve("anonymous_id:a1")
+        assert owner_a1 is not None
+        assert live[owner_a1]["identities"]["anonymous_id"] == ["a1"]
+        others = [p for pid, p in live.items() if pid != owner_a1]
+        assert all("anonymous_id" not in p["identities"] for p in others)
