@@ -121,6 +121,10 @@ def _arrived(pid: str, msg: Message, store: Store, fx: Effects,
     """
     profile = store.profile(pid)
     via: list[str] = msg.get("via") or []
+    if is_redirect(profile) and profile is not None and msg.get("refused") == profile["nonce"]:
+        # bounced by the survivor that refused this freeze: restore (X may be late or lost)
+        _restore(pid, profile, store, fx)
+        return True
     if is_redirect(profile):
         assert profile is not None
         if _is_replay_of(profile, source):
@@ -129,10 +133,20 @@ def _arrived(pid: str, msg: Message, store: Store, fx: Effects,
         fx.counts["redirect_followed"] += 1
         fx.send.append((profile["redirect"], {**msg, "via": [*via, pid]}))
         return False
-    if profile is not None and via and via[-1] in profile.get("_refused", ()):
-        fx.send.append((via[-1], {**msg, "via": via[:-1]}))
-        return False
+    refused: dict[str, str] = profile.get("_refused", {}) if profile is not None else {}
+    for i, hop in enumerate(via):
+        if hop in refused:  # aimed at a profile this one refused to absorb: send it back
+            fx.send.append((hop, {**msg, "via": via[:i], "refused": refused[hop]}))
+            return False
     return True
+
+
+def _restore(pid: str, redirect: Profile, store: Store, fx: Effects) -> None:
+    restored = redirect["snap"]
+    refused_by = [r for r in restored.get("_refused_by", []) if r != redirect["redirect"]]
+    restored["_refused_by"] = [*refused_by[-MAX_REFUSED + 1:], redirect["redirect"]]
+    store.set_profile(pid, restored)
+    fx.counts["restored"] += 1
 
 
 def _on_event(key: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effects,
@@ -267,6 +281,12 @@ def _on_freeze(holder: str, msg: Message, store: Store, cfg: IdentityConfig, fx:
     if profile is None or holder == other or other in profile["merged_from"]:
         return
     survivor, loser = sorted((holder, other))
+    if other in profile.get("_refused", ()) or other in profile.get("_refused_by", ()):
+        # this pair was refused before (a limit): do not freeze again, just unlink
+        fx.counts["merge_refused:known"] += 1
+        if msg.get("req") and msg.get("link"):
+            fx.send.append((msg["req"], {"k": "U", "key": msg["link"]}))
+        return
     if loser != holder:  # the other one must freeze toward us
         fx.send.append((loser, {"k": "F", "s": survivor, "link": msg.get("link"),
                                 "req": msg.get("req")}))
@@ -308,8 +328,10 @@ def _on_merge(survivor: str, msg: Message, store: Store, cfg: IdentityConfig, fx
         if refused_by != "replayed":
             fx.counts[f"merge_refused:{refused_by}"] += 1
         if profile is not None and refused_by != "replayed":
-            refused = [r for r in profile.get("_refused", []) if r != loser][-MAX_REFUSED + 1:]
-            profile["_refused"] = [*refused, loser]
+            refused = {r: n for r, n in profile.get("_refused", {}).items() if r != loser}
+            while len(refused) >= MAX_REFUSED:
+                refused.pop(next(iter(refused)))
+            profile["_refused"] = {**refused, loser: msg["nonce"]}
             store.set_profile(survivor, profile)
         fx.send.append((loser, {"k": "X", "snap": snap, "nonce": msg["nonce"]}))
         if msg.get("req") and msg.get("link"):
@@ -318,7 +340,7 @@ def _on_merge(survivor: str, msg: Message, store: Store, cfg: IdentityConfig, fx
     assert profile is not None
     merged = merge(profile, snap, cfg.profile_limits)
     merged["id"] = survivor
-    merged["_refused"] = [r for r in profile.get("_refused", []) if r != loser]
+    merged["_refused"] = {r: n for r, n in profile.get("_refused", {}).items() if r != loser}
     store.set_profile(survivor, merged)
     fx.counts["merged"] += 1
     fx.changes.append({"type": "merged", "profile_id": survivor, "merged_id": loser,
@@ -334,8 +356,7 @@ def _on_restore(loser: str, msg: Message, store: Store, cfg: IdentityConfig, fx:
                 source: tuple[int, int] | None) -> None:
     profile = store.profile(loser)
     if is_redirect(profile) and profile is not None and profile.get("nonce") == msg["nonce"]:
-        store.set_profile(loser, msg["snap"])
-        fx.counts["restored"] += 1
+        _restore(loser, profile, store, fx)
 
 
 def _on_unlink(pid: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effects,
@@ -368,3 +389,13 @@ HANDLERS = {
 
 def home(key: str, cfg: IdentityConfig) -> int:
     return partition_for(key, cfg.partitions)
+
+
+def runs_inline(msg: Message, out_key: str, out: Message, partition: int, cfg: IdentityConfig) -> bool:
+    """May `out`, sent while handling `msg` on `partition`, be handled at once, without Kafka?
+
+    Only the E → A step of the common event: it creates no redirect. Every other
+    step travels as its own record, so a replay of that record (at-least-once)
+    reaches the state it wrote and can re-send what a crash may have lost.
+    """
+    return msg["k"] == "E" and out["k"] == "A" and home(out_key, cfg) == partition

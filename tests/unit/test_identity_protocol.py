@@ -19,8 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from processors import events as ev
-from processors.identifiers import key_of, routing_key
-from processors.identity import IdentityConfig, event_message, handle, is_redirect
+from processors.identifiers import IdentityRules, key_of, routing_key
+from processors.identity import IdentityConfig, event_message, handle, is_redirect, runs_inline
 from processors.partitioning import partition_for
 
 
@@ -72,7 +72,7 @@ class Cluster:
             if deliver:
                 self.changes.extend(fx.changes)
             for out_key, out in fx.send:
-                if partition_for(out_key, self.cfg.partitions) == p:
+                if runs_inline(m, out_key, out, p, self.cfg):
                     stack.append((out_key, orjson.loads(orjson.dumps(out))))
                 elif deliver:
                     self.send(out_key, out)
@@ -222,6 +222,36 @@ def test_merge_chain_across_three_partitions_converges() -> None:
         merged = [ch for ch in cluster.changes if ch["type"] == "merged"]
         minted = sum(len(part.profiles) for part in cluster.parts)
         assert len(merged) == minted - 1  # one merged record per absorbed profile, no more
+
+
+@settings(max_examples=150, deadline=None)
+@given(idents=event_lists(), partitions=st.sampled_from([1, 3, 8]), seed=st.integers(0, 2**32))
+def test_limits_hold_and_every_event_counts_once(idents: list[list[tuple[str, str]]],
+                                                  partitions: int, seed: int) -> None:
+    limits = {"user_id": 1, "email": 2}
+    cluster = play(idents, partitions, seed, replay=0.2, limits=limits)
+    live = cluster.live_profiles()
+    for prof in live.values():
+        for kind, most in limits.items():
+            assert len(prof["identities"].get(kind, [])) <= most, prof["identities"]
+    counted = [m for prof in live.values() for m in prof["_seen"]]
+    assert sorted(counted) == sorted(f"m{n}" for n in range(len(idents)))
+    assert sum(p["event_count"] for p in live.values()) == len(idents)
+    # an identifier refused by a limit is linked nowhere; any other resolves to the
+    # live profile that lists it, and every listed identifier resolves to its profile
+    for ids in idents:
+        for ident in ids:
+            pid = cluster.resolve(key_of(ident))
+            if pid is not None:
+                assert pid in live
+                assert ident[1] in live[pid]["identities"].get(ident[0], []), (ident, live[pid])
+    for pid, prof in live.items():
+        for kind, values in prof["identities"].items():
+            for value in values:
+                assert cluster.resolve(key_of((kind, value))) == pid, (kind, value, pid)
+    rules = IdentityRules()
+    primaries = [min(ids, key=lambda i: rules.rank(i[0])) for ids in idents]
+    assert all(cluster.resolve(key_of(p)) is not None for p in primaries)
 
 
 def test_two_user_ids_are_not_merged_when_limited() -> None:
