@@ -23,8 +23,11 @@ def _newest(a: list[Any] | None, b: list[Any] | None) -> int:
     return -1 if (a[0], a[1]) >= (b[0], b[1]) else 1
 
 
-def _merge_stamped(values_a: dict[str, Any], stamps_a: dict[str, Any],
-                   values_b: dict[str, Any], stamps_b: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+Stamped = dict[str, Any]
+
+
+def _merge_stamped(values_a: Stamped, stamps_a: Stamped,
+                   values_b: Stamped, stamps_b: Stamped) -> tuple[Stamped, Stamped]:
     values: dict[str, Any] = {}
     stamps: dict[str, Any] = {}
     for name in sorted(set(values_a) | set(values_b)):

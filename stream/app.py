@@ -2,7 +2,8 @@
 
 Topic and table names (operators see these in Kafka):
   {prefix}touchpoints            input, any partition count
-  {prefix}internal.events        validated events keyed by routing identifier, N partitions
+  {prefix}internal.events        identity-protocol records (events, links, merges), keyed by the
+                                 table key they touch, N partitions (processors/identity.py)
   {app_id}-identities-changelog  identifier key → profile id
   {app_id}-profiles-changelog    profile id → profile JSON
 """
@@ -38,6 +39,7 @@ touchpoints_topic = app.topic(topics.touchpoints, key_type=bytes, value_type=byt
 routed_topic = app.topic(topics.routed, key_type=bytes, value_type=bytes,
                          partitions=settings.partitions)
 dlq_topic = app.topic(topics.dlq, key_type=bytes, value_type=bytes)
+changes_topic = app.topic(topics.profile_changes, key_type=bytes, value_type=bytes)
 
 _store_options = {"block_cache_size": settings.block_cache_mb * 1024 * 1024,
                   "block_cache_compressed_size": 1024 * 1024}

@@ -22,3 +22,15 @@ EVENT_LAG_SECONDS = Histogram(
     "tusk_event_lag_seconds", "Time from an input record's Kafka timestamp to its profile update",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
 )
+IDENTITY_MESSAGES = Counter(
+    "tusk_identity_messages_total", "Identity-protocol records handled, by kind (E event, A apply, "
+    "L link, F freeze, M merge, X restore, U unlink, R repoint, G group)", ["kind"])
+MERGES = Counter("tusk_merges_total", "Profiles absorbed into another (one per merged record)")
+LIMIT_REFUSALS = Counter(
+    "tusk_identity_limit_refusals_total",
+    "Identifiers not linked because a per-profile limit would break, by identifier type", ["type"])
+MERGE_REFUSALS = Counter(
+    "tusk_merge_refusals_total", "Merges refused, by the identifier type whose limit forbade it",
+    ["reason"])
+REDIRECTS_FOLLOWED = Counter(
+    "tusk_redirects_followed_total", "Records forwarded from a merged profile to its survivor")

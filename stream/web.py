@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from yarl import URL
 
 from processors.identifiers import key_of, normalise
 from processors.profile import public_view
 from stream.app import app, identities, profiles
 
-HOP_HEADER = "X-Tusk-Routed"
+HOP_HEADER = "X-Tusk-Hops"
+MAX_HOPS = 6
 
 
 def json_response(view: View, body: Any, status: int = 200) -> Response:
@@ -23,41 +26,54 @@ def error(view: View, status: int, reason: str, message: str) -> Response:
     return json_response(view, {"error": reason, "message": message}, status)
 
 
-async def forward_to_owner(view: View, request: Request, table_name: str,
-                           key: bytes) -> Response | None:
-    """The owner's answer, or None when this worker owns `key` (or was already asked)."""
-    if request.headers.get(HOP_HEADER):
-        return None
+def owner_of(table_name: str, key: bytes) -> URL | None:
+    """The owner's URL, or None when this worker owns `key`. KeyError while assigning."""
+    owner = app.router.key_store(table_name, key)
+    me = app.conf.canonical_url
+    return None if (owner.host, owner.port) == (me.host, me.port) else owner
+
+
+def hops(request: Request) -> int:
     try:
-        owner = app.router.key_store(table_name, key)
-    except KeyError:
-        return error(view, 503, "not_ready", "partitions are being assigned; try again shortly")
-    if (owner.host, owner.port) == (app.conf.canonical_url.host, app.conf.canonical_url.port):
-        return None
-    url = request.url.with_host(owner.host or "127.0.0.1").with_port(owner.port)
-    headers = {HOP_HEADER: "1", "Accept": "application/json"}
-    async with app.http_client.request(request.method, url, headers=headers,
-                                       data=await request.read()) as resp:
-        body = await resp.read()
-        return view.bytes(body, content_type=resp.content_type, status=resp.status)
+        return int(request.headers.get(HOP_HEADER, "0"))
+    except ValueError:
+        return MAX_HOPS
 
 
-def load_profile(pid: bytes) -> dict[str, Any] | None:
-    raw = profiles.get(pid)
-    return orjson.loads(raw) if raw else None
+async def ask(owner: URL, path: str, hop: int) -> tuple[int, bytes, str]:
+    url = owner.with_path(path)
+    headers = {HOP_HEADER: str(hop + 1), "Accept": "application/json"}
+    async with app.http_client.get(url, headers=headers) as resp:
+        return resp.status, await resp.read(), resp.content_type
+
+
+async def fetch_profile(pid: str, hop: int) -> dict[str, Any] | None:
+    """The live profile `pid` resolves to, following merge redirects across workers."""
+    for _ in range(MAX_HOPS):
+        owner = owner_of(profiles.name, pid.encode())
+        if owner is not None and hop < MAX_HOPS:
+            status, body, _ = await ask(owner, f"/profiles/id/{quote(pid, safe='')}", hop)
+            return orjson.loads(body) if status == 200 else None
+        raw = profiles.get(pid.encode())
+        if raw is None:
+            return None
+        profile: dict[str, Any] = orjson.loads(raw)
+        if "redirect" not in profile:
+            return public_view(profile)
+        pid = profile["redirect"]
+    return None
 
 
 @app.page("/profiles/id/{profile_id}")
 class ProfileById(View):
     async def get(self, request: Request, profile_id: str) -> Response:
-        key = profile_id.encode()
-        routed = await forward_to_owner(self, request, profiles.name, key)
-        if routed is not None:
-            return routed
-        profile = load_profile(key)
+        try:
+            profile = await fetch_profile(profile_id, hops(request))
+        except KeyError:
+            return error(self, 503, "not_ready", "partitions are being assigned; try again shortly")
         if profile is None:
             return error(self, 404, "not_found", f"no profile with id {profile_id}")
-        return json_response(self, public_view(profile))
+        return json_response(self, profile)
 
 
 @app.page("/profiles/{kind}/{value}")
@@ -67,14 +83,19 @@ class ProfileByIdentifier(View):
         if normalised is None:
             return error(self, 400, "invalid_identifier", f"{value!r} is not a valid {kind}")
         key = key_of((kind, normalised)).encode()
-        routed = await forward_to_owner(self, request, identities.name, key)
-        if routed is not None:
-            return routed
-        pid = identities.get(key)
-        profile = load_profile(pid) if pid else None
+        hop = hops(request)
+        try:
+            owner = owner_of(identities.name, key)
+            if owner is not None and hop < MAX_HOPS:
+                status, body, ctype = await ask(owner, request.url.path, hop)
+                return self.bytes(body, content_type=ctype, status=status)
+            pid = identities.get(key)
+            profile = await fetch_profile(pid.decode(), hop) if pid else None
+        except KeyError:
+            return error(self, 503, "not_ready", "partitions are being assigned; try again shortly")
         if profile is None:
             return error(self, 404, "not_found", f"no profile has {kind} {normalised!r}")
-        return json_response(self, public_view(profile))
+        return json_response(self, profile)
 
 
 @app.page("/health")

@@ -52,8 +52,11 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         broker.stop()
 
 
+TuskEnv = dict[str, str]
+
+
 @pytest.fixture
-def tusk_env(kafka_bootstrap: str, tmp_path: Path) -> dict[str, str]:
+def tusk_env(kafka_bootstrap: str, tmp_path: Path) -> TuskEnv:
     """Environment of an isolated Tusk deployment: own topics, group and data folders."""
     run = f"t{uuid.uuid4().hex[:10]}"
     return {
