@@ -33,10 +33,19 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Protocol
 
+from processors.config import load_yaml
 from processors.events import Touchpoint
-from processors.identifiers import Identifier, IdentityRules, key_of, parse_key
+from processors.identifiers import (
+    DEFAULT_BLOCKED,
+    DEFAULT_PRIORITY,
+    Identifier,
+    IdentityRules,
+    key_of,
+    parse_key,
+)
 from processors.merge import merge
 from processors.partitioning import mint_profile_id, partition_for
 from processors.profile import Outcome, Profile, ProfileLimits, apply, new_profile
@@ -72,6 +81,21 @@ class Effects:
     changes: list[dict[str, Any]] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
     outcome: Outcome | None = None
+
+
+def load_identity_config(path: str | Path, partitions: int,
+                         profile_limits: ProfileLimits | None = None) -> IdentityConfig:
+    """IdentityConfig from identity.yaml (ConfigError with file and line when invalid)."""
+    data = load_yaml(path, "identity")
+    blocked = {kind: frozenset(str(v).casefold() for v in values)
+               for kind, values in data.get("blocked", {}).items() if kind != "any"}
+    anywhere = data.get("blocked", {}).get("any", [])
+    everywhere = DEFAULT_BLOCKED | frozenset(str(v).casefold() for v in anywhere)
+    rules = IdentityRules(priority=tuple(data.get("priority", DEFAULT_PRIORITY)), blocked=blocked,
+                          blocked_everywhere=everywhere, phone_region=data.get("phone_region"))
+    return IdentityConfig(partitions=partitions, rules=rules, limits=dict(data.get("limits", {})),
+                          exclusive_memberships=bool(data.get("exclusive_memberships", False)),
+                          profile_limits=profile_limits or ProfileLimits())
 
 
 def event_message(encoded: Mapping[str, Any]) -> Message:

@@ -12,7 +12,7 @@ from processors import events as ev
 from processors import identity
 from processors.dlq import dlq_record
 from processors.events import Reject
-from processors.identifiers import IdentityRules, routing_key
+from processors.identifiers import routing_key
 from processors.partitioning import partition_for
 from processors.profile import Profile, ProfileLimits
 from stream import metrics as m
@@ -30,12 +30,9 @@ from stream.app import (
 log = logging.getLogger(__name__)
 
 N = settings.partitions
-CFG = identity.IdentityConfig(
-    partitions=N,
-    rules=IdentityRules(),
-    profile_limits=ProfileLimits(settings.dedup_window_ms, settings.dedup_max_ids,
-                                 settings.recent_events),
-)
+_limits = ProfileLimits(settings.dedup_window_ms, settings.dedup_max_ids, settings.recent_events)
+CFG = (identity.load_identity_config(settings.identity_config, N, _limits)
+       if settings.identity_config else identity.IdentityConfig(partitions=N, profile_limits=_limits))
 
 
 class TableStore:

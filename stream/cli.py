@@ -36,6 +36,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from stream.settings import Settings
 
     settings = Settings.from_env()
+    if settings.identity_config:
+        from processors.config import ConfigError
+        from processors.identity import load_identity_config
+
+        try:
+            load_identity_config(settings.identity_config, settings.partitions)
+        except ConfigError as e:
+            raise CliError(str(e)) from None
     try:
         ensure_topics(settings)
     except Exception as e:

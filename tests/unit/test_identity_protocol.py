@@ -265,3 +265,54 @@ def test_two_user_ids_are_not_merged_when_limited() -> None:
         assert live[owner_a1]["identities"]["anonymous_id"] == ["a1"]
         others = [p for pid, p in live.items() if pid != owner_a1]
         assert all("anonymous_id" not in p["identities"] for p in others)
+
+
+def group_event(n: int, user: str, gid: str, day: int, **traits: Any) -> bytes:
+    return orjson.dumps({"type": "group", "messageId": f"g{n}", "userId": user, "groupId": gid,
+                         "timestamp": f"2024-02-{day:02d}T00:00:00Z", "traits": traits})
+
+
+def run_raw(raws: list[bytes], partitions: int = 3, exclusive: bool = False) -> Cluster:
+    cfg = IdentityConfig(partitions=partitions, exclusive_memberships=exclusive)
+    cluster = Cluster(cfg, random.Random(1))
+    for raw in raws:
+        tp = ev.validate(raw, record_ts_ms=0)
+        assert isinstance(tp, ev.Touchpoint), tp
+        cluster.send(routing_key(tp.identifiers), event_message(orjson.loads(ev.encode(tp))))
+        cluster.run()
+    return cluster
+
+
+def person(cluster: Cluster, user: str) -> Any:
+    pid = cluster.resolve(f"user_id:{user}")
+    return cluster.parts[partition_for(pid, cluster.cfg.partitions)].profiles[pid]
+
+
+def test_group_creates_account_and_membership_and_leaving_keeps_personal_data() -> None:
+    cluster = run_raw([
+        orjson.dumps({"type": "identify", "messageId": "i1", "userId": "jo",
+                      "timestamp": "2024-02-01T00:00:00Z", "traits": {"first_name": "Jo"}}),
+        group_event(1, "jo", "acme", 2, name="Acme", plan="enterprise", role="buyer", title="CTO"),
+        group_event(2, "ann", "acme", 3, employees=120),
+        group_event(3, "jo", "acme", 9, membership_status="left"),
+        group_event(4, "jo", "globex", 10, name="Globex", role="admin"),
+    ])
+    aid = cluster.resolve("group_id:acme")
+    account = cluster.parts[partition_for(aid, 3)].profiles[aid]
+    assert account["kind"] == "account"
+    assert account["traits"] == {"name": "Acme", "plan": "enterprise", "employees": 120}
+    jo = person(cluster, "jo")
+    assert jo["traits"]["first_name"] == "Jo"  # personal data stays
+    acme, globex = sorted(jo["memberships"], key=lambda m: m["group_id"])
+    assert acme["account_id"] == aid and acme["role"] == "buyer" and acme["title"] == "CTO"
+    assert acme["until"] is not None and acme["since"] < acme["until"]
+    assert globex["until"] is None and globex["role"] == "admin"
+    assert person(cluster, "ann")["memberships"][0]["account_id"] == aid
+
+
+def test_exclusive_memberships_close_the_previous_one() -> None:
+    cluster = run_raw([group_event(1, "jo", "acme", 2), group_event(2, "jo", "globex", 5)],
+                      exclusive=True)
+    by_group = {m["group_id"]: m for m in person(cluster, "jo")["memberships"]}
+    assert by_group["acme"]["until"] == by_group["globex"]["since"]
+    assert by_group["globex"]["until"] is None
