@@ -21,7 +21,8 @@ def test_shipped_example_loads() -> None:
 
 
 @pytest.mark.parametrize("text,line,fragment", [
-    ("priority: [user_id, email]\nlimits:\n  email: five\n", 3, "at limits.email: expected a value of type integer"),
+    ("priority: [user_id, email]\nlimits:\n  email: five\n", 3,
+     "at limits.email: expected a value of type integer"),
     ("limits:\n  user_id: 0\n", 2, "at limits.user_id: expected a number >= 1"),
     ("priority: []\n", 1, "at priority: expected at least 1 item"),
     ("priority: [user_id, user_id]\n", 1, "no repeated items"),
