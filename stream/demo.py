@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -132,6 +132,27 @@ def wait_processed(url: str, expected: int, timeout: float = 90) -> dict[str, fl
                    f"processed within {timeout:.0f}s.")
 
 
+def identity_records(samples: dict[str, float]) -> float:
+    return sum(v for k, v in samples.items() if k.startswith("tusk_identity_messages_total"))
+
+
+def wait_quiet(read: Callable[[], dict[str, float]], settle: float = 2.0,
+               timeout: float = 120.0) -> dict[str, float]:
+    """Until no identity record (link, merge, ...) has been handled for `settle` seconds."""
+    deadline = time.monotonic() + timeout
+    last, since = -1.0, time.monotonic()
+    samples: dict[str, float] = {}
+    while time.monotonic() < deadline:
+        samples = read()
+        total = identity_records(samples)
+        if total != last:
+            last, since = total, time.monotonic()
+        elif time.monotonic() - since >= settle:
+            return samples
+        time.sleep(0.5)
+    raise CliError(f"identity records were still flowing after {timeout:.0f}s.")
+
+
 def report(url: str, produced: dict[str, Any], seen: dict[str, float], examples: list[str],
            elapsed: float) -> None:
     t = Table(title="Tusk demo: what the worker did", show_header=False)
@@ -139,7 +160,9 @@ def report(url: str, produced: dict[str, Any], seen: dict[str, float], examples:
     t.add_row("events in", f"{seen.get('tusk_events_in_total', 0):.0f}")
     t.add_row("applied to profiles", f"{seen.get('tusk_events_processed_total{outcome=applied}', 0):.0f}")
     t.add_row("duplicates dropped", f"{seen.get('tusk_events_processed_total{outcome=duplicate}', 0):.0f}")
-    t.add_row("profiles", f"{seen.get('tusk_profiles_created_total', 0):.0f}")
+    created = seen.get("tusk_profiles_created_total", 0)
+    merges = seen.get("tusk_merges_total", 0)
+    t.add_row("profiles (people)", f"{created - merges:.0f}  ({created:.0f} minted, {merges:.0f} merged)")
     for k, v in sorted(seen.items()):
         if k.startswith("tusk_events_rejected_total{"):
             t.add_row(f"  rejected: {k.split('reason=')[1].rstrip('}')}", f"{v:.0f} → DLQ")
@@ -152,7 +175,7 @@ def report(url: str, produced: dict[str, Any], seen: dict[str, float], examples:
             continue
         console.rule(f"profile {body['id']}  ({ident})")
         summary = {k: body[k] for k in ("identities", "traits", "first_seen", "last_seen",
-                                        "event_count", "event_counts")}
+                                        "event_count", "event_counts", "merged_from")}
         summary["recent_events"] = [
             f"{e['ts']} {e['type']} {e.get('event') or e.get('name') or ''}".rstrip()
             for e in body["recent_events"][:4]]
@@ -187,9 +210,13 @@ def run_demo(profiles: int = 400, seed: int = 7) -> int:
                 produced = produce_lines(settings, lines, settings.topics.touchpoints, progress=True)
                 console.print(f"[green]✓[/] produced {produced['delivered']} records")
                 with console.status("waiting for the worker to process them…"):
-                    seen = wait_processed(url, produced["delivered"])
+                    wait_processed(url, produced["delivered"])
+                    seen = wait_quiet(lambda: metrics(url))
                 crowd = people(profiles, seed)
-                examples = [f"user_id:{p.user_id}" for p in sorted(crowd, key=lambda p: -p.orders)[:2]]
+                joined = [p for p in crowd if p.signs_up and len(p.devices) > 1]
+                best = sorted(joined, key=lambda p: (-p.orders, p.n))
+                # the same people found by an identifier they never logged in with
+                examples = [f"email:{best[0].email}", f"anonymous_id:{best[1].devices[0][0]}"]
                 examples += [f"device_id:{p.devices[0][1]}" for p in crowd if not p.signs_up][:1]
                 report(url, produced, seen, examples, time.monotonic() - started)
     finally:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import random
-import time
 from collections import defaultdict
 from typing import Any
 
 import orjson
 import pytest
 
+from stream.demo import wait_quiet
 from tests.conftest import TuskEnv
 from tests.integration.harness import Deployment
 
@@ -69,20 +69,6 @@ def components(keys: list[list[str]]) -> list[set[str]]:
     return list(groups.values())
 
 
-def wait_quiet(d: Deployment, settle: float = 3.0, timeout: float = 120.0) -> None:
-    """Until no worker has handled an identity record for `settle` seconds."""
-    deadline = time.monotonic() + timeout
-    last, since = -1.0, time.monotonic()
-    while time.monotonic() < deadline:
-        total = sum(v for k, v in d.totals().items() if k.startswith("tusk_identity_messages_total"))
-        if total != last:
-            last, since = total, time.monotonic()
-        elif time.monotonic() - since >= settle:
-            return
-        time.sleep(0.5)
-    raise AssertionError("identity records still flowing")
-
-
 @pytest.mark.parametrize("partitions,workers", [(1, 1), (3, 2), (8, 2)])
 def test_profiles_are_the_connected_components(tusk_env: TuskEnv, tmp_path: Any, partitions: int,
                                                workers: int) -> None:
@@ -94,7 +80,7 @@ def test_profiles_are_the_connected_components(tusk_env: TuskEnv, tmp_path: Any,
         records, keys = multi_device_stream(people=40, seed=partitions)
         sent = d.produce(records)
         d.wait_accounted(sent)
-        wait_quiet(d)
+        wait_quiet(d.totals)
         comps = components(keys)
         ids = set()
         for i, comp in enumerate(sorted(comps, key=min)):
