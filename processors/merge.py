@@ -8,8 +8,9 @@ min/max, the recent-event list keeps the newest N of both.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
+
+import orjson
 
 from processors.profile import Profile, ProfileLimits
 
@@ -60,7 +61,7 @@ def merge(a: Profile, b: Profile, limits: ProfileLimits | None = None) -> Profil
     limits = limits or ProfileLimits()
     if b["id"] < a["id"]:
         a, b = b, a
-    out = copy.deepcopy(a)
+    out = orjson.loads(orjson.dumps(a))  # a deep copy, several times faster than copy's
     ids: dict[str, list[str]] = {}
     for kind in sorted(set(a["identities"]) | set(b["identities"])):
         ids[kind] = sorted(set(a["identities"].get(kind, [])) | set(b["identities"].get(kind, [])))

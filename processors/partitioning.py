@@ -11,24 +11,22 @@ profile update happen on one partition.
 from __future__ import annotations
 
 import hashlib
+import struct
+from functools import lru_cache
 
 
 def murmur2(data: bytes) -> int:
     """Kafka's murmur2 (seed 0x9747b28c), as a signed 32-bit int like Java's."""
     length = len(data)
-    seed, m, r = 0x9747B28C, 0x5BD1E995, 24
-    h = (seed ^ length) & 0xFFFFFFFF
+    m = 0x5BD1E995
+    h = (0x9747B28C ^ length) & 0xFFFFFFFF
     n4 = length // 4
-    for i in range(n4):
-        i4 = i * 4
-        k = data[i4] | (data[i4 + 1] << 8) | (data[i4 + 2] << 16) | (data[i4 + 3] << 24)
+    for k in struct.unpack_from(f"<{n4}I", data):
         k = (k * m) & 0xFFFFFFFF
-        k ^= k >> r
-        k = (k * m) & 0xFFFFFFFF
-        h = (h * m) & 0xFFFFFFFF
-        h ^= k
-    rest = length % 4
+        k ^= k >> 24
+        h = ((h * m) & 0xFFFFFFFF) ^ ((k * m) & 0xFFFFFFFF)
     tail = n4 * 4
+    rest = length - tail
     if rest == 3:
         h ^= data[tail + 2] << 16
     if rest >= 2:
@@ -42,9 +40,15 @@ def murmur2(data: bytes) -> int:
     return h - (1 << 32) if h & 0x80000000 else h
 
 
+@lru_cache(maxsize=1 << 16)
+def _partition_of(key: str, partitions: int) -> int:
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
 def partition_for(key: str | bytes, partitions: int) -> int:
-    raw = key.encode() if isinstance(key, str) else key
-    return (murmur2(raw) & 0x7FFFFFFF) % partitions
+    if isinstance(key, bytes):
+        return (murmur2(key) & 0x7FFFFFFF) % partitions
+    return _partition_of(key, partitions)
 
 
 def mint_profile_id(seed: str, partitions: int, prefix: str = "p_") -> str:

@@ -7,6 +7,8 @@ import time
 from typing import Any
 
 import orjson
+from aiokafka.errors import KafkaError
+from faust.exceptions import FaustError
 
 from processors import events as ev
 from processors import identity
@@ -115,9 +117,19 @@ async def identity_stage(stream):  # type: ignore[no-untyped-def]
             key, record = pending.pop(0)
             try:
                 fx = identity.handle(key, record, STORE, CFG, source)
-            except Exception:  # never stop the partition; the record stays in Kafka for replay
+            except (FaustError, KafkaError) as e:
+                # the platform, not the record: stop before the offset moves past it,
+                # so a restarted worker replays it
+                log.critical("identity stage cannot write its state: %r", e)
+                await app.crash(e)
+                raise
+            except Exception as e:  # a bug on this record: keep it, replayable, in the DLQ
                 log.exception("identity record %s failed at %s@%s", record.get("k"), *source)
-                m.IDENTITY_MESSAGES.labels("failed").inc()
+                m.REJECTED.labels("internal_error").inc()
+                await dlq_topic.send(key=key.encode(), value=orjson.dumps(dlq_record(
+                    Reject("internal_error", None, f"{type(e).__name__} in identity record "
+                           f"{record.get('k')}"), orjson.dumps(record), topic=msg.topic,
+                    partition=msg.partition, offset=msg.offset, received_at=int(time.time() * 1000))))
                 continue
             _count(fx)
             for out_key, out in fx.send:

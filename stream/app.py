@@ -29,6 +29,8 @@ app = faust.App(
     topic_replication_factor=settings.replication,
     table_standby_replicas=settings.standby_replicas,
     consumer_auto_offset_reset="earliest",
+    # batch internal records and changelog writes instead of one request each
+    producer_linger_ms=settings.producer_linger_ms,
     autodiscover=False,
     web_in_thread=False,
     key_serializer="raw",

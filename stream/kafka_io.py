@@ -20,6 +20,9 @@ def client_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     return conf
 
 
+TABLES = ("identities", "profiles")
+
+
 def contract_topics(settings: Settings) -> dict[str, dict[str, str]]:
     """Topic name → config, for every topic users read or write (CONTRACT §2)."""
     t = settings.topics
@@ -32,6 +35,9 @@ def contract_topics(settings: Settings) -> dict[str, dict[str, str]]:
         t.privacy: {},
         t.privacy_results: {},
         t.routed: {},
+        # Faust's changelogs, created up front: a worker that starts before Faust has
+        # made them sees "0 partitions" and cannot write its tables
+        **{f"{settings.app_id}-{table}-changelog": compacted for table in TABLES},
     }
 
 

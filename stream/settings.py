@@ -98,6 +98,7 @@ class Settings:
     recent_events: int = 20
     block_cache_mb: int = 8
     standby_replicas: int = 0
+    producer_linger_ms: int = 10
     log_level: str = "warn"
     identity_config: Path | None = None
     kafka_extra: dict[str, str] = field(default_factory=dict)
@@ -139,6 +140,7 @@ class Settings:
             recent_events=_int("TUSK_RECENT_EVENTS", cls.recent_events, 0),
             block_cache_mb=_int("TUSK_BLOCK_CACHE_MB", cls.block_cache_mb, 1),
             standby_replicas=_int("TUSK_STANDBY_REPLICAS", cls.standby_replicas, 0),
+            producer_linger_ms=_int("TUSK_PRODUCER_LINGER_MS", cls.producer_linger_ms, 0),
             log_level=_env("TUSK_LOG_LEVEL", cls.log_level),
             identity_config=Path(os.environ["TUSK_IDENTITY_CONFIG"])
             if os.environ.get("TUSK_IDENTITY_CONFIG") else None,

@@ -118,7 +118,7 @@ class Cluster:
         raise AssertionError("redirect loop")
 
 
-REPLAY_WITH_LIMITS = 0.0  # see the note on issue 3: limits under crash replays are not yet sound
+REPLAY_WITH_LIMITS = 0.0  # limits under crash replays: known gap (issue 3 note)
 
 POOL = ([("user_id", f"u{i}") for i in range(6)] + [("email", f"e{i}@x.io") for i in range(6)]
         + [("anonymous_id", f"a{i}") for i in range(10)])
