@@ -136,6 +136,9 @@ def candidates(msg: Mapping[str, Any], region: str | None = None) -> Iterable[Id
             if isinstance(entry, Mapping) and isinstance(entry.get("type"), str):
                 yield _pair(normalise_type(entry["type"]), plain_id(entry.get("id")))
     yield _pair("anonymous_id", plain_id(msg.get("anonymousId")))
+    if msg.get("type") == "alias":
+        # Segment's common case: previousId is the anonymous id the person had before
+        yield _pair("anonymous_id", plain_id(msg.get("previousId")))
 
 
 def _pair(kind: str, value: str | None) -> Identifier | None:

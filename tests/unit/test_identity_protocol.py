@@ -10,6 +10,7 @@ connected components of the identifier graph, with every event counted once.
 from __future__ import annotations
 
 import copy
+import itertools
 import random
 from collections import defaultdict
 from typing import Any
@@ -318,3 +319,21 @@ def test_exclusive_memberships_close_the_previous_one() -> None:
     by_group = {m["group_id"]: m for m in person(cluster, "jo")["memberships"]}
     assert by_group["acme"]["until"] == by_group["globex"]["since"]
     assert by_group["globex"]["until"] is None
+
+
+def test_alias_links_previous_id_to_user_whatever_the_order() -> None:
+    raws = [
+        orjson.dumps({"type": "page", "messageId": "p1", "anonymousId": "anon-9",
+                      "timestamp": "2024-02-01T00:00:00Z"}),
+        orjson.dumps({"type": "alias", "messageId": "al", "previousId": "anon-9", "userId": "u9",
+                      "timestamp": "2024-02-02T00:00:00Z"}),
+        orjson.dumps({"type": "track", "messageId": "t1", "userId": "u9", "event": "Order Completed",
+                      "timestamp": "2024-02-03T00:00:00Z"}),
+    ]
+    for order in itertools.permutations(raws):
+        cluster = run_raw(list(order), partitions=8)
+        live = cluster.live_profiles()
+        assert len(live) == 1
+        (prof,) = live.values()
+        assert prof["identities"] == {"anonymous_id": ["anon-9"], "user_id": ["u9"]}
+        assert prof["event_count"] == 3
