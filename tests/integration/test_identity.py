@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from collections import defaultdict
 from typing import Any
 
 import orjson
@@ -11,6 +10,7 @@ import pytest
 
 from stream.demo import wait_quiet
 from tests.conftest import TuskEnv
+from tests.graph import components
 from tests.integration.harness import Deployment
 
 pytestmark = pytest.mark.kafka
@@ -48,25 +48,6 @@ def multi_device_stream(people: int, seed: int) -> tuple[list[bytes], list[list[
     order = list(range(len(records)))
     rng.shuffle(order)  # arrival order across people and devices is arbitrary
     return [records[i] for i in order], [keys[i] for i in order]
-
-
-def components(keys: list[list[str]]) -> list[set[str]]:
-    parent: dict[str, str] = {}
-
-    def find(x: str) -> str:
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for ks in keys:
-        for k in ks:
-            parent[find(k)] = find(ks[0])
-    groups: dict[str, set[str]] = defaultdict(set)
-    for k in parent:
-        groups[find(k)].add(k)
-    return list(groups.values())
 
 
 @pytest.mark.parametrize("partitions,workers", [(1, 1), (3, 2), (8, 2)])

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import itertools
 import random
-from collections import defaultdict
 from typing import Any
 
 import orjson
@@ -23,6 +22,7 @@ from processors import events as ev
 from processors.identifiers import IdentityRules, key_of, routing_key
 from processors.identity import IdentityConfig, event_message, handle, is_redirect, runs_inline
 from processors.partitioning import partition_for
+from tests.graph import components as graph_components
 
 
 class Partition:
@@ -142,25 +142,7 @@ def raw_event(n: int, idents: list[tuple[str, str]]) -> bytes:
 
 
 def components(events: list[list[tuple[str, str]]]) -> list[set[str]]:
-    parent: dict[str, str] = {}
-
-    def find(x: str) -> str:
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for ids in events:
-        keys = [key_of(i) for i in ids]
-        for k in keys:
-            find(k)
-        for k in keys[1:]:
-            parent[find(k)] = find(keys[0])
-    groups: dict[str, set[str]] = defaultdict(set)
-    for k in parent:
-        groups[find(k)].add(k)
-    return list(groups.values())
+    return graph_components([[key_of(i) for i in ids] for ids in events])
 
 
 def event_lists() -> st.SearchStrategy[list[list[tuple[str, str]]]]:
