@@ -75,9 +75,15 @@ class Store(Protocol):
     def set_profile(self, pid: str, profile: Profile) -> None: ...
 
 
+MAX_HOPS = 32
+"""A record forwarded or bounced more often than this is dead-lettered, not circulated."""
+
+
 @dataclass
 class Effects:
     send: list[tuple[str, Message]] = field(default_factory=list)
+    dead: list[tuple[str, Message]] = field(default_factory=list)
+    """(reason, record) the engine gives up on; they go to the DLQ, replayable."""
     changes: list[dict[str, Any]] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
     outcome: Outcome | None = None
@@ -145,6 +151,9 @@ def _arrived(pid: str, msg: Message, store: Store, fx: Effects,
     """
     profile = store.profile(pid)
     via: list[str] = msg.get("via") or []
+    if msg.get("hops", 0) > MAX_HOPS:
+        fx.dead.append(("identity_loop", msg))
+        return False
     if is_redirect(profile) and profile is not None and msg.get("refused") == profile["nonce"]:
         # bounced by the survivor that refused this freeze: restore (X may be late or lost)
         _restore(pid, profile, store, fx)
@@ -155,12 +164,13 @@ def _arrived(pid: str, msg: Message, store: Store, fx: Effects,
             # replaying the message that froze this profile: its M may have been lost
             fx.send.append(_merge_message(profile))
         fx.counts["redirect_followed"] += 1
-        fx.send.append((profile["redirect"], {**msg, "via": [*via, pid]}))
+        fx.send.append((profile["redirect"], {**msg, "via": [*via, pid], "hops": msg.get("hops", 0) + 1}))
         return False
     refused: dict[str, str] = profile.get("_refused", {}) if profile is not None else {}
     for i, hop in enumerate(via):
         if hop in refused:  # aimed at a profile this one refused to absorb: send it back
-            fx.send.append((hop, {**msg, "via": via[:i], "refused": refused[hop]}))
+            fx.send.append((hop, {**msg, "via": via[:i], "refused": refused[hop],
+                                  "hops": msg.get("hops", 0) + 1}))
             return False
     return True
 

@@ -132,6 +132,12 @@ async def identity_stage(stream):  # type: ignore[no-untyped-def]
                     partition=msg.partition, offset=msg.offset, received_at=int(time.time() * 1000))))
                 continue
             _count(fx)
+            for reason, dead in fx.dead:
+                m.REJECTED.labels(reason).inc()
+                await dlq_topic.send(key=key.encode(), value=orjson.dumps(dlq_record(
+                    Reject(reason, None, f"identity record {dead.get('k')} kept bouncing"),
+                    orjson.dumps(dead), topic=msg.topic, partition=msg.partition,
+                    offset=msg.offset, received_at=int(time.time() * 1000))))
             for out_key, out in fx.send:
                 if identity.runs_inline(record, out_key, out, msg.partition, CFG):
                     pending.append((out_key, out))

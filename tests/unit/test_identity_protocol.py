@@ -319,3 +319,13 @@ def test_alias_links_previous_id_to_user_whatever_the_order() -> None:
         (prof,) = live.values()
         assert prof["identities"] == {"anonymous_id": ["anon-9"], "user_id": ["u9"]}
         assert prof["event_count"] == 3
+
+
+def test_a_record_that_keeps_bouncing_is_dead_lettered_not_circulated() -> None:
+    part = Partition()
+    part.set_profile("p_b", {"id": "p_b", "redirect": "p_a", "nonce": "n", "snap": {}})
+    looping = {"k": "A", "ev": {}, "via": [], "hops": 33}
+    fx = handle("p_b", looping, part, IdentityConfig(partitions=1), (0, 1))
+    assert fx.send == [] and fx.dead == [("identity_loop", looping)]
+    fx = handle("p_b", {**looping, "hops": 3}, part, IdentityConfig(partitions=1), (0, 2))
+    assert fx.dead == [] and fx.send[0][0] == "p_a" and fx.send[0][1]["hops"] == 4
