@@ -16,7 +16,7 @@ class ConfigError(ValueError):
     """`file:line: at path: expected …, got …` — one sentence a person can act on."""
 
 
-def _node_at(node: yaml.Node | None, path: list[Any]) -> yaml.Node | None:
+def node_at(node: yaml.Node | None, path: list[Any]) -> yaml.Node | None:
     for step in path:
         if isinstance(node, yaml.MappingNode):
             node = next((v for k, v in node.value if k.value == str(step)), node)
@@ -53,6 +53,16 @@ def _expected(err: ValidationError) -> str:
 
 def load_yaml(path: str | Path, schema: str) -> dict[str, Any]:
     """Parse and validate a YAML file; ConfigError names the file, the line and the expectation."""
+    return load_yaml_with_nodes(path, schema)[0]
+
+
+def line_of(root: yaml.Node | None, at: list[Any]) -> int:
+    node = node_at(root, at)
+    return node.start_mark.line + 1 if node is not None else 1
+
+
+def load_yaml_with_nodes(path: str | Path, schema: str) -> tuple[dict[str, Any], yaml.Node | None]:
+    """load_yaml, also returning the YAML node tree (to place later, semantic errors on a line)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -72,8 +82,10 @@ def load_yaml(path: str | Path, schema: str) -> dict[str, Any]:
     if errors:
         err = errors[0]
         at = list(err.absolute_path)
-        node = _node_at(root, at)
+        node = node_at(root, at)
         line = node.start_mark.line + 1 if node is not None else 1
         dotted = ".".join(map(str, at)) or "(top level)"
         raise ConfigError(f"{path}:{line}: at {dotted}: expected {_expected(err)}.")
-    return dict(data)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}:1: expected a mapping at the top level.")
+    return dict(data), root

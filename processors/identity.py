@@ -20,7 +20,12 @@ send next. Kinds:
   X  key=loser       restore a loser whose merge was refused
   U  key=profile     drop an identifier the profile had taken optimistically
   R  key=identifier  repoint an identifier from a merged loser to its survivor
-  G  key=account     group traits onto the account profile
+  G  key=account     group traits onto the account profile (and remember the member)
+  K  key=profile     an account's traits, copied onto a member's membership
+
+Segments and computed traits (processors/catalog.py) run wherever a profile
+changes: on A, M and K, and on re-checks (time passing, backfill) that the
+stream layer asks for through recheck(). Their entries/exits are `changes`.
 
 The survivor of a merge is the smaller profile id, so redirect chains only
 ever go downwards and cannot loop, and the outcome does not depend on which
@@ -36,6 +41,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from processors.catalog import Catalog, transition
 from processors.config import load_yaml
 from processors.events import Touchpoint
 from processors.identifiers import (
@@ -79,14 +85,37 @@ MAX_HOPS = 32
 """A record forwarded or bounced more often than this is dead-lettered, not circulated."""
 
 
+@dataclass(frozen=True)
+class Env:
+    """The clock and the definitions one call runs with (None: the event's own time)."""
+
+    now: int | None = None
+    catalog: Catalog = field(default_factory=Catalog)
+
+    def at(self, ts: int | None) -> int:
+        if self.now is not None:
+            return self.now
+        return ts or 0
+
+
 @dataclass
 class Effects:
+    env: Env = field(default_factory=Env)
     send: list[tuple[str, Message]] = field(default_factory=list)
     dead: list[tuple[str, Message]] = field(default_factory=list)
     """(reason, record) the engine gives up on; they go to the DLQ, replayable."""
     changes: list[dict[str, Any]] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
     outcome: Outcome | None = None
+    schedule: list[tuple[str, int | None, int | None]] = field(default_factory=list)
+    """(profile id, old deadline, new deadline): the stream layer's re-check index"""
+    sizes: Counter[str] = field(default_factory=Counter)
+    """segment → change in member count"""
+
+    def transitions(self, changes: list[dict[str, Any]]) -> None:
+        for t in changes:
+            self.sizes[t["segment"]] += 1 if t["transition"] == "entered" else -1
+        self.changes.extend(changes)
 
 
 def load_identity_config(path: str | Path, partitions: int,
@@ -132,8 +161,8 @@ def can_merge(a: Profile, b: Profile, limits: Mapping[str, int]) -> str | None:
 
 
 def handle(key: str, msg: Message, store: Store, cfg: IdentityConfig,
-           source: tuple[int, int] | None = None) -> Effects:
-    fx = Effects()
+           source: tuple[int, int] | None = None, env: Env | None = None) -> Effects:
+    fx = Effects(env or Env())
     fx.counts[f"msg:{msg['k']}"] += 1
     if msg["k"] in PROFILE_KEYED and not _arrived(key, msg, store, fx, source):
         return fx
@@ -228,22 +257,68 @@ def _on_apply(pid: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Eff
         links = [i for i in new if key_of(i) not in known]
         if tp.type == "group":
             _join_group(profile, tp, cfg, fx)
+        now = fx.env.at(tp.ts)
+        previous = profile.get("_next")
+        tags = fx.env.catalog.observe(profile, tp, now)
+        changes = fx.env.catalog.evaluate(profile, now, tags, tp.message_id)
+        _remember_changes(profile, changes, source)
         store.set_profile(pid, profile)
+        _settled(profile, previous, changes, fx)
     else:
         # a replay: the first pass may have died before its links were sent
         links = [i for i in tp.identifiers
                  if i[1] in profile["identities"].get(i[0], ()) and key_of(i) not in known]
         if tp.type == "group":
-            fx.send.append(_group_traits_message(tp, cfg))
+            fx.send.append(_group_traits_message(tp, cfg, pid))
+        fx.changes.extend(_replayed_changes(profile, source))
     for ident in links:
         fx.send.append((key_of(ident), {"k": "L", "pid": pid}))
 
 
-def _group_traits_message(tp: Touchpoint, cfg: IdentityConfig) -> tuple[str, Message]:
+RECENT_CHANGES = 4
+
+
+def _remember_changes(profile: Profile, changes: list[dict[str, Any]],
+                      source: tuple[int, int] | None) -> None:
+    """Keep the transitions of the last few sources, to re-send them if a crash replays one."""
+    if changes and source is not None:
+        kept = [t for t in profile.get("_tx", []) if t["at"] != list(source)][-RECENT_CHANGES + 1:]
+        profile["_tx"] = [*kept, {"at": list(source), "changes": changes}]
+
+
+def _replayed_changes(profile: Profile, source: tuple[int, int] | None) -> list[dict[str, Any]]:
+    if source is None:
+        return []
+    return [c for t in profile.get("_tx", []) if t["at"] == list(source) for c in t["changes"]]
+
+
+def _settled(profile: Profile, previous: int | None, changes: list[dict[str, Any]], fx: Effects) -> None:
+    """After a profile was evaluated and stored: count transitions, move its deadline."""
+    fx.transitions(changes)
+    if profile.get("_next") != previous:
+        fx.schedule.append((profile["id"], previous, profile.get("_next")))
+
+
+def recheck(pid: str, store: Store, env: Env, cause: str, everything: bool = False) -> Effects:
+    """Re-evaluate a stored profile: its due segments (time passed), or all (backfill)."""
+    fx = Effects(env)
+    profile = store.profile(pid)
+    if profile is None or is_redirect(profile):
+        return fx
+    now = env.at(None)
+    previous = profile.get("_next")
+    changes = env.catalog.evaluate(profile, now, None if everything else set(), cause)
+    if changes or profile.get("_next") != previous:
+        store.set_profile(pid, profile)
+    _settled(profile, previous, changes, fx)
+    return fx
+
+
+def _group_traits_message(tp: Touchpoint, cfg: IdentityConfig, member: str) -> tuple[str, Message]:
     gid = str(tp.msg["groupId"])
     traits = {k: v for k, v in (tp.msg.get("traits") or {}).items() if k not in MEMBERSHIP_FIELDS}
     return account_id(gid, cfg.partitions), {"k": "G", "gid": gid, "traits": traits,
-                                             "ts": tp.ts, "mid": tp.message_id}
+                                             "ts": tp.ts, "mid": tp.message_id, "pid": member}
 
 
 def _join_group(profile: Profile, tp: Touchpoint, cfg: IdentityConfig, fx: Effects) -> None:
@@ -271,7 +346,7 @@ def _join_group(profile: Profile, tp: Touchpoint, cfg: IdentityConfig, fx: Effec
             memberships.append({"account_id": aid, "group_id": gid, "role": traits.get("role"),
                                 "title": traits.get("title"), "since": tp.ts, "until": None})
             memberships.sort(key=lambda m: (m["group_id"], m["since"]))
-    fx.send.append(_group_traits_message(tp, cfg))
+    fx.send.append(_group_traits_message(tp, cfg, profile["id"]))
 
 
 def _on_group_traits(aid: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effects,
@@ -283,9 +358,17 @@ def _on_group_traits(aid: str, msg: Message, store: Store, cfg: IdentityConfig, 
     if msg["gid"] not in account["identities"].get(ACCOUNT_KEY, []):
         account["identities"].setdefault(ACCOUNT_KEY, []).append(msg["gid"])
         store.set_identity(key_of(ident), aid)
+    members: list[str] = account.setdefault("_members", [])
+    joined = msg.get("pid") is not None and msg["pid"] not in members
+    if joined:
+        members.append(msg["pid"])
     if msg["mid"] in account["_seen"]:
+        if joined:
+            store.set_profile(aid, account)
+            fx.send.append((msg["pid"], _account_message(account)))
         return
     account["_seen"][msg["mid"]] = msg["ts"]
+    before = dict(account["traits"])
     for name, value in msg["traits"].items():
         set_trait(account, name, value, msg["ts"], msg["mid"])
     first, last = account["first_seen"], account["last_seen"]
@@ -293,6 +376,37 @@ def _on_group_traits(aid: str, msg: Message, store: Store, cfg: IdentityConfig, 
     account["last_seen"] = msg["ts"] if last is None else max(last, msg["ts"])
     account["event_count"] += 1
     store.set_profile(aid, account)
+    to = members if account["traits"] != before else ([msg["pid"]] if joined else [])
+    for member in to:
+        fx.send.append((member, _account_message(account)))
+
+
+def _account_message(account: Profile) -> Message:
+    return {"k": "K", "aid": account["id"], "traits": account["traits"], "tt": account["_tt"]}
+
+
+def _on_account_traits(pid: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effects,
+                       source: tuple[int, int] | None) -> None:
+    """A member's copy of its account's traits (newest stamp wins: K may arrive out of order)."""
+    profile = store.profile(pid)
+    if profile is None:
+        return
+    stamp = max((tuple(v) for v in msg["tt"].values()), default=(0, ""))
+    changed = False
+    for m in profile["memberships"]:
+        if m["account_id"] == msg["aid"] and tuple(m.get("account_stamp") or (0, "")) <= stamp \
+                and m.get("account_traits") != msg["traits"]:
+            m["account_traits"] = msg["traits"]
+            m["account_stamp"] = list(stamp)
+            changed = True
+    if not changed:
+        return
+    now = fx.env.at(None)
+    previous = profile.get("_next")
+    changes = fx.env.catalog.evaluate(profile, now, {"account"}, f"account:{msg['aid']}@{stamp[0]}")
+    _remember_changes(profile, changes, source)
+    store.set_profile(pid, profile)
+    _settled(profile, previous, changes, fx)
 
 
 def _on_link(key: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effects,
@@ -375,7 +489,14 @@ def _on_merge(survivor: str, msg: Message, store: Store, cfg: IdentityConfig, fx
     merged = merge(profile, snap, cfg.profile_limits)
     merged["id"] = survivor
     merged["_refused"] = {r: n for r, n in profile.get("_refused", {}).items() if r != loser}
+    now = fx.env.at(None)
+    previous = merged.get("_next")
+    changes = [{**transition(loser, sid, "exited", now, f"merged_into:{survivor}"), "reason": "merged"}
+               for sid in sorted(snap.get("segments", {}))]
+    changes += fx.env.catalog.evaluate(merged, now, None, f"merge:{loser}")
+    _remember_changes(merged, changes, source)
     store.set_profile(survivor, merged)
+    _settled(merged, previous, changes, fx)
     fx.counts["merged"] += 1
     fx.changes.append({"type": "merged", "profile_id": survivor, "merged_id": loser,
                        "link": msg.get("link")})
@@ -414,10 +535,11 @@ def _on_repoint(key: str, msg: Message, store: Store, cfg: IdentityConfig, fx: E
         store.set_identity(key, msg["to"])
 
 
-PROFILE_KEYED = frozenset("AFMU")
+PROFILE_KEYED = frozenset("AFMUK")
 HANDLERS = {
     "E": _on_event, "A": _on_apply, "L": _on_link, "F": _on_freeze, "M": _on_merge,
     "X": _on_restore, "U": _on_unlink, "R": _on_repoint, "G": _on_group_traits,
+    "K": _on_account_traits,
 }
 
 

@@ -12,7 +12,9 @@ from typing import Any
 
 import orjson
 
-from processors.profile import Profile, ProfileLimits
+from processors.aggregates import bucket_merge
+from processors.computed import merge_states
+from processors.profile import EVENT_BUCKETS, Profile, ProfileLimits
 
 
 def _newest(a: list[Any] | None, b: list[Any] | None) -> int:
@@ -91,5 +93,15 @@ def merge(a: Profile, b: Profile, limits: ProfileLimits | None = None) -> Profil
     for p, off in b["_src"].items():
         src[p] = max(src.get(p, off), off)
     out["_src"] = src
-    out["computed"] = {}  # recomputed from the merged event state by the traits engine
+    out["_agg"] = merge_states(a.get("_agg", {}), b.get("_agg", {}))
+    index = dict(a.get("_ev", {}))
+    for name, buckets in b.get("_ev", {}).items():
+        index[name] = bucket_merge(index.get(name, {}), buckets, _add, EVENT_BUCKETS)
+    out["_ev"] = dict(sorted(index.items()))
+    # memberships, deadlines and computed values are the survivor's until the catalog
+    # re-evaluates the merged profile (identity._on_merge does at once)
     return out
+
+
+def _add(x: Any, y: Any) -> Any:
+    return y if x is None else x if y is None else x + y

@@ -26,6 +26,8 @@ from processors.identifiers import Identifier
 Profile = dict[str, Any]
 
 HOUR_MS = 3_600_000
+EVENT_BUCKETS = 64
+"""Per event name and profile: buckets of the occurrence index (_ev) behind `performed`."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,39 @@ def person_traits(tp: Touchpoint) -> Mapping[str, Any]:
     return merged
 
 
+def consent_of(tp: Touchpoint) -> dict[str, bool]:
+    """context.consent.categoryPreferences: category → granted (booleans only)."""
+    ctx = tp.msg.get("context")
+    consent = ctx.get("consent") if isinstance(ctx, dict) else None
+    prefs = consent.get("categoryPreferences") if isinstance(consent, dict) else None
+    if not isinstance(prefs, dict):
+        return {}
+    return {str(k): v for k, v in prefs.items() if isinstance(v, bool)}
+
+
+SUBSCRIPTION_STATES = frozenset({"subscribed", "unsubscribed", "did_not_subscribe"})
+
+
+def subscriptions_of(traits: Mapping[str, Any]) -> dict[str, str]:
+    subs = traits.get("subscriptions")
+    if not isinstance(subs, dict):
+        return {}
+    return {str(k): v for k, v in subs.items() if v in SUBSCRIPTION_STATES}
+
+
+def _set_stamped(profile: Profile, field: str, stamps: str, name: str, value: Any,
+                 ts: int, mid: str) -> bool:
+    """Last-write-wins by (event time, messageId); True when the value kept changed."""
+    held = profile.setdefault(stamps, {})
+    current = held.get(name)
+    if current is None or (ts, mid) >= (current[0], current[1]):
+        changed = profile[field].get(name) != value
+        profile[field][name] = value
+        held[name] = [ts, mid]
+        return changed
+    return False
+
+
 def _remember(profile: Profile, mid: str, ts: int, limits: ProfileLimits) -> None:
     seen: dict[str, int] = profile["_seen"]
     seen[mid] = ts
@@ -129,8 +164,14 @@ def apply(profile: Profile, tp: Touchpoint, limits: ProfileLimits | None = None,
         profile["_src"][str(source[0])] = source[1]
     _remember(profile, tp.message_id, tp.ts, limits)
     add_identities(profile, tp.identifiers)
-    for name, value in person_traits(tp).items():
-        set_trait(profile, name, value, tp.ts, tp.message_id)
+    traits = person_traits(tp)
+    for name, value in traits.items():
+        if name != "subscriptions":
+            set_trait(profile, name, value, tp.ts, tp.message_id)
+    for channel, state in subscriptions_of(traits).items():
+        _set_stamped(profile, "subscriptions", "_st", channel, state, tp.ts, tp.message_id)
+    for category, granted in consent_of(tp).items():
+        _set_stamped(profile, "consent", "_ct", category, granted, tp.ts, tp.message_id)
     first, last = profile["first_seen"], profile["last_seen"]
     profile["first_seen"] = tp.ts if first is None else min(first, tp.ts)
     profile["last_seen"] = tp.ts if last is None else max(last, tp.ts)

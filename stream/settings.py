@@ -11,20 +11,18 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from processors import timeutil
+
 
 class SettingsError(ValueError):
     pass
 
 
-_DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)$")
-_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-
-
 def parse_duration_ms(text: str, name: str = "duration") -> int:
-    m = _DURATION.match(text.strip())
-    if not m:
-        raise SettingsError(f"{name}={text!r}: expected a duration like 500ms, 30s, 5m, 24h or 30d.")
-    return int(m.group(1)) * _UNIT_MS[m.group(2)]
+    try:
+        return timeutil.parse_duration_ms(text, name)
+    except ValueError as e:
+        raise SettingsError(str(e)) from None
 
 
 def _env(name: str, default: str) -> str:

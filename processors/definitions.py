@@ -1,0 +1,72 @@
+"""Definition files and records: YAML/JSON in, a checked Catalog out.
+
+`load_file` reads a file of computed traits and segments (schema
+`definitions`), then compiles them all together, so an unknown reference or a
+bad condition fails at load with the file, the line and what was expected.
+`parse_record` does the same for one definition (HTTP PUT, topic value),
+naming the path of the bad node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+import schemas
+from processors.catalog import Catalog
+from processors.config import ConfigError, line_of, load_yaml_with_nodes
+from processors.predicates import DefinitionError, dotted
+
+KINDS = ("segment", "computed_trait")
+
+
+def _validator(kind: str) -> Draft202012Validator:
+    root = schemas.load("definitions")
+    return Draft202012Validator({"$defs": root["$defs"], "$ref": f"#/$defs/{kind}"})
+
+
+def parse_record(kind: str, spec: Any) -> dict[str, Any]:
+    """One definition checked against the schema; DefinitionError(path, expected) otherwise."""
+    if kind not in KINDS:
+        raise DefinitionError(["kind"], f"one of {list(KINDS)}, got {kind!r}")
+    if not isinstance(spec, Mapping):
+        raise DefinitionError([], "a JSON object")
+    errors = sorted(_validator(kind).iter_errors(dict(spec)), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        err = errors[0]
+        raise DefinitionError(list(err.absolute_path), err.message)
+    return {k: v for k, v in spec.items() if k != "kind"}
+
+
+def load_file(path: str | Path, base: Catalog | None = None) -> tuple[list[dict[str, Any]],
+                                                                       list[dict[str, Any]]]:
+    """(computed traits, segments) of a file, compiled together with `base` to check them."""
+    data, root = load_yaml_with_nodes(path, "definitions")
+    traits = [dict(t) for t in data.get("computed_traits", [])]
+    segments = [dict(s) for s in data.get("segments", [])]
+    for section, items in (("computed_traits", traits), ("segments", segments)):
+        seen: dict[str, int] = {}
+        for i, item in enumerate(items):
+            if item["id"] in seen:
+                raise ConfigError(f"{path}:{line_of(root, [section, i, 'id'])}: at {section}[{i}].id: "
+                                  f"expected an id not used above (item {seen[item['id']]}).")
+            seen[item["id"]] = i
+    try:
+        (base or Catalog()).extended(traits, segments)
+    except DefinitionError as e:
+        at = _indexed(e.path, traits, segments)
+        raise ConfigError(f"{path}:{line_of(root, at)}: at {dotted(at)}: expected {e.expected}.") from None
+    return traits, segments
+
+
+def _indexed(path: list[Any], traits: list[dict[str, Any]], segments: list[dict[str, Any]]) -> list[Any]:
+    """Catalog paths name definitions by id; files know them by position."""
+    if len(path) >= 2 and path[0] in ("computed_traits", "segments"):
+        items = traits if path[0] == "computed_traits" else segments
+        for i, item in enumerate(items):
+            if item["id"] == path[1]:
+                return [path[0], i, *path[2:]]
+    return path
