@@ -197,4 +197,8 @@ def public_view(profile: Profile) -> Profile:
     view["recent_events"] = [
         {**e, "ts": iso(e["ts"])} for e in profile["recent_events"]
     ]
+    view["segments"] = {sid: {**s, "entered_at": iso(s.get("entered_at"))}
+                        for sid, s in profile.get("segments", {}).items()}
+    view["memberships"] = [{k: (iso(v) if k in ("since", "until") else v) for k, v in m.items()
+                            if k != "account_stamp"} for m in profile.get("memberships", [])]
     return view

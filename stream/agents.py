@@ -23,11 +23,13 @@ from stream.app import (
     changes_topic,
     dlq_topic,
     identities,
+    meta,
     profiles,
     routed_topic,
     settings,
     touchpoints_topic,
 )
+from stream.definitions import DefinitionsReader
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,14 @@ class TableStore:
 
 
 STORE = TableStore()
+READER = DefinitionsReader(settings)
+"""Started by stream.worker before the first event, so every event sees the definitions."""
+
+WATERMARK: dict[int, int] = {}
+"""Event-time clock per internal partition (TUSK_CLOCK=event); persisted by ticks under b"w"."""
+BACKFILLS: dict[int, str] = {}
+"""Backfill chains this worker started, by partition (fingerprint of the definitions)."""
+TIME_CLOCK = settings.clock == "event"
 
 
 async def send_internal(key: str, msg: dict[str, Any]) -> None:
@@ -106,50 +116,195 @@ def _count(fx: identity.Effects) -> None:
         m.PROCESSED.labels(fx.outcome.value).inc()
 
 
+def now_ms(partition: int, event_ts: int | None = None) -> int:
+    """The clock segments are judged by: wall time, or this partition's event-time watermark."""
+    if not TIME_CLOCK:
+        return int(time.time() * 1000)
+    wm = WATERMARK.get(partition)
+    if wm is None:  # after a restart: the watermark the last tick stored
+        raw = meta.get(b"w")
+        wm = int(raw) if raw else 0
+    if event_ts is not None and event_ts > wm:
+        wm = event_ts
+    WATERMARK[partition] = wm
+    return wm
+
+
+def due_key(due: int, pid: str) -> bytes:
+    return b"d" + due.to_bytes(8, "big") + pid.encode()
+
+
+async def settle(fx: identity.Effects) -> None:
+    """Write what a call decided besides the profile itself: deadlines, sizes, transitions."""
+    for pid, old, new in fx.schedule:
+        if old is not None:
+            meta.pop(due_key(old, pid), None)
+        if new is not None:
+            meta[due_key(new, pid)] = b""
+    for segment, delta in fx.sizes.items():
+        if delta:
+            key = b"s:" + segment.encode()
+            meta[key] = str(int(meta.get(key) or 0) + delta).encode()
+    now = int(time.time() * 1000)
+    for change in fx.changes:
+        if change.get("type") == "segment":
+            m.SEGMENT_TRANSITIONS.labels(change["segment"], change["transition"]).inc()
+        await changes_topic.send(key=change["profile_id"].encode(),
+                                 value=orjson.dumps({**change, "recorded_at": now}))
+
+
+async def dead_letter(key: str, record: dict[str, Any], msg: Any, reason: str, detail: str) -> None:
+    m.REJECTED.labels(reason).inc()
+    await dlq_topic.send(key=key.encode(), value=orjson.dumps(dlq_record(
+        Reject(reason, None, detail), orjson.dumps(record), topic=msg.topic,
+        partition=msg.partition, offset=msg.offset, received_at=int(time.time() * 1000))))
+
+
+async def platform_failure(e: BaseException) -> None:
+    # the platform, not the record: stop before the offset moves past it, so a
+    # restarted worker replays it
+    log.critical("identity stage cannot write its state: %r", e)
+    await app.crash(e)
+
+
+async def on_record(key: str, record: dict[str, Any], msg: Any) -> None:
+    source = (msg.partition, msg.offset)
+    pending = [(key, record)]
+    while pending:
+        key, record = pending.pop(0)
+        ev_ts = record["ev"]["ts"] if "ev" in record else None
+        env = identity.Env(now_ms(msg.partition, ev_ts), READER.catalog)
+        try:
+            fx = identity.handle(key, record, STORE, CFG, source, env)
+        except (FaustError, KafkaError) as e:
+            await platform_failure(e)
+            raise
+        except Exception as e:  # a bug on this record: keep it, replayable, in the DLQ
+            log.exception("identity record %s failed at %s@%s", record.get("k"), *source)
+            await dead_letter(key, record, msg, "internal_error",
+                              f"{type(e).__name__} in identity record {record.get('k')}")
+            continue
+        _count(fx)
+        for reason, dead in fx.dead:
+            await dead_letter(key, dead, msg, reason, f"identity record {dead.get('k')} kept bouncing")
+        for out_key, out in fx.send:
+            if identity.runs_inline(record, out_key, out, msg.partition, CFG):
+                pending.append((out_key, out))
+            else:
+                await send_internal(out_key, out)
+        await settle(fx)
+
+
+async def on_tick(record: dict[str, Any], msg: Any) -> None:
+    """Re-check the profiles of this partition whose deadline has passed."""
+    p = msg.partition
+    if TIME_CLOCK:
+        now = max(now_ms(p), int(record.get("now") or 0))
+        WATERMARK[p] = now
+        if meta.get(b"w") != str(now).encode():
+            meta[b"w"] = str(now).encode()
+    else:
+        now = int(time.time() * 1000)
+    db = meta.data._db_for_partition(p)  # type: ignore[attr-defined]
+    due: list[tuple[bytes, int, str]] = []
+    for k in db.keys(from_key=b"d"):
+        if not k.startswith(b"d") or len(due) >= settings.backfill_batch:
+            break
+        at = int.from_bytes(k[1:9], "big")
+        if at > now:
+            break
+        due.append((k, at, k[9:].decode()))
+    env = identity.Env(now, READER.catalog)
+    for k, at, pid in due:
+        meta.pop(k, None)
+        fx = identity.recheck(pid, STORE, env, f"time:{at}")
+        m.RECHECKS.labels("time").inc()
+        await settle(fx)
+    if len(due) >= settings.backfill_batch:  # more are due: continue right after this one
+        await routed_topic.send(key=b"tick", value=orjson.dumps({"k": "T", "now": now}), partition=p)
+
+
+async def on_backfill(record: dict[str, Any], msg: Any) -> None:
+    """Evaluate a batch of this partition's stored profiles against new definitions."""
+    p = msg.partition
+    if record["fp"] != READER.fingerprint:
+        return  # definitions changed again: a newer chain does the work
+    db = profiles.data._db_for_partition(p)  # type: ignore[attr-defined]
+    after = record["after"].encode() if record.get("after") else None
+    env = identity.Env(now_ms(p), READER.catalog)
+    done = 0
+    last: bytes | None = None
+    for k in db.keys(from_key=after) if after else db.keys():
+        if k == after or k.startswith(b"__faust"):
+            continue
+        fx = identity.recheck(k.decode(), STORE, env, f"backfill:{record['fp']}", everything=True)
+        m.RECHECKS.labels("backfill").inc()
+        await settle(fx)
+        done += 1
+        last = k
+        if done >= settings.backfill_batch:
+            break
+    if last is not None and done >= settings.backfill_batch:
+        await routed_topic.send(key=b"backfill", partition=p, value=orjson.dumps(
+            {"k": "B", "fp": record["fp"], "after": last.decode()}))
+    else:
+        meta[b"bv"] = record["fp"].encode()
+
+
 @app.agent(routed_topic)
 async def identity_stage(stream):  # type: ignore[no-untyped-def]
     async for event in stream.events():
         started = time.perf_counter()
         msg = event.message
-        source = (msg.partition, msg.offset)
-        pending = [(event.key.decode(), orjson.loads(event.value))]
-        while pending:
-            key, record = pending.pop(0)
-            try:
-                fx = identity.handle(key, record, STORE, CFG, source)
-            except (FaustError, KafkaError) as e:
-                # the platform, not the record: stop before the offset moves past it,
-                # so a restarted worker replays it
-                log.critical("identity stage cannot write its state: %r", e)
-                await app.crash(e)
-                raise
-            except Exception as e:  # a bug on this record: keep it, replayable, in the DLQ
-                log.exception("identity record %s failed at %s@%s", record.get("k"), *source)
-                m.REJECTED.labels("internal_error").inc()
-                await dlq_topic.send(key=key.encode(), value=orjson.dumps(dlq_record(
-                    Reject("internal_error", None, f"{type(e).__name__} in identity record "
-                           f"{record.get('k')}"), orjson.dumps(record), topic=msg.topic,
-                    partition=msg.partition, offset=msg.offset, received_at=int(time.time() * 1000))))
-                continue
-            _count(fx)
-            for reason, dead in fx.dead:
-                m.REJECTED.labels(reason).inc()
-                await dlq_topic.send(key=key.encode(), value=orjson.dumps(dlq_record(
-                    Reject(reason, None, f"identity record {dead.get('k')} kept bouncing"),
-                    orjson.dumps(dead), topic=msg.topic, partition=msg.partition,
-                    offset=msg.offset, received_at=int(time.time() * 1000))))
-            for out_key, out in fx.send:
-                if identity.runs_inline(record, out_key, out, msg.partition, CFG):
-                    pending.append((out_key, out))
-                else:
-                    await send_internal(out_key, out)
-            now = int(time.time() * 1000)
-            for change in fx.changes:
-                await changes_topic.send(key=change["profile_id"].encode(),
-                                         value=orjson.dumps({**change, "recorded_at": now}))
+        record = orjson.loads(event.value)
+        kind = record.get("k")
+        try:
+            if kind == "T":
+                await on_tick(record, msg)
+            elif kind == "B":
+                await on_backfill(record, msg)
+            else:
+                await on_record(event.key.decode(), record, msg)
+        except (FaustError, KafkaError) as e:
+            await platform_failure(e)
+            raise
         m.PROCESSING_SECONDS.observe(time.perf_counter() - started)
-        if msg.timestamp and event.value[:8] == b'{"k":"E"':
+        if msg.timestamp and kind == "E":
             m.EVENT_LAG_SECONDS.observe(max(0.0, time.time() - msg.timestamp))
+
+
+def active_partitions() -> list[int]:
+    topic = routed_topic.get_topic_name()
+    return sorted(tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic)
+
+
+def backfilled(p: int) -> str | None:
+    db = meta.data._dbs.get(p)  # type: ignore[attr-defined]
+    raw = db.get(b"bv") if db is not None else None
+    return raw.decode() if raw else None
+
+
+@app.timer(settings.tick_interval_ms / 1000)
+async def tick() -> None:
+    """Time passes: every partition hears the clock; new definitions start backfills."""
+    if not app.tables.recovery.completed.is_set():  # type: ignore[attr-defined]
+        return
+    now = max(WATERMARK.values(), default=0) if TIME_CLOCK else int(time.time() * 1000)
+    value = orjson.dumps({"k": "T", "now": now})
+    # every partition, not just ours: the event-time watermark must reach them all
+    for p in range(N):
+        await routed_topic.send(key=b"tick", value=value, partition=p)
+    fp = READER.fingerprint
+    mine = active_partitions()
+    for p in mine:
+        if BACKFILLS.get(p) != fp and backfilled(p) != fp:
+            BACKFILLS[p] = fp
+            await routed_topic.send(key=b"backfill", partition=p,
+                                    value=orjson.dumps({"k": "B", "fp": fp, "after": None}))
+    m.BACKFILL_PARTITIONS_DONE.set(sum(1 for p in mine if backfilled(p) == fp))
+    m.DEFINITIONS.labels("segment").set(len(READER.catalog.segments))
+    m.DEFINITIONS.labels("computed_trait").set(len(READER.catalog.traits))
+    m.DEFINITIONS_SKIPPED.set(len(READER.skipped))
 
 
 @app.timer(5.0)

@@ -6,6 +6,8 @@ Topic and table names (operators see these in Kafka):
                                  table key they touch, N partitions (processors/identity.py)
   {app_id}-identities-changelog  identifier key → profile id
   {app_id}-profiles-changelog    profile id → profile JSON
+  {app_id}-meta-changelog        per partition: re-check deadlines, segment sizes, the
+                                 event-time watermark, the definitions backfilled
 """
 
 from __future__ import annotations
@@ -52,5 +54,16 @@ identities = app.Table(
 )
 profiles = app.Table(
     "profiles", partitions=settings.partitions, key_type=bytes, value_type=bytes,
+    options=dict(_store_options),
+)
+
+# Partition-local bookkeeping, written only while handling a record of that partition
+# (so each partition's RocksDB holds its own keys; read by scanning that database):
+#   b"d" + deadline (8 bytes, big-endian ms) + profile id  → b""   re-check index, in time order
+#   b"s:" + segment                                          → member count (ASCII)
+#   b"w"                                                     → event-time watermark (ASCII ms)
+#   b"bv"                                                    → fingerprint of definitions backfilled
+meta = app.Table(
+    "meta", partitions=settings.partitions, key_type=bytes, value_type=bytes,
     options=dict(_store_options),
 )

@@ -54,6 +54,26 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_collector(args: argparse.Namespace) -> int:
+    _set_env(args, {**COMMON_ENV, "host": "TUSK_COLLECTOR_HOST", "port": "TUSK_COLLECTOR_PORT",
+                    "log_level": "TUSK_LOG_LEVEL"})
+    from stream.collector import CollectorConfig, run
+    from stream.kafka_io import ensure_topics
+    from stream.settings import Settings
+
+    settings = Settings.from_env()
+    config = CollectorConfig.from_env(settings)
+    try:
+        ensure_topics(settings)
+    except Exception as e:
+        raise CliError(f"cannot reach Kafka at {settings.bootstrap} to create topics: {e}") from e
+    try:
+        run(settings, config)
+    except OSError as e:
+        raise CliError(f"cannot listen on {config.host}:{config.port}: {e.strerror or e}.") from e
+    return 0
+
+
 def cmd_produce(args: argparse.Namespace) -> int:
     _set_env(args, COMMON_ENV)
     from stream.produce import produce_file
@@ -101,6 +121,133 @@ def cmd_profile_get(args: argparse.Namespace) -> int:
     return 0
 
 
+def _current_catalog(settings: Any) -> Any:
+    from stream.definitions import DefinitionsReader
+
+    reader = DefinitionsReader(settings)
+    try:
+        reader.start(timeout=15)
+    finally:
+        reader.stop()
+    return reader
+
+
+def cmd_segments_apply(args: argparse.Namespace) -> int:
+    _set_env(args, COMMON_ENV)
+    from processors.config import ConfigError
+    from processors.definitions import load_file
+    from stream.definitions import produce_definition
+    from stream.kafka_io import ensure_topics
+    from stream.settings import Settings
+
+    settings = Settings.from_env()
+    try:
+        ensure_topics(settings)
+        reader = _current_catalog(settings)
+    except Exception as e:
+        raise CliError(f"cannot read the definitions from Kafka at {settings.bootstrap}: {e}") from e
+    try:
+        traits, segments = load_file(args.file, base=reader.catalog)
+    except ConfigError as e:
+        raise CliError(str(e)) from None
+    for kind, items in (("computed_trait", traits), ("segment", segments)):
+        for spec in items:
+            produce_definition(settings, kind, spec["id"], spec)
+    print(f"applied {len(traits)} computed trait(s) and {len(segments)} segment(s) "
+          f"to {settings.topics.segments}")
+    if segments and not args.no_wait:
+        _follow_backfill(args.url.rstrip("/"), segments, args.timeout)
+    return 0
+
+
+def _follow_backfill(url: str, segments: list[dict[str, Any]], timeout: float) -> None:
+    """Show each segment's backfill across all workers until every partition is done."""
+    import time
+
+    from rich.progress import Progress
+
+    try:
+        http_get(f"{url}/health", timeout=3)
+    except CliError:
+        print(f"no worker answers at {url}: the backfill runs when workers read the definitions")
+        return
+    deadline = time.monotonic() + timeout
+    with Progress() as bar:
+        task = bar.add_task("backfill (partitions)", total=None)
+        while time.monotonic() < deadline:
+            states = []
+            for spec in segments:
+                status, body = http_get(f"{url}/segments/{urllib.parse.quote(spec['id'], safe='')}")
+                live = status == 200 and body.get("condition") == spec["condition"]
+                states.append((spec["id"], live, body if status == 200 else {}))
+            if all(live for _, live, _ in states):
+                fill = states[0][2]["backfill"]
+                bar.update(task, total=fill["partitions"], completed=fill["partitions_done"])
+                if fill["partitions_done"] >= fill["partitions"]:
+                    break
+            time.sleep(0.5)
+        else:
+            raise CliError(f"the backfill did not finish within {timeout:.0f}s; see GET {url}/segments.")
+    for sid, _, _ in states:
+        _, body = http_get(f"{url}/segments/{urllib.parse.quote(sid, safe='')}/size")
+        print(f"  {sid}: {body.get('size')} member(s)")
+
+
+def cmd_segments_list(args: argparse.Namespace) -> int:
+    _set_env(args, COMMON_ENV)
+    from stream.settings import Settings
+
+    settings = Settings.from_env()
+    try:
+        reader = _current_catalog(settings)
+    except Exception as e:
+        raise CliError(f"cannot read the definitions from Kafka at {settings.bootstrap}: {e}") from e
+    sizes: dict[str, Any] = {}
+    try:
+        status, body = http_get(args.url.rstrip("/") + "/segments", timeout=5)
+        if status == 200:
+            sizes = {s["id"]: s.get("size") for s in body["segments"]}
+    except CliError:
+        pass
+    cat = reader.catalog
+    for tid in sorted(cat.trait_specs):
+        spec = cat.trait_specs[tid]
+        what = spec.get("formula") or f"{spec.get('aggregate')} {spec.get('event', '')}".strip()
+        print(f"computed  {tid:<28} {what}")
+    for sid in sorted(cat.segment_specs):
+        spec = cat.segment_specs[sid]
+        size = sizes.get(sid)
+        members = f"  ({size} members)" if size is not None else ""
+        print(f"segment   {sid:<28} {spec.get('name', '')}{members}")
+    for key, why in sorted(reader.skipped.items()):
+        print(f"skipped   {key:<28} {why}")
+    return 0
+
+
+def cmd_segments_delete(args: argparse.Namespace) -> int:
+    _set_env(args, COMMON_ENV)
+    from processors.predicates import DefinitionError
+    from stream.definitions import produce_definition
+    from stream.settings import Settings
+
+    settings = Settings.from_env()
+    try:
+        reader = _current_catalog(settings)
+    except Exception as e:
+        raise CliError(f"cannot read the definitions from Kafka at {settings.bootstrap}: {e}") from e
+    kind = "computed_trait" if args.computed else "segment"
+    specs = reader.catalog.trait_specs if args.computed else reader.catalog.segment_specs
+    if args.id not in specs:
+        raise CliError(f"there is no {kind.replace('_', ' ')} {args.id!r}.")
+    try:
+        reader.catalog.delete(kind, args.id)
+    except DefinitionError as e:
+        raise CliError(f"{args.id!r} is still used by another definition ({e}).") from None
+    produce_definition(settings, kind, args.id, None)
+    print(f"deleted {kind.replace('_', ' ')} {args.id}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     _set_env(args, {"bootstrap": "KAFKA_BOOTSTRAP_SERVERS"})
     from stream.demo import run_demo
@@ -126,6 +273,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default warn")
     w.set_defaults(func=cmd_worker)
 
+    c = sub.add_parser("collector", help="Segment-compatible HTTP ingest (POST /v1/batch, /v1/track, ...)")
+    kafka_opts(c)
+    c.add_argument("--host", help="address to listen on (default 0.0.0.0)")
+    c.add_argument("--port", type=int, help="HTTP port (default 8088)")
+    c.add_argument("--log-level", choices=["crit", "error", "warn", "info", "debug"],
+                   help="default warn")
+    c.set_defaults(func=cmd_collector)
+
     p = sub.add_parser("produce", help="send a JSON-lines file of events to the input topic")
     kafka_opts(p)
     p.add_argument("file")
@@ -140,6 +295,26 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--url", default=os.environ.get("TUSK_URL", "http://127.0.0.1:6066"),
                    help="any worker's HTTP address")
     g.set_defaults(func=cmd_profile_get)
+
+    sg = sub.add_parser("segments", help="apply, list and delete segments and computed traits")
+    sgs = sg.add_subparsers(dest="segments_command", required=True)
+    url_default = os.environ.get("TUSK_URL", "http://127.0.0.1:6066")
+    a = sgs.add_parser("apply", help="write the definitions of a YAML file (then show the backfill)")
+    kafka_opts(a)
+    a.add_argument("file")
+    a.add_argument("--url", default=url_default, help="a worker's HTTP address, to follow the backfill")
+    a.add_argument("--no-wait", action="store_true", help="do not wait for the backfill")
+    a.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the backfill")
+    a.set_defaults(func=cmd_segments_apply)
+    ls = sgs.add_parser("list", help="the definitions in force (with sizes when a worker answers)")
+    kafka_opts(ls)
+    ls.add_argument("--url", default=url_default)
+    ls.set_defaults(func=cmd_segments_list)
+    de = sgs.add_parser("delete", help="delete a segment (or with --computed, a computed trait)")
+    kafka_opts(de)
+    de.add_argument("id")
+    de.add_argument("--computed", action="store_true")
+    de.set_defaults(func=cmd_segments_delete)
 
     d = sub.add_parser("demo", help="local Kafka + a worker + a synthetic shop's stream, then a report")
     d.add_argument("--bootstrap", help="use this Kafka instead of starting a local one")

@@ -20,7 +20,7 @@ def client_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     return conf
 
 
-TABLES = ("identities", "profiles")
+TABLES = ("identities", "profiles", "meta")
 
 
 def contract_topics(settings: Settings) -> dict[str, dict[str, str]]:

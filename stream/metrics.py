@@ -34,3 +34,15 @@ MERGE_REFUSALS = Counter(
     ["reason"])
 REDIRECTS_FOLLOWED = Counter(
     "tusk_redirects_followed_total", "Records forwarded from a merged profile to its survivor")
+SEGMENT_TRANSITIONS = Counter(
+    "tusk_segment_transitions_total", "Segment entries and exits, by segment and transition",
+    ["segment", "transition"])
+RECHECKS = Counter(
+    "tusk_rechecks_total", "Stored profiles re-evaluated without an event, by cause (time, backfill)",
+    ["cause"])
+BACKFILL_PARTITIONS_DONE = Gauge(
+    "tusk_backfill_partitions_done", "Partitions of this worker whose profiles were evaluated "
+    "against the current definitions")
+DEFINITIONS = Gauge("tusk_definitions", "Definitions in force, by kind", ["kind"])
+DEFINITIONS_SKIPPED = Gauge(
+    "tusk_definitions_skipped", "Records of the definitions topic that do not compile (see the log)")

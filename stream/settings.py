@@ -42,6 +42,13 @@ def _int(name: str, default: int, minimum: int = 0) -> int:
     return value
 
 
+def _choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = os.environ.get(name, default)
+    if value not in allowed:
+        raise SettingsError(f"{name}={value!r}: expected one of {', '.join(allowed)}.")
+    return value
+
+
 @dataclass(frozen=True)
 class Topics:
     prefix: str
@@ -99,6 +106,10 @@ class Settings:
     producer_linger_ms: int = 10
     log_level: str = "warn"
     identity_config: Path | None = None
+    clock: str = "wall"
+    """wall: segments judge time by the wall clock; event: by the event-time watermark (replays)"""
+    tick_interval_ms: int = 2000
+    backfill_batch: int = 500
     kafka_extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -142,5 +153,8 @@ class Settings:
             log_level=_env("TUSK_LOG_LEVEL", cls.log_level),
             identity_config=Path(os.environ["TUSK_IDENTITY_CONFIG"])
             if os.environ.get("TUSK_IDENTITY_CONFIG") else None,
+            clock=_choice("TUSK_CLOCK", cls.clock, ("wall", "event")),
+            tick_interval_ms=parse_duration_ms(_env("TUSK_TICK_INTERVAL", "2s"), "TUSK_TICK_INTERVAL"),
+            backfill_batch=_int("TUSK_BACKFILL_BATCH", cls.backfill_batch, 1),
             kafka_extra=extra,
         )

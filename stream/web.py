@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 from urllib.parse import quote
 
@@ -10,9 +12,13 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
+from processors.definitions import parse_record
 from processors.identifiers import key_of, normalise
+from processors.predicates import DefinitionError
 from processors.profile import public_view
-from stream.app import app, identities, profiles
+from stream import agents
+from stream.app import app, identities, meta, profiles
+from stream.definitions import produce_definition
 
 HOP_HEADER = "X-Tusk-Hops"
 MAX_HOPS = 6
@@ -24,6 +30,19 @@ def json_response(view: View, body: Any, status: int = 200) -> Response:
 
 def error(view: View, status: int, reason: str, message: str) -> Response:
     return json_response(view, {"error": reason, "message": message}, status)
+
+
+def clock_now() -> int:
+    if agents.TIME_CLOCK:
+        return max(agents.WATERMARK.values(), default=0)
+    return int(time.time() * 1000)
+
+
+def present(profile: dict[str, Any]) -> dict[str, Any]:
+    """The public profile, computed traits read at this instant (windows slide with time)."""
+    view = public_view(profile)
+    view["computed"] = agents.READER.catalog.computed_view(profile, clock_now())
+    return view
 
 
 def owner_of(table_name: str, key: bytes) -> URL | None:
@@ -59,7 +78,7 @@ async def fetch_profile(pid: str, hop: int) -> dict[str, Any] | None:
             return None
         profile: dict[str, Any] = orjson.loads(raw)
         if "redirect" not in profile:
-            return public_view(profile)
+            return present(profile)
         pid = profile["redirect"]
     return None
 
@@ -113,3 +132,153 @@ class Health(View):
 class Metrics(View):
     async def get(self, request: Request) -> Response:
         return self.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+
+# --- definitions: segments and computed traits ----------------------------------------------
+
+KIND_OF_ROUTE = {"segments": "segment", "computed-traits": "computed_trait"}
+
+
+def local_state() -> dict[str, Any]:
+    """Segment sizes and backfill progress of this worker's active partitions."""
+    sizes: dict[str, int] = {}
+    mine = agents.active_partitions()
+    fp = agents.READER.fingerprint
+    done = 0
+    for p in mine:
+        db = meta.data._dbs.get(p)  # type: ignore[attr-defined]
+        if db is None:
+            continue
+        for k, v in db.items(from_key=b"s:"):
+            if not k.startswith(b"s:"):
+                break
+            seg = k[2:].decode()
+            sizes[seg] = sizes.get(seg, 0) + int(v)
+        done += db.get(b"bv") == fp.encode()
+    return {"partitions": mine, "sizes": sizes, "backfilled": done, "fingerprint": fp}
+
+
+async def cluster_state(request: Request) -> dict[str, Any]:
+    """local_state() of every worker in the group, summed."""
+    states = [local_state()]
+    me = app.conf.canonical_url
+    for host in app.router.tables_metadata():
+        url = URL(host)
+        if (url.host, url.port) == (me.host, me.port):
+            continue
+        try:
+            status, body, _ = await ask(url, "/internal/state", hops(request))
+        except Exception:
+            continue
+        if status == 200:
+            states.append(orjson.loads(body))
+    sizes: dict[str, int] = {}
+    for st in states:
+        for seg, n in st["sizes"].items():
+            sizes[seg] = sizes.get(seg, 0) + n
+    partitions = sorted({p for st in states for p in st["partitions"]})
+    return {"sizes": sizes, "workers": len(states), "partitions": partitions,
+            "backfilled_partitions": sum(st["backfilled"] for st in states
+                                         if st["fingerprint"] == agents.READER.fingerprint),
+            "partitions_total": agents.N}
+
+
+@app.page("/internal/state")
+class InternalState(View):
+    async def get(self, request: Request) -> Response:
+        return json_response(self, local_state())
+
+
+def _listing() -> dict[str, Any]:
+    cat = agents.READER.catalog
+    return {"segments": [dict(cat.segment_specs[s]) for s in sorted(cat.segment_specs)],
+            "computed_traits": [dict(cat.trait_specs[t]) for t in sorted(cat.trait_specs)],
+            "skipped": agents.READER.skipped}
+
+
+@app.page("/segments")
+class Segments(View):
+    async def get(self, request: Request) -> Response:
+        listing = _listing()
+        state = await cluster_state(request)
+        for seg in listing["segments"]:
+            seg["size"] = state["sizes"].get(seg["id"], 0)
+        return json_response(self, listing)
+
+
+@app.page("/computed-traits")
+class ComputedTraits(View):
+    async def get(self, request: Request) -> Response:
+        return json_response(self, {"computed_traits": _listing()["computed_traits"]})
+
+
+async def _put(view: View, request: Request, kind: str, ident: str) -> Response:
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        return error(view, 400, "invalid_json", "the body is not JSON")
+    if isinstance(body, dict) and body.get("id", ident) != ident:
+        return error(view, 400, "id_mismatch", f"the body's id {body.get('id')!r} is not {ident!r}")
+    try:
+        spec = parse_record(kind, {**body, "id": ident} if isinstance(body, dict) else body)
+        agents.READER.catalog.put(kind, spec)
+    except DefinitionError as e:
+        return error(view, 422, "invalid_definition", str(e))
+    await asyncio.to_thread(produce_definition, agents.settings, kind, ident, spec)
+    return json_response(view, {"id": ident, "kind": kind, "status": "applied", "definition": spec})
+
+
+async def _delete(view: View, kind: str, ident: str) -> Response:
+    cat = agents.READER.catalog
+    specs = cat.segment_specs if kind == "segment" else cat.trait_specs
+    if ident not in specs:
+        return error(view, 404, "not_found", f"no {kind} {ident!r}")
+    try:
+        cat.delete(kind, ident)
+    except DefinitionError as e:
+        return error(view, 409, "in_use", f"{ident!r} is still used: {e}")
+    await asyncio.to_thread(produce_definition, agents.settings, kind, ident, None)
+    return json_response(view, {"id": ident, "kind": kind, "status": "deleted"})
+
+
+@app.page("/segments/{ident}")
+class Segment(View):
+    async def get(self, request: Request, ident: str) -> Response:
+        spec = agents.READER.catalog.segment_specs.get(ident)
+        if spec is None:
+            return error(self, 404, "not_found", f"no segment {ident!r}")
+        state = await cluster_state(request)
+        return json_response(self, {**spec, "size": state["sizes"].get(ident, 0), "backfill": {
+            "partitions_done": state["backfilled_partitions"], "partitions": state["partitions_total"]}})
+
+    async def put(self, request: Request, ident: str) -> Response:
+        return await _put(self, request, "segment", ident)
+
+    async def delete(self, request: Request, ident: str) -> Response:
+        return await _delete(self, "segment", ident)
+
+
+@app.page("/segments/{ident}/size")
+class SegmentSize(View):
+    async def get(self, request: Request, ident: str) -> Response:
+        if ident not in agents.READER.catalog.segment_specs:
+            return error(self, 404, "not_found", f"no segment {ident!r}")
+        state = await cluster_state(request)
+        complete = state["backfilled_partitions"] >= state["partitions_total"]
+        return json_response(self, {"segment": ident, "size": state["sizes"].get(ident, 0),
+                                    "workers": state["workers"], "complete": complete})
+
+
+@app.page("/computed-traits/{ident}")
+class ComputedTrait(View):
+    async def get(self, request: Request, ident: str) -> Response:
+        spec = agents.READER.catalog.trait_specs.get(ident)
+        if spec is None:
+            return error(self, 404, "not_found", f"no computed trait {ident!r}")
+        return json_response(self, dict(spec))
+
+    async def put(self, request: Request, ident: str) -> Response:
+        return await _put(self, request, "computed_trait", ident)
+
+    async def delete(self, request: Request, ident: str) -> Response:
+        return await _delete(self, "computed_trait", ident)

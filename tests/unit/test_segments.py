@@ -47,7 +47,8 @@ def catalog() -> Catalog:
     return Catalog.build(traits, segments)
 
 
-def run(events: list[Event], cat: Catalog, order: list[int] | None = None, pid: str = "p_1") -> dict[str, Any]:
+def run(events: list[Event], cat: Catalog, order: list[int] | None = None,
+        pid: str = "p_1") -> dict[str, Any]:
     profile = new_profile(pid)
     idx = order if order is not None else list(range(len(events)))
     now = T0

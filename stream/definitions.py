@@ -1,0 +1,159 @@
+"""The definitions in force, read from the compacted segments topic by every worker.
+
+A plain, group-less confluent-kafka consumer (not a Faust GlobalTable, which
+is unreliable with several workers) reads the whole topic at start-up, then
+follows it in a thread. Each change builds a new processors.catalog.Catalog
+and swaps it in atomically; a record that does not compile against the rest
+is logged and skipped, the previous definition under that key stays.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+from processors.catalog import Catalog, parse_topic_key, topic_key
+from processors.definitions import parse_record
+from processors.predicates import DefinitionError
+from stream.kafka_io import client_config
+from stream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def build(records: dict[str, dict[str, Any]]) -> tuple[Catalog, dict[str, str]]:
+    """A Catalog from topic records (key → value); (catalog, key → why it was skipped)."""
+    catalog = Catalog()
+    skipped: dict[str, str] = {}
+    pending = dict(sorted(records.items()))
+    # definitions may refer to others that come later in key order: retry until stable
+    progress = True
+    while pending and progress:
+        progress = False
+        for key, value in list(pending.items()):
+            kind, ident = parse_topic_key(key)
+            try:
+                spec = parse_record(kind, {**value, "id": ident})
+                catalog = catalog.put(kind, spec)
+            except DefinitionError as e:
+                skipped[key] = str(e)
+                continue
+            skipped.pop(key, None)
+            del pending[key]
+            progress = True
+    return catalog, skipped
+
+
+def fingerprint(catalog: Catalog) -> str:
+    """Changes whenever any segment's effective definition changes (drives backfills)."""
+    blob = orjson.dumps(sorted(catalog.versions.items()))
+    return hashlib.sha1(blob).hexdigest()[:16]
+
+
+class DefinitionsReader:
+    def __init__(self, settings: Settings, on_change: Callable[[Catalog], None] | None = None) -> None:
+        self.settings = settings
+        self.topic = settings.topics.segments
+        self.records: dict[str, dict[str, Any]] = {}
+        self.catalog = Catalog()
+        self.fingerprint = fingerprint(self.catalog)
+        self.skipped: dict[str, str] = {}
+        self.on_change = on_change
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._consumer: Consumer | None = None
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Read to the end of the topic (so the first event sees every definition), then follow."""
+        self._consumer = Consumer(client_config(self.settings, **{
+            "group.id": f"{self.settings.app_id}-definitions-unused", "enable.auto.commit": False,
+            "enable.partition.eof": True}))
+        md = self._consumer.list_topics(self.topic, timeout=timeout).topics.get(self.topic)
+        parts = sorted(md.partitions) if md is not None and md.error is None else []
+        ends = {}
+        for p in parts:
+            _low, high = self._consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=timeout)
+            ends[p] = high
+        self._consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in parts])
+        remaining = {p for p, high in ends.items() if high > 0}
+        deadline = time.monotonic() + timeout
+        while remaining and time.monotonic() < deadline:
+            msg = self._consumer.poll(0.5)
+            if msg is None:
+                continue
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    remaining.discard(msg.partition())
+                continue
+            self._take(msg)
+            if (msg.offset() or 0) + 1 >= ends.get(msg.partition() or 0, 0):
+                remaining.discard(msg.partition())
+        self._rebuild()
+        self._thread = threading.Thread(target=self._follow, name="tusk-definitions", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _take(self, msg: Any) -> None:
+        key = (msg.key() or b"").decode("utf-8", "replace")
+        if msg.value() is None:
+            self.records.pop(key, None)
+            return
+        try:
+            value = orjson.loads(msg.value())
+        except orjson.JSONDecodeError:
+            log.error("definitions topic: %s is not JSON; ignored", key)
+            return
+        if isinstance(value, dict):
+            self.records[key] = value
+
+    def _rebuild(self) -> None:
+        catalog, skipped = build(self.records)
+        for key, why in skipped.items():
+            if self.skipped.get(key) != why:
+                log.error("definition %s skipped: %s", key, why)
+        self.catalog, self.skipped = catalog, skipped
+        self.fingerprint = fingerprint(catalog)
+        if self.on_change is not None:
+            self.on_change(catalog)
+
+    def _follow(self) -> None:
+        assert self._consumer is not None
+        try:
+            while not self._stop.is_set():
+                msgs = self._consumer.consume(100, timeout=0.5)
+                changed = False
+                for msg in msgs:
+                    if msg.error() is None:
+                        self._take(msg)
+                        changed = True
+                if changed:
+                    self._rebuild()
+        except Exception:  # a dead reader would freeze definitions silently: say so loudly
+            log.exception("definitions reader stopped")
+        finally:
+            self._consumer.close()
+
+
+def produce_definition(settings: Settings, kind: str, ident: str, spec: dict[str, Any] | None) -> None:
+    """Write one definition (None: delete it) and wait for the broker's acknowledgement."""
+    from stream.kafka_io import producer
+
+    p = producer(settings)
+    errors: list[Any] = []
+    value = None if spec is None else orjson.dumps({"kind": kind, **spec, "id": ident})
+    p.produce(settings.topics.segments, key=topic_key(kind, ident).encode(), value=value,
+              on_delivery=lambda err, _msg: errors.append(err) if err else None)
+    if p.flush(15) or errors:
+        raise RuntimeError(f"the definition {ident!r} was not acknowledged by Kafka: {errors or 'timeout'}")
