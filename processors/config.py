@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,18 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
 import schemas
+
+
+class YamlLoader(yaml.SafeLoader):
+    """YAML 1.2 booleans: only true/false, so `on:` (a destination's key) stays the string "on"."""
+
+
+YamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 
 
 class ConfigError(ValueError):
@@ -69,8 +82,8 @@ def load_yaml_with_nodes(path: str | Path, schema: str) -> tuple[dict[str, Any],
     except OSError as e:
         raise ConfigError(f"{path}: cannot read the file ({e.strerror}).") from None
     try:
-        root = yaml.compose(text)
-        data = yaml.safe_load(text)
+        root = yaml.compose(text, Loader=YamlLoader)
+        data = yaml.load(text, Loader=YamlLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)

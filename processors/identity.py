@@ -41,6 +41,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from processors import activation
+from processors.activation import ActivationConfig
 from processors.catalog import Catalog, transition
 from processors.config import load_yaml
 from processors.events import Touchpoint
@@ -55,6 +57,7 @@ from processors.identifiers import (
 from processors.merge import merge
 from processors.partitioning import mint_profile_id, partition_for
 from processors.profile import Outcome, Profile, ProfileLimits, apply, new_profile
+from processors.timeutil import parse_duration_ms
 
 Message = dict[str, Any]
 ACCOUNT_KEY = "group_id"
@@ -69,6 +72,8 @@ class IdentityConfig:
     limits: Mapping[str, int] = field(default_factory=dict)
     """Most values of an identifier type one profile may hold (absent: no limit)."""
     exclusive_memberships: bool = False
+    erased_suppression_ms: int = 30 * 86_400_000
+    """How long an erased identifier's events are dropped (0: a later event starts afresh)."""
     profile_limits: ProfileLimits = field(default_factory=ProfileLimits)
 
 
@@ -79,6 +84,10 @@ class Store(Protocol):
     def set_identity(self, key: str, pid: str) -> None: ...
     def profile(self, pid: str) -> Profile | None: ...
     def set_profile(self, pid: str, profile: Profile) -> None: ...
+    def delete_profile(self, pid: str) -> None: ...
+    def delete_identity(self, key: str) -> None: ...
+    def request(self, rid: str) -> dict[str, Any] | None: ...
+    def set_request(self, rid: str, state: dict[str, Any] | None) -> None: ...
 
 
 MAX_HOPS = 32
@@ -91,6 +100,7 @@ class Env:
 
     now: int | None = None
     catalog: Catalog = field(default_factory=Catalog)
+    activation: ActivationConfig = field(default_factory=ActivationConfig)
 
     def at(self, ts: int | None) -> int:
         if self.now is not None:
@@ -111,6 +121,12 @@ class Effects:
     """(profile id, old deadline, new deadline): the stream layer's re-check index"""
     sizes: Counter[str] = field(default_factory=Counter)
     """segment → change in member count"""
+    triggers: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    """(channel, trigger) for tusk.activations.<channel>"""
+    suppressed: Counter[str] = field(default_factory=Counter)
+    """"channel:reason" → triggers not sent"""
+    results: list[dict[str, Any]] = field(default_factory=list)
+    """privacy results for tusk.privacy-results"""
 
     def transitions(self, changes: list[dict[str, Any]]) -> None:
         for t in changes:
@@ -130,6 +146,8 @@ def load_identity_config(path: str | Path, partitions: int,
                           blocked_everywhere=everywhere, phone_region=data.get("phone_region"))
     return IdentityConfig(partitions=partitions, rules=rules, limits=dict(data.get("limits", {})),
                           exclusive_memberships=bool(data.get("exclusive_memberships", False)),
+                          erased_suppression_ms=parse_duration_ms(str(data.get("erased_suppression", "30d")))
+                          if data.get("erased_suppression") not in (0, "0", False) else 0,
                           profile_limits=profile_limits or ProfileLimits())
 
 
@@ -215,6 +233,10 @@ def _restore(pid: str, redirect: Profile, store: Store, fx: Effects) -> None:
 def _on_event(key: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effects,
               source: tuple[int, int] | None) -> None:
     pid = store.identity(key)
+    if pid is None and cfg.erased_suppression_ms and privacy.is_suppressed(
+            key, store, fx.env.at(msg["ev"]["ts"])):
+        fx.counts["erased_suppressed"] += 1
+        return
     if pid is None:
         pid = mint_profile_id(key, cfg.partitions)
         store.set_identity(key, pid)
@@ -261,7 +283,7 @@ def _on_apply(pid: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Eff
         previous = profile.get("_next")
         tags = fx.env.catalog.observe(profile, tp, now)
         changes = fx.env.catalog.evaluate(profile, now, tags, tp.message_id)
-        _remember_changes(profile, changes, source)
+        _remember_changes(profile, fx, changes, source, now)
         store.set_profile(pid, profile)
         _settled(profile, previous, changes, fx)
     else:
@@ -270,7 +292,7 @@ def _on_apply(pid: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Eff
                  if i[1] in profile["identities"].get(i[0], ()) and key_of(i) not in known]
         if tp.type == "group":
             fx.send.append(_group_traits_message(tp, cfg, pid))
-        fx.changes.extend(_replayed_changes(profile, source))
+        _replay_changes(profile, fx, source)
     for ident in links:
         fx.send.append((key_of(ident), {"k": "L", "pid": pid}))
 
@@ -278,18 +300,31 @@ def _on_apply(pid: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Eff
 RECENT_CHANGES = 4
 
 
-def _remember_changes(profile: Profile, changes: list[dict[str, Any]],
-                      source: tuple[int, int] | None) -> None:
-    """Keep the transitions of the last few sources, to re-send them if a crash replays one."""
-    if changes and source is not None:
+def _remember_changes(profile: Profile, fx: Effects, changes: list[dict[str, Any]],
+                      source: tuple[int, int] | None, now: int) -> None:
+    """Decide activations (before the profile is stored: caps live in it), and keep the
+    transitions and triggers of the last few sources, to re-send them if a crash replays one."""
+    specs = fx.env.catalog.segment_specs
+    decided = activation.activate(profile, changes, specs, fx.env.activation, now)
+    released = activation.release_due(profile, fx.env.activation, now)
+    triggers = decided.triggers + released.triggers
+    fx.triggers.extend(triggers)
+    fx.suppressed.update(decided.suppressed + released.suppressed)
+    pending = activation.next_release(profile)
+    if pending is not None and (profile.get("_next") is None or pending < profile["_next"]):
+        profile["_next"] = pending
+    if (changes or triggers) and source is not None:
         kept = [t for t in profile.get("_tx", []) if t["at"] != list(source)][-RECENT_CHANGES + 1:]
-        profile["_tx"] = [*kept, {"at": list(source), "changes": changes}]
+        profile["_tx"] = [*kept, {"at": list(source), "changes": changes, "triggers": triggers}]
 
 
-def _replayed_changes(profile: Profile, source: tuple[int, int] | None) -> list[dict[str, Any]]:
+def _replay_changes(profile: Profile, fx: Effects, source: tuple[int, int] | None) -> None:
     if source is None:
-        return []
-    return [c for t in profile.get("_tx", []) if t["at"] == list(source) for c in t["changes"]]
+        return
+    for t in profile.get("_tx", []):
+        if t["at"] == list(source):
+            fx.changes.extend(t["changes"])
+            fx.triggers.extend((ch, trig) for ch, trig in t.get("triggers", []))
 
 
 def _settled(profile: Profile, previous: int | None, changes: list[dict[str, Any]], fx: Effects) -> None:
@@ -308,7 +343,8 @@ def recheck(pid: str, store: Store, env: Env, cause: str, everything: bool = Fal
     now = env.at(None)
     previous = profile.get("_next")
     changes = env.catalog.evaluate(profile, now, None if everything else set(), cause)
-    if changes or profile.get("_next") != previous:
+    _remember_changes(profile, fx, changes, None, now)
+    if changes or fx.triggers or profile.get("_next") != previous or fx.suppressed:
         store.set_profile(pid, profile)
     _settled(profile, previous, changes, fx)
     return fx
@@ -404,7 +440,7 @@ def _on_account_traits(pid: str, msg: Message, store: Store, cfg: IdentityConfig
     now = fx.env.at(None)
     previous = profile.get("_next")
     changes = fx.env.catalog.evaluate(profile, now, {"account"}, f"account:{msg['aid']}@{stamp[0]}")
-    _remember_changes(profile, changes, source)
+    _remember_changes(profile, fx, changes, source, now)
     store.set_profile(pid, profile)
     _settled(profile, previous, changes, fx)
 
@@ -413,6 +449,9 @@ def _on_link(key: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effe
              source: tuple[int, int] | None) -> None:
     pid = msg["pid"]
     current = store.identity(key)
+    if current is None and cfg.erased_suppression_ms and privacy.is_suppressed(key, store, fx.env.at(None)):
+        fx.counts["erased_suppressed"] += 1
+        return
     if current is None:
         store.set_identity(key, pid)
         fx.counts["identity_linked"] += 1
@@ -493,13 +532,14 @@ def _on_merge(survivor: str, msg: Message, store: Store, cfg: IdentityConfig, fx
     previous = merged.get("_next")
     changes = [{**transition(loser, sid, "exited", now, f"merged_into:{survivor}"), "reason": "merged"}
                for sid in sorted(snap.get("segments", {}))]
-    changes += fx.env.catalog.evaluate(merged, now, None, f"merge:{loser}")
-    _remember_changes(merged, changes, source)
+    was_in = set(snap.get("segments", {}))
+    changes += [{**c, "continued": True} if c["transition"] == "entered" and c["segment"] in was_in else c
+                for c in fx.env.catalog.evaluate(merged, now, None, f"merge:{loser}")]
+    _remember_changes(merged, fx, changes, source, now)
     store.set_profile(survivor, merged)
     _settled(merged, previous, changes, fx)
     fx.counts["merged"] += 1
-    fx.changes.append({"type": "merged", "profile_id": survivor, "merged_id": loser,
-                       "link": msg.get("link")})
+    fx.changes.append({"type": "merged", "profile_id": survivor, "merged_id": loser})
     keys = {key_of((k, v)) for k, vs in snap["identities"].items() for v in vs}
     if msg.get("link"):
         keys.add(msg["link"])
@@ -535,8 +575,8 @@ def _on_repoint(key: str, msg: Message, store: Store, cfg: IdentityConfig, fx: E
         store.set_identity(key, msg["to"])
 
 
-PROFILE_KEYED = frozenset("AFMUK")
-HANDLERS = {
+PROFILE_KEYED = frozenset("AFMUKQ")
+HANDLERS: dict[str, Any] = {
     "E": _on_event, "A": _on_apply, "L": _on_link, "F": _on_freeze, "M": _on_merge,
     "X": _on_restore, "U": _on_unlink, "R": _on_repoint, "G": _on_group_traits,
     "K": _on_account_traits,
@@ -555,3 +595,6 @@ def runs_inline(msg: Message, out_key: str, out: Message, partition: int, cfg: I
     reaches the state it wrote and can re-send what a crash may have lost.
     """
     return msg["k"] == "E" and out["k"] == "A" and home(out_key, cfg) == partition
+
+
+from processors import privacy  # noqa: E402 - registers the privacy kinds (P, Q, Z, Y) in HANDLERS

@@ -14,7 +14,7 @@ import orjson
 
 from processors.aggregates import bucket_merge
 from processors.computed import merge_states
-from processors.profile import EVENT_BUCKETS, Profile, ProfileLimits
+from processors.profile import CONSENT_HISTORY, EVENT_BUCKETS, Profile, ProfileLimits
 
 
 def _newest(a: list[Any] | None, b: list[Any] | None) -> int:
@@ -93,6 +93,9 @@ def merge(a: Profile, b: Profile, limits: ProfileLimits | None = None) -> Profil
     for p, off in b["_src"].items():
         src[p] = max(src.get(p, off), off)
     out["_src"] = src
+    history = {(h["at"], h["messageId"], h.get("consent") or h.get("subscription")): h
+               for h in a.get("consent_history", []) + b.get("consent_history", [])}
+    out["consent_history"] = [history[k] for k in sorted(history)][-CONSENT_HISTORY:]
     out["_agg"] = merge_states(a.get("_agg", {}), b.get("_agg", {}))
     index = dict(a.get("_ev", {}))
     for name, buckets in b.get("_ev", {}).items():

@@ -94,6 +94,7 @@ def consent_of(tp: Touchpoint) -> dict[str, bool]:
     return {str(k): v for k, v in prefs.items() if isinstance(v, bool)}
 
 
+CONSENT_HISTORY = 200
 SUBSCRIPTION_STATES = frozenset({"subscribed", "unsubscribed", "did_not_subscribe"})
 
 
@@ -168,10 +169,18 @@ def apply(profile: Profile, tp: Touchpoint, limits: ProfileLimits | None = None,
     for name, value in traits.items():
         if name != "subscriptions":
             set_trait(profile, name, value, tp.ts, tp.message_id)
+    history: list[dict[str, Any]] = profile.setdefault("consent_history", [])
     for channel, state in subscriptions_of(traits).items():
         _set_stamped(profile, "subscriptions", "_st", channel, state, tp.ts, tp.message_id)
+        history.append({"at": iso(tp.ts), "subscription": channel, "state": state,
+                        "messageId": tp.message_id})
     for category, granted in consent_of(tp).items():
         _set_stamped(profile, "consent", "_ct", category, granted, tp.ts, tp.message_id)
+        history.append({"at": iso(tp.ts), "consent": category, "granted": granted,
+                        "messageId": tp.message_id})
+    if len(history) > CONSENT_HISTORY:
+        history.sort(key=lambda h: (h["at"], h["messageId"]))
+        del history[:-CONSENT_HISTORY]
     first, last = profile["first_seen"], profile["last_seen"]
     profile["first_seen"] = tp.ts if first is None else min(first, tp.ts)
     profile["last_seen"] = tp.ts if last is None else max(last, tp.ts)

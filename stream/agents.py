@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -12,10 +13,12 @@ from faust.exceptions import FaustError
 
 from processors import events as ev
 from processors import identity
+from processors.activation import ActivationConfig, load_activation_config
 from processors.dlq import dlq_record
 from processors.events import Reject
 from processors.identifiers import routing_key
 from processors.partitioning import partition_for
+from processors.privacy_requests import privacy_request
 from processors.profile import Profile, ProfileLimits
 from stream import metrics as m
 from stream.app import (
@@ -24,12 +27,15 @@ from stream.app import (
     dlq_topic,
     identities,
     meta,
+    privacy_topic,
     profiles,
+    results_topic,
     routed_topic,
     settings,
     touchpoints_topic,
 )
 from stream.definitions import DefinitionsReader
+from stream.kafka_io import ensure_topic
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +43,8 @@ N = settings.partitions
 _limits = ProfileLimits(settings.dedup_window_ms, settings.dedup_max_ids, settings.recent_events)
 CFG = (identity.load_identity_config(settings.identity_config, N, _limits)
        if settings.identity_config else identity.IdentityConfig(partitions=N, profile_limits=_limits))
+ACTIVATION = (load_activation_config(settings.activation_config) if settings.activation_config
+              else ActivationConfig())
 
 
 class TableStore:
@@ -55,6 +63,22 @@ class TableStore:
 
     def set_profile(self, pid: str, profile: Profile) -> None:
         profiles[pid.encode()] = orjson.dumps(profile)
+
+    def delete_profile(self, pid: str) -> None:
+        profiles.pop(pid.encode(), None)  # a tombstone on the changelog
+
+    def delete_identity(self, key: str) -> None:
+        identities.pop(key.encode(), None)
+
+    def request(self, rid: str) -> dict[str, Any] | None:
+        raw = meta.get(b"r:" + rid.encode())
+        return orjson.loads(raw) if raw else None
+
+    def set_request(self, rid: str, state: dict[str, Any] | None) -> None:
+        if state is None:
+            meta.pop(b"r:" + rid.encode(), None)
+        else:
+            meta[b"r:" + rid.encode()] = orjson.dumps(state)
 
 
 STORE = TableStore()
@@ -97,6 +121,22 @@ async def ingest(stream):  # type: ignore[no-untyped-def]
             partition=partition_for(key, N), timestamp=msg.timestamp)
 
 
+@app.agent(privacy_topic)
+async def privacy_requests(stream):  # type: ignore[no-untyped-def]
+    """Requests from tusk.privacy become P records keyed by the identifier they name."""
+    async for event in stream.events():
+        try:
+            req = privacy_request(event.value)
+        except ValueError as e:
+            rid = event.key.decode(errors="replace") if event.key else ""
+            await results_topic.send(key=event.key, value=orjson.dumps({
+                "request_id": rid, "status": "rejected", "reason": str(e),
+                "completed_at": int(time.time() * 1000)}))
+            continue
+        key = req["identifier"]
+        await send_internal(key, {"k": "P", "op": req["type"], "rid": req["request_id"]})
+
+
 def _count(fx: identity.Effects) -> None:
     for name, n in fx.counts.items():
         kind, _, label = name.partition(":")
@@ -130,6 +170,19 @@ def now_ms(partition: int, event_ts: int | None = None) -> int:
     return wm
 
 
+ACTIVATION_TOPICS: dict[str, Any] = {}
+
+
+async def activation_topic(channel: str) -> Any:
+    """tusk.activations.<channel>, created on first use (channels are named by definitions)."""
+    topic = ACTIVATION_TOPICS.get(channel)
+    if topic is None:
+        name = settings.topics.activations(channel)
+        await asyncio.to_thread(ensure_topic, settings, name)
+        topic = ACTIVATION_TOPICS[channel] = app.topic(name, key_type=bytes, value_type=bytes)
+    return topic
+
+
 def due_key(due: int, pid: str) -> bytes:
     return b"d" + due.to_bytes(8, "big") + pid.encode()
 
@@ -145,6 +198,16 @@ async def settle(fx: identity.Effects) -> None:
         if delta:
             key = b"s:" + segment.encode()
             meta[key] = str(int(meta.get(key) or 0) + delta).encode()
+    for channel, trigger in fx.triggers:
+        topic = await activation_topic(channel)
+        await topic.send(key=trigger["profile_id"].encode(), value=orjson.dumps(trigger))
+        m.TRIGGERS.labels(channel).inc()
+    for what, n in fx.suppressed.items():
+        channel, _, reason = what.partition(":")
+        m.SUPPRESSED.labels(channel, reason).inc(n)
+    for result in fx.results:
+        await results_topic.send(key=result["request_id"].encode(),
+                                 value=orjson.dumps({**result, "completed_at": int(time.time() * 1000)}))
     now = int(time.time() * 1000)
     for change in fx.changes:
         if change.get("type") == "segment":
@@ -173,7 +236,7 @@ async def on_record(key: str, record: dict[str, Any], msg: Any) -> None:
     while pending:
         key, record = pending.pop(0)
         ev_ts = record["ev"]["ts"] if "ev" in record else None
-        env = identity.Env(now_ms(msg.partition, ev_ts), READER.catalog)
+        env = identity.Env(now_ms(msg.partition, ev_ts), READER.catalog, ACTIVATION)
         try:
             fx = identity.handle(key, record, STORE, CFG, source, env)
         except (FaustError, KafkaError) as e:
@@ -214,7 +277,7 @@ async def on_tick(record: dict[str, Any], msg: Any) -> None:
         if at > now:
             break
         due.append((k, at, k[9:].decode()))
-    env = identity.Env(now, READER.catalog)
+    env = identity.Env(now, READER.catalog, ACTIVATION)
     for k, at, pid in due:
         meta.pop(k, None)
         fx = identity.recheck(pid, STORE, env, f"time:{at}")
@@ -231,7 +294,7 @@ async def on_backfill(record: dict[str, Any], msg: Any) -> None:
         return  # definitions changed again: a newer chain does the work
     db = profiles.data._db_for_partition(p)  # type: ignore[attr-defined]
     after = record["after"].encode() if record.get("after") else None
-    env = identity.Env(now_ms(p), READER.catalog)
+    env = identity.Env(now_ms(p), READER.catalog, ACTIVATION)
     done = 0
     last: bytes | None = None
     for k in db.keys(from_key=after) if after else db.keys():

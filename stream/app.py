@@ -43,6 +43,8 @@ touchpoints_topic = app.topic(topics.touchpoints, key_type=bytes, value_type=byt
 routed_topic = app.topic(topics.routed, key_type=bytes, value_type=bytes,
                          partitions=settings.partitions)
 dlq_topic = app.topic(topics.dlq, key_type=bytes, value_type=bytes)
+privacy_topic = app.topic(topics.privacy, key_type=bytes, value_type=bytes)
+results_topic = app.topic(topics.privacy_results, key_type=bytes, value_type=bytes)
 changes_topic = app.topic(topics.profile_changes, key_type=bytes, value_type=bytes)
 
 _store_options = {"block_cache_size": settings.block_cache_mb * 1024 * 1024,

@@ -248,6 +248,30 @@ def cmd_segments_delete(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_privacy(args: argparse.Namespace) -> int:
+    _set_env(args, COMMON_ENV)
+    from processors.privacy_requests import privacy_request
+    from stream.privacy_client import submit
+    from stream.settings import Settings
+
+    try:
+        req = privacy_request(orjson.dumps({"request_id": "cli", "type": args.action,
+                                            "identifier": args.identifier}))
+    except ValueError as e:
+        raise CliError(f"{args.identifier!r} is not a usable identifier ({e}).") from None
+    settings = Settings.from_env()
+    try:
+        result = submit(settings, args.action, req["identifier"], timeout=args.timeout)
+    except Exception as e:
+        raise CliError(f"cannot reach Kafka at {settings.bootstrap}: {e}") from e
+    if result is None:
+        raise CliError(f"no result within {args.timeout:.0f}s; is a worker running?")
+    print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+    if result.get("status") == "not_found":
+        raise CliError(f"no profile has {req['identifier'].split(':', 1)[0]} with that value.")
+    return 0 if result.get("status") == "done" else 1
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     _set_env(args, {"bootstrap": "KAFKA_BOOTSTRAP_SERVERS"})
     from stream.demo import run_demo
@@ -315,6 +339,13 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("id")
     de.add_argument("--computed", action="store_true")
     de.set_defaults(func=cmd_segments_delete)
+
+    pv = sub.add_parser("privacy", help="export or erase a person's data, by any identifier")
+    kafka_opts(pv)
+    pv.add_argument("action", choices=["export", "erase"])
+    pv.add_argument("identifier", help="TYPE:VALUE, e.g. email:jo@example.com")
+    pv.add_argument("--timeout", type=float, default=60.0)
+    pv.set_defaults(func=cmd_privacy)
 
     d = sub.add_parser("demo", help="local Kafka + a worker + a synthetic shop's stream, then a report")
     d.add_argument("--bootstrap", help="use this Kafka instead of starting a local one")

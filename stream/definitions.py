@@ -22,7 +22,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 from processors.catalog import Catalog, parse_topic_key, topic_key
 from processors.definitions import parse_record
 from processors.predicates import DefinitionError
-from stream.kafka_io import client_config
+from stream.kafka_io import client_config, watermarks
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ class DefinitionsReader:
         parts = sorted(md.partitions) if md is not None and md.error is None else []
         ends = {}
         for p in parts:
-            _low, high = self._consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=timeout)
+            _low, high = watermarks(self._consumer, self.topic, p, timeout)
             ends[p] = high
         self._consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in parts])
         remaining = {p for p, high in ends.items() if high > 0}

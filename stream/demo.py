@@ -21,13 +21,16 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import orjson
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
 
+from processors.definitions import load_file
 from processors.synthetic import people, shop_stream
 from stream.cli import CliError, http_get
-from stream.kafka_io import ensure_topics
+from stream.definitions import produce_definition
+from stream.kafka_io import ensure_topics, read_topic
 from stream.produce import produce_lines
 from stream.settings import Settings
 
@@ -182,6 +185,39 @@ def report(url: str, produced: dict[str, Any], seen: dict[str, float], examples:
         console.print_json(data=summary)
 
 
+EXAMPLES = Path(__file__).resolve().parents[1] / "deploy" / "examples" / "shop.yaml"
+
+
+def report_activation(url: str, settings: Settings) -> None:
+    _, listing = http_get(f"{url}/segments")
+    t = Table(title="segments (live sizes)", show_header=True)
+    t.add_column("segment")
+    t.add_column("members", justify="right")
+    t.add_column("destinations")
+    for seg in listing["segments"]:
+        dests = ", ".join(d["channel"] for d in seg.get("destinations", []))
+        t.add_row(seg["id"], str(seg["size"]), dests)
+    console.print(t)
+    seen = metrics(url)
+    t = Table(title="activation triggers", show_header=True)
+    t.add_column("channel")
+    t.add_column("sent", justify="right")
+    t.add_column("suppressed (reason)")
+    channels = sorted({k.split("channel=")[1].split(",")[0].rstrip("}") for k in seen
+                       if k.startswith(("tusk_triggers_total{", "tusk_triggers_suppressed_total{"))})
+    for ch in channels:
+        sent = seen.get(f"tusk_triggers_total{{channel={ch}}}", 0)
+        why = ", ".join(f"{k.split('reason=')[1].rstrip('}')}: {v:.0f}" for k, v in sorted(seen.items())
+                        if k.startswith(f"tusk_triggers_suppressed_total{{channel={ch},"))
+        t.add_row(ch, f"{sent:.0f}", why)
+    console.print(t)
+    for ch in channels[:2]:
+        records = list(read_topic(settings, settings.topics.activations(ch), timeout=10))
+        if records:
+            console.rule(f"a trigger on {settings.topics.activations(ch)}")
+            console.print_json(data=orjson.loads(records[0].value()))
+
+
 def run_demo(profiles: int = 400, seed: int = 7) -> int:
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="tusk-demo-"))
@@ -193,13 +229,21 @@ def run_demo(profiles: int = 400, seed: int = 7) -> int:
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))
                 port = s.getsockname()[1]
+            # event-time clock: the synthetic history is judged at its own last instant
             env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "TUSK_TOPIC_PREFIX": f"{run_id}.",
                    "TUSK_APP_ID": run_id, "TUSK_DATADIR": str(workdir / "worker"),
-                   "TUSK_WEB_PORT": str(port), "TUSK_PARTITIONS": "4"}
+                   "TUSK_WEB_PORT": str(port), "TUSK_PARTITIONS": "4", "TUSK_CLOCK": "event",
+                   "TUSK_TICK_INTERVAL": "500ms"}
             os.environ.update({k: env[k] for k in ("KAFKA_BOOTSTRAP_SERVERS", "TUSK_TOPIC_PREFIX",
                                                    "TUSK_PARTITIONS")})
             settings = Settings.from_env()
             ensure_topics(settings)
+            traits, segments = load_file(EXAMPLES)
+            for kind, items in (("computed_trait", traits), ("segment", segments)):
+                for spec in items:
+                    produce_definition(settings, kind, spec["id"], spec)
+            console.print(f"[green]✓[/] applied {len(traits)} computed traits and {len(segments)} segments "
+                          f"from {EXAMPLES.relative_to(EXAMPLES.parents[2])}")
             url = f"http://127.0.0.1:{port}"
             log = workdir / "worker.log"
             with worker(env, log) as proc:
@@ -218,7 +262,9 @@ def run_demo(profiles: int = 400, seed: int = 7) -> int:
                 # the same people found by an identifier they never logged in with
                 examples = [f"email:{best[0].email}", f"anonymous_id:{best[1].devices[0][0]}"]
                 examples += [f"device_id:{p.devices[0][1]}" for p in crowd if not p.signs_up][:1]
+                time.sleep(2)  # a few ticks: time-relative segments settle at the history's end
                 report(url, produced, seen, examples, time.monotonic() - started)
+                report_activation(url, settings)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0

@@ -64,12 +64,40 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
         time.sleep(0.2)
 
 
+def ensure_topic(settings: Settings, name: str, config: dict[str, str] | None = None,
+                 timeout: float = 30.0) -> None:
+    """Create one topic if it does not exist (partitions and replication of the cluster)."""
+    admin = AdminClient(client_config(settings))
+    if name in admin.list_topics(timeout=timeout).topics:
+        return
+    fut = admin.create_topics([NewTopic(name, settings.partitions, settings.replication,
+                                        config=config or {})], request_timeout=timeout)[name]
+    try:
+        fut.result()
+    except KafkaException as e:
+        if e.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+            raise
+
+
 def producer(settings: Settings, **overrides: Any) -> Producer:
     # murmur2 like the Java client and aiokafka, so keys land where Faust expects them
     conf = client_config(settings, **{"partitioner": "murmur2_random", "linger.ms": 5,
                                        "enable.idempotence": True, "acks": "all"})
     conf.update(overrides)
     return Producer(conf)
+
+
+def watermarks(consumer: Consumer, topic: str, partition: int, timeout: float = 15.0) -> tuple[int, int]:
+    """(low, high) offsets, retried while a just-created topic's leaders are being elected."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+            return int(low), int(high)
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
 
 
 def read_topic(settings: Settings, topic: str, timeout: float = 10.0,
@@ -88,7 +116,7 @@ def read_topic(settings: Settings, topic: str, timeout: float = 10.0,
         ends: dict[int, int] = {}
         lows: dict[int, int] = {}
         for p in md.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+            low, high = watermarks(consumer, topic, p, timeout)
             if high > low:
                 ends[p], lows[p] = high, low
         if not ends:

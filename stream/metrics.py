@@ -46,3 +46,8 @@ BACKFILL_PARTITIONS_DONE = Gauge(
 DEFINITIONS = Gauge("tusk_definitions", "Definitions in force, by kind", ["kind"])
 DEFINITIONS_SKIPPED = Gauge(
     "tusk_definitions_skipped", "Records of the definitions topic that do not compile (see the log)")
+TRIGGERS = Counter("tusk_triggers_total", "Activation triggers published, by channel", ["channel"])
+SUPPRESSED = Counter(
+    "tusk_triggers_suppressed_total",
+    "Triggers not sent, by channel and reason (unsubscribed, no_consent, no_address, capped, "
+    "left_segment, already_member)", ["channel", "reason"])

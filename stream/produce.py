@@ -1,15 +1,36 @@
-"""Send a JSON-lines file to a topic as it is, line by line, with a progress bar."""
+"""Send a JSON-lines file to a topic as it is, line by line, with a progress bar.
+
+Records are keyed like the collector keys them (userId, else anonymousId), so
+a person's events stay in order on one partition; lines that are not JSON go
+unkeyed, exactly as sent, for the DLQ to keep.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import orjson
 from confluent_kafka import KafkaError, Message
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from stream.kafka_io import producer
 from stream.settings import Settings
+
+
+def person_key(line: bytes) -> bytes | None:
+    """userId, else anonymousId: one person's events share a partition and keep their order."""
+    try:
+        msg = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(msg, dict):
+        return None
+    for field in ("userId", "anonymousId"):
+        value = msg.get(field)
+        if isinstance(value, str | int) and not isinstance(value, bool) and str(value):
+            return str(value).encode()
+    return None
 
 
 def produce_lines(settings: Settings, lines: list[bytes], topic: str,
@@ -33,7 +54,7 @@ def produce_lines(settings: Settings, lines: list[bytes], topic: str,
         for i, line in enumerate(lines):
             while True:
                 try:
-                    prod.produce(topic, value=line, on_delivery=on_delivery)
+                    prod.produce(topic, key=person_key(line), value=line, on_delivery=on_delivery)
                     break
                 except BufferError:  # local queue full: let deliveries drain
                     prod.poll(0.1)

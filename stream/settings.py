@@ -106,6 +106,7 @@ class Settings:
     producer_linger_ms: int = 10
     log_level: str = "warn"
     identity_config: Path | None = None
+    activation_config: Path | None = None
     clock: str = "wall"
     """wall: segments judge time by the wall clock; event: by the event-time watermark (replays)"""
     tick_interval_ms: int = 2000
@@ -153,6 +154,8 @@ class Settings:
             log_level=_env("TUSK_LOG_LEVEL", cls.log_level),
             identity_config=Path(os.environ["TUSK_IDENTITY_CONFIG"])
             if os.environ.get("TUSK_IDENTITY_CONFIG") else None,
+            activation_config=Path(os.environ["TUSK_ACTIVATION_CONFIG"])
+            if os.environ.get("TUSK_ACTIVATION_CONFIG") else None,
             clock=_choice("TUSK_CLOCK", cls.clock, ("wall", "event")),
             tick_interval_ms=parse_duration_ms(_env("TUSK_TICK_INTERVAL", "2s"), "TUSK_TICK_INTERVAL"),
             backfill_batch=_int("TUSK_BACKFILL_BATCH", cls.backfill_batch, 1),

@@ -282,3 +282,29 @@ class ComputedTrait(View):
 
     async def delete(self, request: Request, ident: str) -> Response:
         return await _delete(self, "computed_trait", ident)
+
+
+# --- privacy -------------------------------------------------------------------------------
+
+
+@app.page("/privacy/{action}")
+class Privacy(View):
+    async def post(self, request: Request, action: str) -> Response:
+        from processors.privacy_requests import privacy_request
+        from stream.privacy_client import submit
+
+        if action not in ("export", "erase"):
+            return error(self, 404, "not_found", "POST /privacy/export or /privacy/erase")
+        try:
+            body = orjson.loads(await request.read())
+            ident = body.get("identifier") if isinstance(body, dict) else None
+            if ident is None and isinstance(body, dict) and "type" in body and "value" in body:
+                ident = f"{body['type']}:{body['value']}"
+            req = privacy_request(orjson.dumps({"request_id": "http", "type": action, "identifier": ident}))
+        except (orjson.JSONDecodeError, ValueError) as e:
+            return error(self, 400, "invalid_request", f"expected {{\"identifier\": \"TYPE:VALUE\"}}: {e}")
+        result = await asyncio.to_thread(submit, agents.settings, action, req["identifier"], 30.0)
+        if result is None:
+            return error(self, 504, "timeout", "no result within 30 s; it will still be carried out")
+        status = 404 if result.get("status") == "not_found" else 200
+        return json_response(self, result, status)

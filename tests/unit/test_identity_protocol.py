@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from processors import events as ev
 from processors.identifiers import IdentityRules, key_of, routing_key
-from processors.identity import IdentityConfig, event_message, handle, is_redirect, runs_inline
+from processors.identity import Env, IdentityConfig, event_message, handle, is_redirect, runs_inline
 from processors.partitioning import partition_for
 from tests.graph import components as graph_components
 
@@ -29,6 +29,7 @@ class Partition:
     def __init__(self) -> None:
         self.identities: dict[str, str] = {}
         self.profiles: dict[str, Any] = {}
+        self.requests: dict[str, Any] = {}
         self.offset = 0
 
     # Store protocol
@@ -45,6 +46,21 @@ class Partition:
     def set_profile(self, pid: str, profile: Any) -> None:
         self.profiles[pid] = copy.deepcopy(profile)
 
+    def delete_profile(self, pid: str) -> None:
+        self.profiles.pop(pid, None)
+
+    def delete_identity(self, key: str) -> None:
+        self.identities.pop(key, None)
+
+    def request(self, rid: str) -> Any:
+        return copy.deepcopy(self.requests.get(rid))
+
+    def set_request(self, rid: str, state: Any) -> None:
+        if state is None:
+            self.requests.pop(rid, None)
+        else:
+            self.requests[rid] = copy.deepcopy(state)
+
 
 class Cluster:
     def __init__(self, cfg: IdentityConfig, rng: random.Random, replay: float = 0.0) -> None:
@@ -54,6 +70,8 @@ class Cluster:
         self.parts = [Partition() for _ in range(cfg.partitions)]
         self.queues: list[list[tuple[str, dict[str, Any]]]] = [[] for _ in range(cfg.partitions)]
         self.changes: list[dict[str, Any]] = []
+        self.results: list[dict[str, Any]] = []
+        self.env: Env | None = None
 
     def send(self, key: str, msg: dict[str, Any]) -> None:
         # through the wire: the message is bytes, the receiver gets a copy at the next offset
@@ -69,9 +87,10 @@ class Cluster:
         stack = [(key, msg)]
         while stack:
             k, m = stack.pop(0)
-            fx = handle(k, m, part, self.cfg, source)
+            fx = handle(k, m, part, self.cfg, source, self.env)
             if deliver:
                 self.changes.extend(fx.changes)
+                self.results.extend(fx.results)
             for out_key, out in fx.send:
                 if runs_inline(m, out_key, out, p, self.cfg):
                     stack.append((out_key, orjson.loads(orjson.dumps(out))))
@@ -329,3 +348,47 @@ def test_a_record_that_keeps_bouncing_is_dead_lettered_not_circulated() -> None:
     assert fx.send == [] and fx.dead == [("identity_loop", looping)]
     fx = handle("p_b", {**looping, "hops": 3}, part, IdentityConfig(partitions=1), (0, 2))
     assert fx.dead == [] and fx.send[0][0] == "p_a" and fx.send[0][1]["hops"] == 4
+
+
+def test_erase_removes_every_trace_across_partitions() -> None:
+    """Erase by one identifier of a merged person: nothing of theirs is left on any partition."""
+    from processors.privacy import suppression_key
+
+    cfg = IdentityConfig(partitions=4)
+    cluster = Cluster(cfg, random.Random(3))
+    events = [
+        {"type": "page", "messageId": "e1", "anonymousId": "anon-1", "timestamp": "2024-01-01T00:00:00Z"},
+        {"type": "identify", "messageId": "e2", "anonymousId": "anon-2", "userId": "u-9",
+         "traits": {"email": "jo@example.com", "first_name": "Jo"}, "timestamp": "2024-01-02T00:00:00Z"},
+        {"type": "track", "event": "Order Completed", "messageId": "e3", "anonymousId": "anon-1",
+         "userId": "u-9", "timestamp": "2024-01-03T00:00:00Z"},
+        {"type": "group", "messageId": "e4", "userId": "u-9", "groupId": "acme",
+         "traits": {"plan": "pro"}, "timestamp": "2024-01-04T00:00:00Z"},
+        {"type": "page", "messageId": "e5", "anonymousId": "someone-else",
+         "timestamp": "2024-01-05T00:00:00Z"},
+    ]
+    for e in events:
+        tp = ev.validate(orjson.dumps(e), record_ts_ms=0)
+        assert not isinstance(tp, ev.Reject)
+        cluster.send(routing_key(tp.identifiers), event_message(orjson.loads(ev.encode(tp))))
+    cluster.run()
+    person = {"anonymous_id:anon-1", "anonymous_id:anon-2", "user_id:u-9", "email:jo@example.com"}
+    pids = {p.identities[k] for p in cluster.parts for k in person if k in p.identities}
+    assert len(pids) == 1
+    cluster.env = Env(now=1_704_500_000_000)  # 2024-01-06: the clock the stream layer supplies
+    cluster.send("email:jo@example.com", {"k": "P", "op": "erase", "rid": "r1"})
+    cluster.run()
+    results = [r for r in cluster.results if r["request_id"] == "r1"]
+    assert len(results) == 1 and results[0]["status"] == "done", results
+    dump = orjson.dumps([(p.identities, p.profiles, p.requests) for p in cluster.parts]).decode()
+    for secret in ("anon-1", "anon-2", "u-9", "jo@example.com", "Jo", *pids):
+        assert secret not in dump, secret
+    assert "someone-else" in dump  # other people untouched
+    assert any(suppression_key("email:jo@example.com") in p.identities for p in cluster.parts)
+    # a later event of the erased person is dropped while suppressed
+    later = ev.validate(orjson.dumps({"type": "page", "messageId": "e6", "userId": "u-9",
+                                      "timestamp": "2024-01-06T00:00:00Z"}), record_ts_ms=0)
+    assert not isinstance(later, ev.Reject)
+    cluster.send(routing_key(later.identifiers), event_message(orjson.loads(ev.encode(later))))
+    cluster.run()
+    assert "u-9" not in orjson.dumps([p.identities for p in cluster.parts]).decode()
