@@ -153,7 +153,8 @@ class Catalog:
 
     # --- running on a profile ------------------------------------------------------------
 
-    def observe(self, profile: Profile, tp: Touchpoint, now: int) -> set[str]:
+    def observe(self, profile: Profile, tp: Touchpoint, now: int,
+                retention_ms: int | None = None) -> set[str]:
         """Fold an applied event into computed state; the change tags it carries."""
         ctx = Ctx(now)
         for td in self.aggregates:
@@ -163,6 +164,11 @@ class Catalog:
                 ct.observe(td, profile, tp, now, ctx)
         index: dict[str, ag.Buckets] = profile.setdefault("_ev", {})
         ag.bucket_add(index.setdefault(tp.name, {}), tp.ts, 1, _add, EVENT_BUCKETS)
+        if retention_ms is not None:
+            for name in list(index):
+                ag.bucket_prune(index[name], now - retention_ms)
+                if not index[name]:
+                    del index[name]
         tags = {"*", f"name:{tp.name}", f"type:{tp.type}"}
         changed = person_traits(tp)
         tags.update(f"trait:{t}" for t in changed if t != "subscriptions")

@@ -281,9 +281,10 @@ def _on_apply(pid: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Eff
             _join_group(profile, tp, cfg, fx)
         now = fx.env.at(tp.ts)
         previous = profile.get("_next")
-        tags = fx.env.catalog.observe(profile, tp, now)
+        tags = fx.env.catalog.observe(profile, tp, now, cfg.profile_limits.retention_ms)
         changes = fx.env.catalog.evaluate(profile, now, tags, tp.message_id)
         _remember_changes(profile, fx, changes, source, now)
+        _schedule_expiry(profile, cfg)
         store.set_profile(pid, profile)
         _settled(profile, previous, changes, fx)
     else:
@@ -334,16 +335,35 @@ def _settled(profile: Profile, previous: int | None, changes: list[dict[str, Any
         fx.schedule.append((profile["id"], previous, profile.get("_next")))
 
 
-def recheck(pid: str, store: Store, env: Env, cause: str, everything: bool = False) -> Effects:
-    """Re-evaluate a stored profile: its due segments (time passed), or all (backfill)."""
+def _schedule_expiry(profile: Profile, cfg: IdentityConfig) -> None:
+    ttl = cfg.profile_limits.ttl_ms
+    if ttl is None or profile.get("last_seen") is None:
+        return
+    expiry = profile["last_seen"] + ttl
+    if profile.get("_next") is None or expiry < profile["_next"]:
+        profile["_next"] = expiry
+
+
+def recheck(pid: str, store: Store, env: Env, cause: str, everything: bool = False,
+            cfg: IdentityConfig | None = None) -> Effects:
+    """Re-evaluate a stored profile: its due segments (time passed), or all (backfill).
+
+    A profile past its TTL (identity config) is erased instead, like a privacy request."""
     fx = Effects(env)
     profile = store.profile(pid)
     if profile is None or is_redirect(profile):
         return fx
     now = env.at(None)
+    ttl = cfg.profile_limits.ttl_ms if cfg is not None else None
+    if ttl is not None and profile.get("last_seen") is not None and profile["last_seen"] + ttl <= now:
+        fx.send.append((pid, {"k": "Q", "op": "erase", "rid": f"expired:{pid}:{profile['last_seen']}"}))
+        fx.counts["expired"] += 1
+        return fx
     previous = profile.get("_next")
     changes = env.catalog.evaluate(profile, now, None if everything else set(), cause)
     _remember_changes(profile, fx, changes, None, now)
+    if cfg is not None:
+        _schedule_expiry(profile, cfg)
     if changes or fx.triggers or profile.get("_next") != previous or fx.suppressed:
         store.set_profile(pid, profile)
     _settled(profile, previous, changes, fx)

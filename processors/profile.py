@@ -35,6 +35,10 @@ class ProfileLimits:
     dedup_window_ms: int = 24 * HOUR_MS  # Segment deduplicates over about a day
     dedup_max_ids: int = 1000
     recent_events: int = 20
+    retention_ms: int = 105 * 7 * 24 * HOUR_MS
+    """Recent events and occurrence buckets older than this (before the newest) are dropped."""
+    ttl_ms: int | None = None
+    """A profile with no event for this long is erased (None: never)."""
 
 
 class Outcome(Enum):
@@ -142,6 +146,9 @@ def _record_recent(profile: Profile, tp: Touchpoint, limits: ProfileLimits) -> N
     recent.append(entry)
     recent.sort(key=lambda e: (e["ts"], e["messageId"]), reverse=True)
     del recent[limits.recent_events:]
+    horizon = recent[0]["ts"] - limits.retention_ms
+    while recent and recent[-1]["ts"] < horizon:
+        recent.pop()
 
 
 def is_duplicate(profile: Profile, tp: Touchpoint, source: tuple[int, int] | None = None) -> Outcome | None:

@@ -40,7 +40,8 @@ from stream.kafka_io import ensure_topic
 log = logging.getLogger(__name__)
 
 N = settings.partitions
-_limits = ProfileLimits(settings.dedup_window_ms, settings.dedup_max_ids, settings.recent_events)
+_limits = ProfileLimits(settings.dedup_window_ms, settings.dedup_max_ids, settings.recent_events,
+                        settings.retention_ms, settings.profile_ttl_ms)
 CFG = (identity.load_identity_config(settings.identity_config, N, _limits)
        if settings.identity_config else identity.IdentityConfig(partitions=N, profile_limits=_limits))
 ACTIVATION = (load_activation_config(settings.activation_config) if settings.activation_config
@@ -280,8 +281,10 @@ async def on_tick(record: dict[str, Any], msg: Any) -> None:
     env = identity.Env(now, READER.catalog, ACTIVATION)
     for k, at, pid in due:
         meta.pop(k, None)
-        fx = identity.recheck(pid, STORE, env, f"time:{at}")
+        fx = identity.recheck(pid, STORE, env, f"time:{at}", cfg=CFG)
         m.RECHECKS.labels("time").inc()
+        for out_key, out in fx.send:  # an expired profile's erase request
+            await send_internal(out_key, out)
         await settle(fx)
     if len(due) >= settings.backfill_batch:  # more are due: continue right after this one
         await routed_topic.send(key=b"tick", value=orjson.dumps({"k": "T", "now": now}), partition=p)
@@ -300,7 +303,7 @@ async def on_backfill(record: dict[str, Any], msg: Any) -> None:
     for k in db.keys(from_key=after) if after else db.keys():
         if k == after or k.startswith(b"__faust"):
             continue
-        fx = identity.recheck(k.decode(), STORE, env, f"backfill:{record['fp']}", everything=True)
+        fx = identity.recheck(k.decode(), STORE, env, f"backfill:{record['fp']}", everything=True, cfg=CFG)
         m.RECHECKS.labels("backfill").inc()
         await settle(fx)
         done += 1

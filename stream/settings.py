@@ -106,6 +106,8 @@ class Settings:
     producer_linger_ms: int = 10
     log_level: str = "warn"
     identity_config: Path | None = None
+    retention_ms: int = 105 * 7 * 86_400_000
+    profile_ttl_ms: int | None = None
     activation_config: Path | None = None
     clock: str = "wall"
     """wall: segments judge time by the wall clock; event: by the event-time watermark (replays)"""
@@ -154,6 +156,9 @@ class Settings:
             log_level=_env("TUSK_LOG_LEVEL", cls.log_level),
             identity_config=Path(os.environ["TUSK_IDENTITY_CONFIG"])
             if os.environ.get("TUSK_IDENTITY_CONFIG") else None,
+            retention_ms=parse_duration_ms(_env("TUSK_RETENTION", "105w"), "TUSK_RETENTION"),
+            profile_ttl_ms=parse_duration_ms(os.environ["TUSK_PROFILE_TTL"], "TUSK_PROFILE_TTL")
+            if os.environ.get("TUSK_PROFILE_TTL") else None,
             activation_config=Path(os.environ["TUSK_ACTIVATION_CONFIG"])
             if os.environ.get("TUSK_ACTIVATION_CONFIG") else None,
             clock=_choice("TUSK_CLOCK", cls.clock, ("wall", "event")),

@@ -44,8 +44,8 @@ def ev(mid: str, **fields: Any) -> bytes:
 
 def stream() -> list[bytes]:
     out = [
-        ev("a1", type="identify", userId="ann-5501", traits={"email": "Ann.Lee@Example.com", "phone": "+14155552671",
-                                                         "first_name": "Annika",
+        ev("a1", type="identify", userId="ann-5501", traits={"email": "Ann.Lee@Example.com",
+                                                              "phone": "+14155552671", "first_name": "Annika",
                                                          "subscriptions": {"email": "subscribed"}},
            context={"consent": {"categoryPreferences": {"Marketing": True}}}),
         ev("a2", type="track", event="Order Completed", userId="ann-5501", properties={"revenue": 150},
@@ -155,7 +155,8 @@ def test_triggers_consent_caps_replay_and_erase(tusk_env: TuskEnv, tmp_path: Pat
         assert out.returncode == 0, out.stderr
         result = orjson.loads(out.stdout)
         assert result["status"] == "done" and result["identifiers"] == 3, result
-        for kind, value in (("user_id", "ann-5501"), ("email", "ann.lee@example.com"), ("phone", "+14155552671")):
+        for kind, value in (("user_id", "ann-5501"), ("email", "ann.lee@example.com"),
+                            ("phone", "+14155552671")):
             assert w.profile(kind, value)[0] == 404, (kind, value)
         assert w.get(f"/profiles/id/{ann['id']}")[0] == 404
         assert w.profile("user_id", "bob")[0] == 200

@@ -392,3 +392,32 @@ def test_erase_removes_every_trace_across_partitions() -> None:
     cluster.send(routing_key(later.identifiers), event_message(orjson.loads(ev.encode(later))))
     cluster.run()
     assert "u-9" not in orjson.dumps([p.identities for p in cluster.parts]).decode()
+
+
+def test_profiles_past_their_ttl_are_erased_and_old_history_is_dropped() -> None:
+    from processors.identity import recheck
+    from processors.profile import ProfileLimits
+
+    day = 86_400_000
+    cfg = IdentityConfig(partitions=2, profile_limits=ProfileLimits(ttl_ms=30 * day, retention_ms=10 * day))
+    cluster = Cluster(cfg, random.Random(5))
+    for i, stamp in enumerate(["2024-01-01", "2024-01-05", "2024-01-20"]):
+        tp = ev.validate(orjson.dumps({"type": "page", "messageId": f"t{i}", "userId": "old-timer",
+                                       "timestamp": f"{stamp}T00:00:00Z"}), record_ts_ms=0)
+        assert not isinstance(tp, ev.Reject)
+        cluster.send(routing_key(tp.identifiers), event_message(orjson.loads(ev.encode(tp))))
+    cluster.run()
+    (part, pid), = [(p, k) for p in cluster.parts for k in p.profiles]
+    profile = part.profiles[pid]
+    assert [e["messageId"] for e in profile["recent_events"]] == ["t2"]  # 10-day retention
+    assert profile["event_count"] == 3
+    expiry = profile["last_seen"] + 30 * day
+    assert profile["_next"] == expiry
+    assert not recheck(pid, part, Env(now=expiry - 1), "time", cfg=cfg).send
+    fx = recheck(pid, part, Env(now=expiry), "time", cfg=cfg)
+    for key, msg in fx.send:
+        cluster.send(key, msg)
+    cluster.env = Env(now=expiry)
+    cluster.run()
+    assert not any(p.profiles for p in cluster.parts)
+    assert "old-timer" not in orjson.dumps([p.identities for p in cluster.parts]).decode()
