@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,11 +88,14 @@ def _address(profile: Profile, channel: Channel) -> dict[str, Any]:
     return to
 
 
-def _traits(profile: Profile, names: list[str]) -> dict[str, Any]:
+ComputedView = Callable[[], Mapping[str, Any]]
+
+
+def _traits(profile: Profile, names: list[str], computed: ComputedView | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in names:
         if name.startswith("computed."):
-            out[name] = profile.get("computed", {}).get(name[len("computed."):])
+            out[name] = (computed() if computed else {}).get(name[len("computed."):])
         else:
             out[name] = get_path(profile["traits"], name)
     return out
@@ -122,7 +125,7 @@ class Decisions:
 
 
 def decide(profile: Profile, change: Mapping[str, Any], dest: Mapping[str, Any], cfg: ActivationConfig,
-           now: int, out: Decisions) -> None:
+           now: int, out: Decisions, computed: ComputedView | None = None) -> None:
     """One destination of one transition: a trigger, or a counted suppression."""
     channel = cfg.channel(dest["channel"])
     reason = None
@@ -146,12 +149,12 @@ def decide(profile: Profile, change: Mapping[str, Any], dest: Mapping[str, Any],
                                  change["caused_by"]),
         "profile_id": profile["id"], "segment": change["segment"], "transition": change["transition"],
         "channel": channel.name, "occurred_at": iso(change["at"]), "caused_by": change["caused_by"],
-        "to": to, "traits": _traits(profile, list(dest.get("traits") or [])),
+        "to": to, "traits": _traits(profile, list(dest.get("traits") or []), computed),
     }))
 
 
 def activate(profile: Profile, changes: list[dict[str, Any]], segment_specs: Mapping[str, Mapping[str, Any]],
-             cfg: ActivationConfig, now: int) -> Decisions:
+             cfg: ActivationConfig, now: int, computed: ComputedView | None = None) -> Decisions:
     """Triggers for the transitions of this profile (in place: caps and delayed triggers)."""
     out = Decisions()
     for change in changes:
@@ -168,11 +171,12 @@ def activate(profile: Profile, changes: list[dict[str, Any]], segment_specs: Map
                 due = now + parse_duration_ms(dest["delay"])
                 profile.setdefault("_pending", []).append({"due": due, "change": change, "dest": dest})
                 continue
-            decide(profile, change, dest, cfg, now, out)
+            decide(profile, change, dest, cfg, now, out, computed)
     return out
 
 
-def release_due(profile: Profile, cfg: ActivationConfig, now: int) -> Decisions:
+def release_due(profile: Profile, cfg: ActivationConfig, now: int,
+                computed: ComputedView | None = None) -> Decisions:
     """Delayed triggers whose time has come, if the profile is still where it went."""
     out = Decisions()
     pending = profile.get("_pending", [])
@@ -186,7 +190,7 @@ def release_due(profile: Profile, cfg: ActivationConfig, now: int) -> Decisions:
         if inside != (change["transition"] == "entered"):
             out.suppressed[f"{item['dest']['channel']}:left_segment"] += 1
             continue
-        decide(profile, change, item["dest"], cfg, now, out)
+        decide(profile, change, item["dest"], cfg, now, out, computed)
     if pending:
         profile["_pending"] = keep
     return out

@@ -14,6 +14,7 @@ changed in the same pass.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -147,9 +148,36 @@ class Catalog:
         return self._compile(self.trait_specs,
                              {k: v for k, v in self.segment_specs.items() if k != ident})
 
-    @property
+    @functools.cached_property
     def aggregates(self) -> list[ct.TraitDef]:
         return [*(t for t in self.traits.values() if t.aggregate is not None), *self.implicit]
+
+    @functools.cached_property
+    def _by_name(self) -> tuple[dict[str, list[ct.TraitDef]], list[ct.TraitDef]]:
+        """Aggregates by the event names they select, and those selecting by type or anything."""
+        named: dict[str, list[ct.TraitDef]] = {}
+        other: list[ct.TraitDef] = []
+        for td in self.aggregates:
+            assert td.selector is not None
+            if td.selector.names is None:
+                other.append(td)
+            else:
+                for n in td.selector.names:
+                    named.setdefault(n, []).append(td)
+        return named, other
+
+    @functools.cached_property
+    def _by_tag(self) -> dict[str, set[str]]:
+        index: dict[str, set[str]] = {}
+        for sid, tags in self.tags.items():
+            for t in tags:
+                index.setdefault(t, set()).add(sid)
+        return index
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        return _hash(sorted(f"{k}={v}" for k, v in self.versions.items())
+                     + sorted(f"{t.id}={t.version}" for t in self.aggregates))
 
     # --- running on a profile ------------------------------------------------------------
 
@@ -157,11 +185,17 @@ class Catalog:
                 retention_ms: int | None = None) -> set[str]:
         """Fold an applied event into computed state; the change tags it carries."""
         ctx = Ctx(now)
-        for td in self.aggregates:
-            if ct.needs_rebuild(td, profile):
-                ct.rebuild(td, profile, now)  # the event is already in recent_events
-            else:
+        rebuilt = set()
+        if profile.get("_cv") != self.fingerprint:  # definitions changed since this profile's last event
+            for td in self.aggregates:
+                if ct.needs_rebuild(td, profile):
+                    ct.rebuild(td, profile, now)  # the event is already in recent_events
+                    rebuilt.add(td.id)
+        named, other = self._by_name
+        for td in (*named.get(tp.name, ()), *other):
+            if td.id not in rebuilt:
                 ct.observe(td, profile, tp, now, ctx)
+        profile["_cv"] = self.fingerprint
         index: dict[str, ag.Buckets] = profile.setdefault("_ev", {})
         ag.bucket_add(index.setdefault(tp.name, {}), tp.ts, 1, _add, EVENT_BUCKETS)
         if retention_ms is not None:
@@ -186,18 +220,23 @@ class Catalog:
         Updates profile["segments"], the per-segment deadlines (_due), the next
         deadline of the profile (_next) and the computed-trait snapshot.
         """
-        for td in self.aggregates:
-            if ct.needs_rebuild(td, profile):
-                ct.rebuild(td, profile, now)
+        if tags is None:  # backfill, merge: definitions may be new to this profile
+            for td in self.aggregates:
+                if ct.needs_rebuild(td, profile):
+                    ct.rebuild(td, profile, now)
         scope = _Scope(profile, Ctx(now), self)
         members: dict[str, Any] = profile.setdefault("segments", {})
         due: dict[str, int] = {k: v for k, v in profile.get("_due", {}).items() if k in self.segments}
         for gone in [s for s in members if s not in self.segments]:
             del members[gone]  # a deleted definition: no exit record, the segment is gone
         versions: dict[str, str] = profile.setdefault("_seg_v", {})
-        todo = set(self.segments) if tags is None else {
-            s for s in self.segments
-            if self.tags[s] & tags or due.get(s, now + 1) <= now or versions.get(s) != self.versions[s]}
+        if tags is None:
+            todo = set(self.segments)
+        else:
+            todo = set().union(*(self._by_tag.get(t, ()) for t in tags))
+            todo.update(s for s, at in due.items() if at <= now)
+            if profile.get("_sv") != self.fingerprint:
+                todo.update(s for s in self.segments if versions.get(s) != self.versions[s])
         out: list[dict[str, Any]] = []
         for sid in self.order:
             if sid not in todo:
@@ -222,7 +261,11 @@ class Catalog:
             del versions[gone]
         profile["_due"] = due
         profile["_next"] = min(due.values(), default=None)
-        profile["computed"] = self.computed_view(profile, now)
+        profile["_sv"] = self.fingerprint  # every segment's version checked against this catalog
+        if tags is None:
+            profile["_cv"] = self.fingerprint  # and every aggregate (rebuilt above)
+        # computed values are read at an instant (lookups, triggers), not stored per event
+        profile.pop("computed", None)
         return out
 
     def computed_view(self, profile: Profile, now: int) -> dict[str, Any]:

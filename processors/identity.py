@@ -306,8 +306,16 @@ def _remember_changes(profile: Profile, fx: Effects, changes: list[dict[str, Any
     """Decide activations (before the profile is stored: caps live in it), and keep the
     transitions and triggers of the last few sources, to re-send them if a crash replays one."""
     specs = fx.env.catalog.segment_specs
-    decided = activation.activate(profile, changes, specs, fx.env.activation, now)
-    released = activation.release_due(profile, fx.env.activation, now)
+    view: list[Mapping[str, Any]] = []
+
+    def computed() -> Mapping[str, Any]:  # only when a destination sends computed traits
+        if not view:
+            view.append(fx.env.catalog.computed_view(profile, now))
+        return view[0]
+
+    decided = activation.activate(profile, changes, specs, fx.env.activation, now, computed)
+    released = activation.release_due(profile, fx.env.activation, now, computed) \
+        if profile.get("_pending") else activation.Decisions()
     triggers = decided.triggers + released.triggers
     fx.triggers.extend(triggers)
     fx.suppressed.update(decided.suppressed + released.suppressed)
@@ -547,7 +555,10 @@ def _on_merge(survivor: str, msg: Message, store: Store, cfg: IdentityConfig, fx
     assert profile is not None
     merged = merge(profile, snap, cfg.profile_limits)
     merged["id"] = survivor
-    merged["_refused"] = {r: n for r, n in profile.get("_refused", {}).items() if r != loser}
+    # the loser's refusals are the survivor's now: it holds what made the loser refuse, and
+    # records aimed at a refused profile may still arrive through the loser's redirect
+    refused = {**snap.get("_refused", {}), **profile.get("_refused", {})}
+    merged["_refused"] = {r: n for r, n in refused.items() if r not in (loser, survivor)}
     now = fx.env.at(None)
     previous = merged.get("_next")
     changes = [{**transition(loser, sid, "exited", now, f"merged_into:{survivor}"), "reason": "merged"}

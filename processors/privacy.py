@@ -60,8 +60,10 @@ def _on_profile_request(pid: str, msg: idn.Message, store: idn.Store, cfg: idn.I
             fx.results.append({"request_id": rid, "type": msg["op"], "status": "not_found"})
         return
     if msg["op"] == "export":
+        view = export_view(profile)
+        view["computed"] = fx.env.catalog.computed_view(profile, fx.env.at(None))
         fx.results.append({"request_id": rid, "type": "export", "status": "done",
-                           "profile_id": pid, "profile": export_view(profile)})
+                           "profile_id": pid, "profile": view})
         return
     now = fx.env.at(None)
     until = now + cfg.erased_suppression_ms

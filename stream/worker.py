@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 from stream.settings import Settings
@@ -9,10 +10,15 @@ from stream.settings import Settings
 
 def run(settings: Settings) -> None:
     settings.datadir.mkdir(parents=True, exist_ok=True)
-    from stream import agents, web  # noqa: F401 - registers agents and views
+    from stream import agents, api_auth, console, web  # noqa: F401 - agents, views, TUSK_API_TOKEN
     from stream.app import app
 
     agents.READER.start()  # every definition known before the first event
+    # explicit levels on the libraries' loggers: aiokafka logs every send at debug (keys and
+    # values: PII, and 5% of a worker's time when a parent logger lets debug through)
+    level = logging.getLevelName(settings.log_level.upper())
+    for name in ("aiokafka", "faust", "mode", "rocksdict"):
+        logging.getLogger(name).setLevel(level if isinstance(level, int) else logging.WARNING)
     sys.argv = ["tusk", "worker", "--loglevel", settings.log_level,
                 "--web-port", str(settings.web_port), "--web-host", settings.web_host]
     app.main()
