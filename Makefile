@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup run test lint kafka-up kafka-down clean
+.PHONY: setup browser run test lint kafka-up kafka-down clean
 
 setup: $(STAMP)
 
@@ -18,8 +18,18 @@ $(STAMP): pyproject.toml deploy/kafka/pom.xml
 run: setup                     ## local Kafka + a worker + a demo stream, then a report
 	$(BIN)/tusk demo
 
-test: setup                    ## unit + integration tests (real Kafka: see tests/conftest.py)
+test: setup browser            ## unit + integration tests (real Kafka: see tests/conftest.py)
 	$(BIN)/python -m pytest -q
+
+browser:                       ## Debian's Chromium for the console's browser test (skipped without it)
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium (apt-get) for the console's browser test"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	      || echo "could not install chromium: the console's browser test will be skipped"; \
+	  else \
+	    echo "no chromium (as root: apt-get install chromium): the console's browser test will be skipped"; \
+	  fi; }
 
 lint: setup
 	$(BIN)/ruff check .
