@@ -180,6 +180,15 @@ async def activation_topic(channel: str) -> Any:
     if topic is None:
         name = settings.topics.activations(channel)
         await asyncio.to_thread(ensure_topic, settings, name)
+        # aiokafka tracks metadata of every topic until a send names an unknown one; from then on
+        # only of the topics it was told: list ours, or the changelogs vanish from the producer's
+        # metadata and key routing (HTTP lookups) fails until the next profile write
+        client = app.producer._ensure_producer().client  # type: ignore[attr-defined]
+        known = [t.changelog_topic.get_topic_name() for t in (identities, profiles, meta)]
+        known += [t.get_topic_name() for t in (routed_topic, dlq_topic, changes_topic, results_topic)]
+        known += [topic.get_topic_name() for topic in ACTIVATION_TOPICS.values()]
+        for tracked in [*known, name]:
+            await client.add_topic(tracked)
         topic = ACTIVATION_TOPICS[channel] = app.topic(name, key_type=bytes, value_type=bytes)
     return topic
 

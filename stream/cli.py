@@ -90,8 +90,10 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
 
 def http_get(url: str, timeout: float = 10.0) -> tuple[int, Any]:
+    token = os.environ.get("TUSK_API_TOKEN")
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
             return resp.status, orjson.loads(resp.read())
     except urllib.error.HTTPError as e:
         body = e.read()
