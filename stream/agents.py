@@ -49,24 +49,42 @@ ACTIVATION = (load_activation_config(settings.activation_config) if settings.act
 
 
 class TableStore:
-    """processors.identity.Store over the two Faust tables (values are JSON bytes)."""
+    """processors.identity.Store over the Faust tables (values are JSON bytes).
+
+    Reads go straight to the partition's RocksDB (Table.get would read twice: contains, then
+    get), and the profile bytes read or written while handling one record are kept until the
+    next record, so a record that routes (_arrived) and then applies reads the database once.
+    """
+
+    def __init__(self) -> None:
+        self.seen: dict[bytes, bytes | None] = {}
+
+    def forget(self) -> None:
+        self.seen.clear()
 
     def identity(self, key: str) -> str | None:
-        raw = identities.get(key.encode())
+        raw = identities.data._get(key.encode())  # type: ignore[attr-defined]
         return raw.decode() if raw else None
 
     def set_identity(self, key: str, pid: str) -> None:
         identities[key.encode()] = pid.encode()
 
     def profile(self, pid: str) -> Profile | None:
-        raw = profiles.get(pid.encode())
+        key = pid.encode()
+        if key in self.seen:
+            raw = self.seen[key]
+        else:
+            raw = self.seen[key] = profiles.data._get(key)  # type: ignore[attr-defined]
         return orjson.loads(raw) if raw else None
 
     def set_profile(self, pid: str, profile: Profile) -> None:
-        profiles[pid.encode()] = orjson.dumps(profile)
+        raw = orjson.dumps(profile)
+        profiles[pid.encode()] = raw
+        self.seen[pid.encode()] = raw
 
     def delete_profile(self, pid: str) -> None:
         profiles.pop(pid.encode(), None)  # a tombstone on the changelog
+        self.seen[pid.encode()] = None
 
     def delete_identity(self, key: str) -> None:
         identities.pop(key.encode(), None)
@@ -242,6 +260,7 @@ async def platform_failure(e: BaseException) -> None:
 
 async def on_record(key: str, record: dict[str, Any], msg: Any) -> None:
     source = (msg.partition, msg.offset)
+    STORE.forget()
     pending = [(key, record)]
     while pending:
         key, record = pending.pop(0)
@@ -271,6 +290,7 @@ async def on_record(key: str, record: dict[str, Any], msg: Any) -> None:
 async def on_tick(record: dict[str, Any], msg: Any) -> None:
     """Re-check the profiles of this partition whose deadline has passed."""
     p = msg.partition
+    STORE.forget()
     if TIME_CLOCK:
         now = max(now_ms(p), int(record.get("now") or 0))
         WATERMARK[p] = now
@@ -302,6 +322,7 @@ async def on_tick(record: dict[str, Any], msg: Any) -> None:
 async def on_backfill(record: dict[str, Any], msg: Any) -> None:
     """Evaluate a batch of this partition's stored profiles against new definitions."""
     p = msg.partition
+    STORE.forget()
     if record["fp"] != READER.fingerprint:
         return  # definitions changed again: a newer chain does the work
     db = profiles.data._db_for_partition(p)  # type: ignore[attr-defined]

@@ -47,8 +47,12 @@ privacy_topic = app.topic(topics.privacy, key_type=bytes, value_type=bytes)
 results_topic = app.topic(topics.privacy_results, key_type=bytes, value_type=bytes)
 changes_topic = app.topic(topics.profile_changes, key_type=bytes, value_type=bytes)
 
+# RocksDB memory is per partition database (3 tables × partitions): Faust's defaults (2 GiB block
+# cache, 64 MiB × 3 memtables) would let a worker's RSS climb with the data; bound both
 _store_options = {"block_cache_size": settings.block_cache_mb * 1024 * 1024,
-                  "block_cache_compressed_size": 1024 * 1024}
+                  "block_cache_compressed_size": 1024 * 1024,
+                  "write_buffer_size": settings.write_buffer_mb * 1024 * 1024,
+                  "max_write_buffer_number": 2}
 
 identities = app.Table(
     "identities", partitions=settings.partitions, key_type=bytes, value_type=bytes,

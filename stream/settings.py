@@ -102,6 +102,7 @@ class Settings:
     dedup_max_ids: int = 1000
     recent_events: int = 20
     block_cache_mb: int = 8
+    write_buffer_mb: int = 4
     standby_replicas: int = 0
     producer_linger_ms: int = 10
     log_level: str = "warn"
@@ -151,6 +152,7 @@ class Settings:
             dedup_max_ids=_int("TUSK_DEDUP_MAX_IDS", cls.dedup_max_ids, 1),
             recent_events=_int("TUSK_RECENT_EVENTS", cls.recent_events, 0),
             block_cache_mb=_int("TUSK_BLOCK_CACHE_MB", cls.block_cache_mb, 1),
+            write_buffer_mb=_int("TUSK_WRITE_BUFFER_MB", cls.write_buffer_mb, 1),
             standby_replicas=_int("TUSK_STANDBY_REPLICAS", cls.standby_replicas, 0),
             producer_linger_ms=_int("TUSK_PRODUCER_LINGER_MS", cls.producer_linger_ms, 0),
             log_level=_env("TUSK_LOG_LEVEL", cls.log_level),
