@@ -412,3 +412,15 @@ async def count_profiles() -> None:
         except Exception:  # estimate unavailable on a closing db
             continue
     m.PROFILES_STORED.set(total)
+    try:  # Faust internals: a missing attribute must not stop the timer
+        m.RECOVERY_REMAINING.set(app.tables.recovery.active_remaining_total())  # type: ignore[attr-defined]
+        sources = {touchpoints_topic.get_topic_name(), routed_topic.get_topic_name()}
+        consumer = app.consumer
+        for tp in app.assignor.assigned_actives():
+            if tp.topic in sources:
+                high = consumer.highwater(tp)
+                done = consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
+                if high is not None:
+                    m.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, high - (done or 0)))
+    except Exception:  # not assigned yet, or rebalancing
+        log.debug("lag metrics unavailable", exc_info=True)

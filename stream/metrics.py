@@ -51,3 +51,9 @@ SUPPRESSED = Counter(
     "tusk_triggers_suppressed_total",
     "Triggers not sent, by channel and reason (unsubscribed, no_consent, no_address, capped, "
     "left_segment, already_member)", ["channel", "reason"])
+CONSUMER_LAG = Gauge(
+    "tusk_consumer_lag_records", "Records not yet processed, per input/internal topic partition this "
+    "worker owns (high watermark − committed offset)", ["topic", "partition"])
+RECOVERY_REMAINING = Gauge(
+    "tusk_recovery_remaining_records", "Changelog records this worker still has to restore before it "
+    "serves its active partitions")
