@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup browser run test lint kafka-up kafka-down clean
+.PHONY: setup browser run test chaos bench lint kafka-up kafka-down clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,13 @@ browser:                       ## Debian's Chromium for the console's browser te
 	  else \
 	    echo "no chromium (as root: apt-get install chromium): the console's browser test will be skipped"; \
 	  fi; }
+
+chaos: setup                   ## fault injection on real workers and broker (kill -9, broker restart, rebalance)
+	$(BIN)/python -m pytest -q -s -m chaos tests/chaos
+
+BENCH_ARGS ?=
+bench: setup                   ## throughput, ceilings, latency, memory, recovery: one JSON (stdout, .tusk/bench/latest.json)
+	$(BIN)/python -m stream.bench $(BENCH_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -30,6 +30,10 @@ app = faust.App(
     topic_partitions=settings.partitions,
     topic_replication_factor=settings.replication,
     table_standby_replicas=settings.standby_replicas,
+    # a killed worker is noticed after the session timeout (Faust's default: 60 s), then its
+    # partitions move; shorter means faster failover, at the price of more heartbeats
+    broker_session_timeout=settings.session_timeout_ms / 1000,
+    broker_heartbeat_interval=min(3.0, settings.session_timeout_ms / 3000),
     consumer_auto_offset_reset="earliest",
     # batch internal records and changelog writes instead of one request each
     producer_linger_ms=settings.producer_linger_ms,

@@ -103,6 +103,7 @@ class Settings:
     recent_events: int = 20
     block_cache_mb: int = 8
     write_buffer_mb: int = 4
+    session_timeout_ms: int = 10_000
     standby_replicas: int = 0
     producer_linger_ms: int = 10
     log_level: str = "warn"
@@ -153,6 +154,7 @@ class Settings:
             recent_events=_int("TUSK_RECENT_EVENTS", cls.recent_events, 0),
             block_cache_mb=_int("TUSK_BLOCK_CACHE_MB", cls.block_cache_mb, 1),
             write_buffer_mb=_int("TUSK_WRITE_BUFFER_MB", cls.write_buffer_mb, 1),
+            session_timeout_ms=parse_duration_ms(_env("TUSK_SESSION_TIMEOUT", "10s"), "TUSK_SESSION_TIMEOUT"),
             standby_replicas=_int("TUSK_STANDBY_REPLICAS", cls.standby_replicas, 0),
             producer_linger_ms=_int("TUSK_PRODUCER_LINGER_MS", cls.producer_linger_ms, 0),
             log_level=_env("TUSK_LOG_LEVEL", cls.log_level),

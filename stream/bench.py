@@ -1,0 +1,310 @@
+"""`make bench`: one run, one machine, every figure side by side, printed as JSON.
+
+    python -m stream.bench [--profiles 100000] [--window 60]
+
+The input (processors.synthetic's shop stream: identifies, page views, carts,
+orders, refunds; about 10 events per person) is produced once to a topic and
+read by each contender from the start:
+  bare    a Faust agent that only counts events (the ceiling)
+  naive   a Faust agent doing one table read + JSON update + write per event
+  tusk    `tusk worker`: validation, identity, profile, 50 segments, triggers,
+          with 1 and with 2 workers, and with 0 segments
+Throughput is measured over a fixed window of a backlog (`--window` seconds
+after the first event), so slow contenders do not stretch the run. Then:
+latency event → trigger at a fixed offered load, worker RSS as profiles
+accumulate, and the seconds a fresh replica needs to restore the state.
+Progress goes to stderr, the JSON to stdout and .tusk/bench/latest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, TopicPartition
+
+from processors.definitions import load_file
+from processors.synthetic import shop_stream
+from stream.bench_segments import segment_variants
+from stream.cli import http_get
+from stream.definitions import produce_definition
+from stream.demo import load_launcher, metrics, stop_process, wait_healthy
+from stream.kafka_io import client_config, ensure_topic, ensure_topics, producer
+from stream.produce import produce_lines
+from stream.settings import Settings
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "deploy" / "examples" / "shop.yaml"
+TARGETS = {"events_per_s_per_worker": 10_000, "ratio_to_bare": 0.6, "p99_ms": 100, "rss_mb": 400,
+           "restore_s": 120}
+
+
+def say(*parts: Any) -> None:
+    print(*parts, file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Run:
+    """An isolated deployment: own topic prefix, app id and folders."""
+
+    def __init__(self, bootstrap: str, base: Path, partitions: int, **extra: str) -> None:
+        self.id = f"b{uuid.uuid4().hex[:8]}"
+        self.base = base / self.id
+        self.env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "TUSK_TOPIC_PREFIX": f"{self.id}.",
+                    "TUSK_APP_ID": self.id, "TUSK_PARTITIONS": str(partitions), "TUSK_LOG_LEVEL": "warn",
+                    **extra}
+        saved = dict(os.environ)
+        os.environ.update(self.env)
+        try:
+            self.settings = Settings.from_env()
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        self.procs: list[tuple[subprocess.Popen[bytes], str]] = []
+
+    def start(self, argv: list[str], name: str, wait: bool = True,
+              extra: dict[str, str] | None = None) -> tuple[Any, str]:
+        port = free_port()
+        env = {**self.env, "TUSK_WEB_PORT": str(port), "TUSK_DATADIR": str(self.base / name), **(extra or {})}
+        self.base.mkdir(parents=True, exist_ok=True)
+        log = self.base / f"{name}.log"
+        with open(log, "ab") as out:
+            proc = subprocess.Popen([sys.executable, "-m", *argv], env=env, stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        url = f"http://127.0.0.1:{port}"
+        if wait:
+            wait_healthy(url, proc, log, timeout=180)
+        self.procs.append((proc, url))
+        return proc, url
+
+    def stop(self) -> None:
+        for proc, _ in self.procs:
+            stop_process(proc)
+
+
+def copy_input(run: Run, lines: list[bytes]) -> None:
+    counts = produce_lines(run.settings, lines, run.settings.topics.touchpoints)
+    assert counts["failed"] == 0, counts
+
+
+def processed(url: str) -> float:
+    m = metrics(url)
+    return sum(v for k, v in m.items() if k.startswith(("tusk_events_processed_total",
+                                                          "tusk_events_rejected_total")))
+
+
+def rate_over(read: Any, window: float, total: int) -> dict[str, Any]:
+    """events/s from the first event seen, over `window` seconds or until `total` is reached."""
+    while read() == 0:
+        time.sleep(0.2)
+    start_n, start_t = read(), time.monotonic()
+    while time.monotonic() - start_t < window:
+        n = read()
+        if n >= total:
+            break
+        time.sleep(0.5)
+    n, t = read(), time.monotonic()
+    return {"events_per_s": round((n - start_n) / (t - start_t)), "events_measured": int(n - start_n),
+            "seconds": round(t - start_t, 1)}
+
+
+def baseline(bootstrap: str, base: Path, lines: list[bytes], mode: str, window: float,
+             partitions: int) -> dict[str, Any]:
+    run = Run(bootstrap, base, partitions)
+    ensure_topic(run.settings, run.settings.topics.touchpoints)
+    copy_input(run, lines)
+    progress = run.base / "progress"
+    run.base.mkdir(parents=True, exist_ok=True)
+    run.start(["stream.bench_apps", mode, run.settings.topics.touchpoints], mode, wait=False,
+              extra={"BENCH_PROGRESS": str(progress)})
+
+    def read() -> float:
+        try:
+            return float(progress.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return 0.0
+    try:
+        return rate_over(read, window, len(lines))
+    finally:
+        run.stop()
+
+
+def apply_segments(run: Run, count: int) -> None:
+    traits, shop = load_file(EXAMPLES)
+    segments = segment_variants(count)
+    if count:
+        segments[0]["destinations"] = [{"channel": "webhook"}]
+        for spec in traits:
+            produce_definition(run.settings, "computed_trait", spec["id"], spec)
+    for spec in segments:
+        produce_definition(run.settings, "segment", spec["id"], spec)
+
+
+def tusk(bootstrap: str, base: Path, lines: list[bytes], workers: int, segments: int, window: float,
+         partitions: int) -> tuple[dict[str, Any], Run]:
+    run = Run(bootstrap, base, partitions)
+    ensure_topics(run.settings)
+    apply_segments(run, segments)
+    copy_input(run, lines)
+    urls = [run.start(["stream.cli", "worker"], f"worker{i}")[1] for i in range(workers)]
+    result = rate_over(lambda: sum(processed(u) for u in urls), window, len(lines))
+    result["rss_mb"] = [round(metrics(u).get("process_resident_memory_bytes", 0) / 1e6) for u in urls]
+    result["profiles_created"] = int(sum(metrics(u).get("tusk_profiles_created_total", 0) for u in urls))
+    return result, run
+
+
+def latency(bootstrap: str, base: Path, rate: int, seconds: float, partitions: int) -> dict[str, Any]:
+    """Each ping is a new person entering a segment with a webhook destination: one trigger each."""
+    run = Run(bootstrap, base, partitions)
+    ensure_topics(run.settings)
+    produce_definition(run.settings, "segment", "pinged", {
+        "id": "pinged", "condition": {"performed": "Bench Ping"}, "destinations": [{"channel": "webhook"}]})
+    topic = run.settings.topics.activations("webhook")
+    ensure_topic(run.settings, topic)
+    run.start(["stream.cli", "worker"], "worker0")
+    consumer = Consumer(client_config(run.settings, **{"group.id": f"{run.id}-lat", "auto.offset.reset":
+                                                        "earliest", "enable.auto.commit": False}))
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    prod = producer(run.settings, **{"linger.ms": 1})
+    sent: dict[str, float] = {}
+    got: dict[str, float] = {}
+    n = int(rate * seconds)
+    started = time.monotonic()
+    for i in range(n):
+        due = started + i / rate
+        while time.monotonic() < due:
+            for msg in consumer.consume(100, timeout=0):
+                if msg.error() is None:
+                    got.setdefault(orjson.loads(msg.value() or b"{}").get("caused_by", ""), time.time())
+            time.sleep(0.0005)
+        mid = f"ping-{i}"
+        sent[mid] = time.time()
+        prod.produce(run.settings.topics.touchpoints, key=f"pinger-{i}".encode(), value=orjson.dumps(
+            {"type": "track", "event": "Bench Ping", "userId": f"pinger-{i}", "messageId": mid}))
+        prod.poll(0)
+    prod.flush(30)
+    deadline = time.monotonic() + 120
+    while len(got) < n and time.monotonic() < deadline:
+        for msg in consumer.consume(500, timeout=0.5):
+            if msg.error() is None:
+                got.setdefault(orjson.loads(msg.value() or b"{}").get("caused_by", ""), time.time())
+    consumer.close()
+    run.stop()
+    lat = sorted((got[m] - sent[m]) * 1000 for m in got if m in sent)
+    if not lat:
+        return {"offered_per_s": rate, "triggers": 0}
+
+    def pct(p: float) -> float:
+        return round(lat[min(len(lat) - 1, int(p * len(lat)))], 1)
+    return {"offered_per_s": rate, "events": n, "triggers": len(lat), "p50_ms": pct(0.5),
+            "p95_ms": pct(0.95), "p99_ms": pct(0.99)}
+
+
+def recovery(run: Run, standby: bool) -> dict[str, Any]:
+    """A fresh replica restores the state a finished run left in the changelogs."""
+    for proc, _ in run.procs:
+        stop_process(proc)
+    run.procs.clear()
+    extra = {"TUSK_STANDBY_REPLICAS": "1"} if standby else {}
+    if standby:
+        run.start(["stream.cli", "worker"], "standby-a", extra=extra)
+        b, _ = run.start(["stream.cli", "worker"], "standby-b", extra=extra)
+        time.sleep(10)  # standbys catch up
+        started = time.monotonic()
+        os.killpg(b.pid, 9)
+        url = run.procs[0][1]
+        while True:
+            status, body = http_get(url + "/health")
+            if status == 200 and len(body.get("partitions", [])) == run.settings.partitions:
+                break
+            time.sleep(0.2)
+        return {"standby_replicas": 1, "failover_s": round(time.monotonic() - started, 1)}
+    started = time.monotonic()
+    run.start(["stream.cli", "worker"], f"fresh-{uuid.uuid4().hex[:4]}")
+    return {"standby_replicas": 0, "restore_s": round(time.monotonic() - started, 1)}
+
+
+@contextlib.contextmanager
+def local_kafka(base: Path) -> Iterator[str]:
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        yield os.environ["KAFKA_BOOTSTRAP_SERVERS"]
+        return
+    launcher = load_launcher()
+    broker = launcher.start(port=launcher.free_port(), workdir=base / "kafka")
+    say(f"Kafka {broker.bootstrap}")
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(prog="bench")
+    ap.add_argument("--profiles", type=int, default=100_000)
+    ap.add_argument("--window", type=float, default=60.0, help="seconds of backlog per throughput figure")
+    ap.add_argument("--partitions", type=int, default=8)
+    ap.add_argument("--latency-rate", type=int, default=2000)
+    ap.add_argument("--latency-seconds", type=float, default=20.0)
+    args = ap.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="tusk-bench-"))
+    out: dict[str, Any] = {"machine": {"cpus": os.cpu_count()}, "targets": TARGETS}
+    with local_kafka(base) as bootstrap:
+        say("generating the input…")
+        lines = list(shop_stream(args.profiles, seed=11))
+        out["input"] = {"profiles": args.profiles, "events": len(lines)}
+        say(f"{len(lines)} events; bare Faust agent…")
+        out["bare_faust"] = baseline(bootstrap, base, lines, "bare", args.window, args.partitions)
+        say(out["bare_faust"], "; naive pipeline…")
+        out["naive"] = baseline(bootstrap, base, lines, "naive", args.window, args.partitions)
+        say(out["naive"], "; tusk, 0 segments…")
+        out["tusk_0_segments"], run = tusk(bootstrap, base, lines, 1, 0, args.window, args.partitions)
+        run.stop()
+        say(out["tusk_0_segments"], "; tusk, 50 segments, 1 worker…")
+        out["tusk_50_segments_1_worker"], run1 = tusk(bootstrap, base, lines, 1, 50, args.window,
+                                                      args.partitions)
+        say(out["tusk_50_segments_1_worker"], "; restore…")
+        out["recovery"] = [recovery(run1, standby=False)]
+        out["recovery"].append(recovery(run1, standby=True))
+        run1.stop()
+        say(out["recovery"], "; tusk, 50 segments, 2 workers…")
+        out["tusk_50_segments_2_workers"], run2 = tusk(bootstrap, base, lines, 2, 50, args.window,
+                                                       args.partitions)
+        run2.stop()
+        say(out["tusk_50_segments_2_workers"], "; latency…")
+        out["latency"] = latency(bootstrap, base, args.latency_rate, args.latency_seconds, args.partitions)
+    full = out["tusk_50_segments_1_worker"]["events_per_s"]
+    out["ratios"] = {"tusk_to_bare": round(full / max(1, out["bare_faust"]["events_per_s"]), 3),
+                     "tusk_to_naive": round(full / max(1, out["naive"]["events_per_s"]), 3)}
+    out["met"] = {
+        "events_per_s_per_worker": full >= TARGETS["events_per_s_per_worker"],
+        "ratio_to_bare": out["ratios"]["tusk_to_bare"] >= TARGETS["ratio_to_bare"],
+        "p99_ms": out["latency"].get("p99_ms", 1e9) <= TARGETS["p99_ms"]
+        and out["latency"].get("triggers") == out["latency"].get("events"),
+        "rss_mb": max(out["tusk_50_segments_1_worker"]["rss_mb"]) <= TARGETS["rss_mb"],
+        "restore_s": out["recovery"][0]["restore_s"] <= TARGETS["restore_s"],
+    }
+    text = json.dumps(out, indent=2)
+    Path(".tusk/bench").mkdir(parents=True, exist_ok=True)
+    Path(".tusk/bench/latest.json").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
