@@ -124,11 +124,14 @@ def cmd_profile_get(args: argparse.Namespace) -> int:
 
 
 def _current_catalog(settings: Any) -> Any:
+    """The definitions in force, read from the topic (CliError when Kafka does not answer)."""
     from stream.definitions import DefinitionsReader
 
     reader = DefinitionsReader(settings)
     try:
         reader.start(timeout=15)
+    except Exception as e:
+        raise CliError(f"cannot read the definitions from Kafka at {settings.bootstrap}: {e}") from e
     finally:
         reader.stop()
     return reader
@@ -145,9 +148,9 @@ def cmd_segments_apply(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     try:
         ensure_topics(settings)
-        reader = _current_catalog(settings)
     except Exception as e:
-        raise CliError(f"cannot read the definitions from Kafka at {settings.bootstrap}: {e}") from e
+        raise CliError(f"cannot reach Kafka at {settings.bootstrap} to create topics: {e}") from e
+    reader = _current_catalog(settings)
     try:
         traits, segments = load_file(args.file, base=reader.catalog)
     except ConfigError as e:
@@ -200,10 +203,7 @@ def cmd_segments_list(args: argparse.Namespace) -> int:
     from stream.settings import Settings
 
     settings = Settings.from_env()
-    try:
-        reader = _current_catalog(settings)
-    except Exception as e:
-        raise CliError(f"cannot read the definitions from Kafka at {settings.bootstrap}: {e}") from e
+    reader = _current_catalog(settings)
     sizes: dict[str, Any] = {}
     try:
         status, body = http_get(args.url.rstrip("/") + "/segments", timeout=5)
@@ -233,10 +233,7 @@ def cmd_segments_delete(args: argparse.Namespace) -> int:
     from stream.settings import Settings
 
     settings = Settings.from_env()
-    try:
-        reader = _current_catalog(settings)
-    except Exception as e:
-        raise CliError(f"cannot read the definitions from Kafka at {settings.bootstrap}: {e}") from e
+    reader = _current_catalog(settings)
     kind = "computed_trait" if args.computed else "segment"
     specs = reader.catalog.trait_specs if args.computed else reader.catalog.segment_specs
     if args.id not in specs:

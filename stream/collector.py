@@ -74,7 +74,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from processors.events import parse_time
 from stream.kafka_security import client_config
-from stream.settings import Settings, SettingsError
+from stream.settings import Settings, SettingsError, int_env
 
 log = logging.getLogger("tusk.collector")
 
@@ -85,19 +85,6 @@ REQUESTS = Counter("tusk_collector_requests_total", "Tracking API requests answe
                    ["route", "status"])
 EVENTS = Counter("tusk_collector_events_total", "Events acknowledged by Kafka")
 REJECTED = Counter("tusk_collector_rejected_total", "Requests refused, by reason", ["reason"])
-
-
-def _int_env(name: str, default: int, minimum: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r}: expected a whole number.") from None
-    if value < minimum:
-        raise SettingsError(f"{name}={raw!r}: expected at least {minimum}.")
-    return value
 
 
 @dataclass(frozen=True)
@@ -116,17 +103,17 @@ class CollectorConfig:
         keys: frozenset[str] | None = None
         if raw_keys is not None and raw_keys.strip():
             keys = frozenset(k.strip() for k in raw_keys.split(",") if k.strip())
-        max_batch = _int_env("TUSK_COLLECTOR_MAX_BATCH_BYTES", cls.max_batch_bytes, 1024)
+        max_batch = int_env("TUSK_COLLECTOR_MAX_BATCH_BYTES", cls.max_batch_bytes, 1024)
         if max_batch < settings.max_event_bytes:
             raise SettingsError(f"TUSK_COLLECTOR_MAX_BATCH_BYTES={max_batch}: expected at least "
                                 f"TUSK_MAX_EVENT_BYTES ({settings.max_event_bytes}).")
         return cls(
             host=os.environ.get("TUSK_COLLECTOR_HOST") or cls.host,
-            port=_int_env("TUSK_COLLECTOR_PORT", cls.port, 1),
+            port=int_env("TUSK_COLLECTOR_PORT", cls.port, 1),
             write_keys=keys,
             max_event_bytes=settings.max_event_bytes,
             max_batch_bytes=max_batch,
-            delivery_timeout_ms=_int_env("TUSK_COLLECTOR_DELIVERY_TIMEOUT_MS", cls.delivery_timeout_ms, 1000),
+            delivery_timeout_ms=int_env("TUSK_COLLECTOR_DELIVERY_TIMEOUT_MS", cls.delivery_timeout_ms, 1000),
         )
 
 

@@ -29,9 +29,9 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)
 
 
-def _int(name: str, default: int, minimum: int = 0) -> int:
+def int_env(name: str, default: int, minimum: int = 0) -> int:
     raw = os.environ.get(name)
-    if raw is None:
+    if raw is None or raw == "":
         return default
     try:
         value = int(raw)
@@ -129,7 +129,7 @@ class Settings:
     def from_env(cls) -> Settings:
         bootstrap = os.environ.get("TUSK_BOOTSTRAP_SERVERS") or os.environ.get(
             "KAFKA_BOOTSTRAP_SERVERS", cls.bootstrap)
-        web_port = _int("TUSK_WEB_PORT", cls.web_port, 1)
+        web_port = int_env("TUSK_WEB_PORT", cls.web_port, 1)
         prefix = _env("TUSK_TOPIC_PREFIX", cls.topic_prefix)
         if not re.fullmatch(r"[A-Za-z0-9._-]*", prefix):
             raise SettingsError(f"TUSK_TOPIC_PREFIX={prefix!r}: only letters, digits, '.', '_' and '-'.")
@@ -141,22 +141,22 @@ class Settings:
             bootstrap=bootstrap,
             app_id=_env("TUSK_APP_ID", cls.app_id),
             topic_prefix=prefix,
-            partitions=_int("TUSK_PARTITIONS", cls.partitions, 1),
-            replication=_int("TUSK_REPLICATION", cls.replication, 1),
+            partitions=int_env("TUSK_PARTITIONS", cls.partitions, 1),
+            replication=int_env("TUSK_REPLICATION", cls.replication, 1),
             datadir=Path(_env("TUSK_DATADIR", f".tusk/worker-{web_port}")),
             web_host=_env("TUSK_WEB_HOST", cls.web_host),
             advertised_host=_env("TUSK_WEB_ADVERTISED_HOST",
                                  _env("TUSK_WEB_HOST", cls.web_host)),
             web_port=web_port,
-            max_event_bytes=_int("TUSK_MAX_EVENT_BYTES", cls.max_event_bytes, 64),
+            max_event_bytes=int_env("TUSK_MAX_EVENT_BYTES", cls.max_event_bytes, 64),
             dedup_window_ms=parse_duration_ms(_env("TUSK_DEDUP_WINDOW", "24h"), "TUSK_DEDUP_WINDOW"),
-            dedup_max_ids=_int("TUSK_DEDUP_MAX_IDS", cls.dedup_max_ids, 1),
-            recent_events=_int("TUSK_RECENT_EVENTS", cls.recent_events, 0),
-            block_cache_mb=_int("TUSK_BLOCK_CACHE_MB", cls.block_cache_mb, 1),
-            write_buffer_mb=_int("TUSK_WRITE_BUFFER_MB", cls.write_buffer_mb, 1),
+            dedup_max_ids=int_env("TUSK_DEDUP_MAX_IDS", cls.dedup_max_ids, 1),
+            recent_events=int_env("TUSK_RECENT_EVENTS", cls.recent_events, 0),
+            block_cache_mb=int_env("TUSK_BLOCK_CACHE_MB", cls.block_cache_mb, 1),
+            write_buffer_mb=int_env("TUSK_WRITE_BUFFER_MB", cls.write_buffer_mb, 1),
             session_timeout_ms=parse_duration_ms(_env("TUSK_SESSION_TIMEOUT", "10s"), "TUSK_SESSION_TIMEOUT"),
-            standby_replicas=_int("TUSK_STANDBY_REPLICAS", cls.standby_replicas, 0),
-            producer_linger_ms=_int("TUSK_PRODUCER_LINGER_MS", cls.producer_linger_ms, 0),
+            standby_replicas=int_env("TUSK_STANDBY_REPLICAS", cls.standby_replicas, 0),
+            producer_linger_ms=int_env("TUSK_PRODUCER_LINGER_MS", cls.producer_linger_ms, 0),
             log_level=_env("TUSK_LOG_LEVEL", cls.log_level),
             identity_config=Path(os.environ["TUSK_IDENTITY_CONFIG"])
             if os.environ.get("TUSK_IDENTITY_CONFIG") else None,
@@ -167,6 +167,6 @@ class Settings:
             if os.environ.get("TUSK_ACTIVATION_CONFIG") else None,
             clock=_choice("TUSK_CLOCK", cls.clock, ("wall", "event")),
             tick_interval_ms=parse_duration_ms(_env("TUSK_TICK_INTERVAL", "2s"), "TUSK_TICK_INTERVAL"),
-            backfill_batch=_int("TUSK_BACKFILL_BATCH", cls.backfill_batch, 1),
+            backfill_batch=int_env("TUSK_BACKFILL_BATCH", cls.backfill_batch, 1),
             kafka_extra=extra,
         )
