@@ -56,7 +56,7 @@ from processors.identifiers import (
 )
 from processors.merge import merge
 from processors.partitioning import mint_profile_id, partition_for
-from processors.profile import Outcome, Profile, ProfileLimits, apply, new_profile
+from processors.profile import Outcome, Profile, ProfileLimits, apply, is_duplicate, new_profile
 from processors.timeutil import parse_duration_ms
 
 Message = dict[str, Any]
@@ -101,11 +101,22 @@ class Env:
     now: int | None = None
     catalog: Catalog = field(default_factory=Catalog)
     activation: ActivationConfig = field(default_factory=ActivationConfig)
+    event_time: bool = False
+    """Judge each profile by its own clock (`_t`: its latest event or fired deadline) and `now`
+    as the watermark deadlines fire up to; a transition then depends on the profile's own
+    events, not on how a run interleaved them with other profiles' events and ticks."""
 
     def at(self, ts: int | None) -> int:
         if self.now is not None:
             return self.now
         return ts or 0
+
+    def clock(self, *profiles: Profile, ts: int | None = None) -> int:
+        """The instant a profile (or a merge of several) is evaluated at."""
+        if not self.event_time:
+            return self.at(ts)
+        own = max([p.get("_t") or 0 for p in profiles] + [ts or 0])
+        return own or self.at(ts)
 
 
 @dataclass
@@ -273,17 +284,19 @@ def _on_apply(pid: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Eff
     tp = _touchpoint(msg["ev"])
     known = set(msg.get("known", ()))
     keep, new = _allowed_identifiers(profile, tp, cfg, fx)
+    previous = profile.get("_next")
+    now = fx.env.clock(profile, ts=tp.ts)
+    caught_up = [] if is_duplicate(profile, tp, source) else _catch_up(profile, now, fx, source)
     outcome = apply(profile, replace(tp, identifiers=keep), cfg.profile_limits, source)
     fx.outcome = outcome
     if outcome is Outcome.APPLIED:
         links = [i for i in new if key_of(i) not in known]
         if tp.type == "group":
             _join_group(profile, tp, cfg, fx)
-        now = fx.env.at(tp.ts)
-        previous = profile.get("_next")
         tags = fx.env.catalog.observe(profile, tp, now, cfg.profile_limits.retention_ms)
-        changes = fx.env.catalog.evaluate(profile, now, tags, tp.message_id)
-        _remember_changes(profile, fx, changes, source, now)
+        changes = caught_up + fx.env.catalog.evaluate(profile, now, tags, tp.message_id)
+        _remember_changes(profile, fx, changes[len(caught_up):], source, now)
+        _tick_clock(profile, now, fx.env)
         _schedule_expiry(profile, cfg)
         store.set_profile(pid, profile)
         _settled(profile, previous, changes, fx)
@@ -323,8 +336,50 @@ def _remember_changes(profile: Profile, fx: Effects, changes: list[dict[str, Any
     if pending is not None and (profile.get("_next") is None or pending < profile["_next"]):
         profile["_next"] = pending
     if (changes or triggers) and source is not None:
+        # one source may decide in steps (deadlines caught up, then its event): keep them all
+        same = [t for t in profile.get("_tx", []) if t["at"] == list(source)]
         kept = [t for t in profile.get("_tx", []) if t["at"] != list(source)][-RECENT_CHANGES + 1:]
-        profile["_tx"] = [*kept, {"at": list(source), "changes": changes, "triggers": triggers}]
+        before = same[0] if same else {"changes": [], "triggers": []}
+        profile["_tx"] = [*kept, {"at": list(source), "changes": before["changes"] + changes,
+                                  "triggers": before["triggers"] + triggers}]
+
+
+MAX_CATCH_UP = 10_000
+"""Deadlines fired in one go; a profile's deadlines always move forward, this only bounds a bug."""
+
+
+def _tick_clock(profile: Profile, now: int, env: Env) -> None:
+    if env.event_time:
+        profile["_t"] = max(profile.get("_t") or 0, now)
+
+
+def _segment_next(profile: Profile) -> int | None:
+    due = [*profile.get("_due", {}).values()]
+    release = activation.next_release(profile)
+    if release is not None:
+        due.append(release)
+    return min(due, default=None)
+
+
+def _catch_up(profile: Profile, upto: int, fx: Effects,
+              source: tuple[int, int] | None) -> list[dict[str, Any]]:
+    """Event time: fire the profile's deadlines up to `upto` in order, each at its own instant.
+
+    Whether a tick or the profile's next event reaches a deadline first then changes nothing:
+    both evaluate it at the same instant with the same state, under the same cause."""
+    if not fx.env.event_time:
+        return []
+    out: list[dict[str, Any]] = []
+    for _ in range(MAX_CATCH_UP):
+        at = _segment_next(profile)
+        if at is None or at > upto:
+            break
+        at = max(at, profile.get("_t") or 0)
+        changes = fx.env.catalog.evaluate(profile, at, set(), f"time:{at}")
+        _remember_changes(profile, fx, changes, source, at)
+        profile["_t"] = at
+        out += changes
+    return out
 
 
 def _replay_changes(profile: Profile, fx: Effects, source: tuple[int, int] | None) -> None:
@@ -368,8 +423,13 @@ def recheck(pid: str, store: Store, env: Env, cause: str, everything: bool = Fal
         fx.counts["expired"] += 1
         return fx
     previous = profile.get("_next")
-    changes = env.catalog.evaluate(profile, now, None if everything else set(), cause)
-    _remember_changes(profile, fx, changes, None, now)
+    if env.event_time:  # the profile's own instant; then its deadlines up to the watermark
+        changes = env.catalog.evaluate(profile, env.clock(profile), None, cause) if everything else []
+        _remember_changes(profile, fx, changes, None, env.clock(profile))
+        changes += _catch_up(profile, now, fx, None)
+    else:
+        changes = env.catalog.evaluate(profile, now, None if everything else set(), cause)
+        _remember_changes(profile, fx, changes, None, now)
     if cfg is not None:
         _schedule_expiry(profile, cfg)
     if changes or fx.triggers or profile.get("_next") != previous or fx.suppressed:
@@ -465,7 +525,7 @@ def _on_account_traits(pid: str, msg: Message, store: Store, cfg: IdentityConfig
             changed = True
     if not changed:
         return
-    now = fx.env.at(None)
+    now = fx.env.clock(profile)
     previous = profile.get("_next")
     changes = fx.env.catalog.evaluate(profile, now, {"account"}, f"account:{msg['aid']}@{stamp[0]}")
     _remember_changes(profile, fx, changes, source, now)
@@ -559,7 +619,8 @@ def _on_merge(survivor: str, msg: Message, store: Store, cfg: IdentityConfig, fx
     # records aimed at a refused profile may still arrive through the loser's redirect
     refused = {**snap.get("_refused", {}), **profile.get("_refused", {})}
     merged["_refused"] = {r: n for r, n in refused.items() if r not in (loser, survivor)}
-    now = fx.env.at(None)
+    now = fx.env.clock(profile, snap)
+    _tick_clock(merged, now, fx.env)
     previous = merged.get("_next")
     changes = [{**transition(loser, sid, "exited", now, f"merged_into:{survivor}"), "reason": "merged"}
                for sid in sorted(snap.get("segments", {}))]

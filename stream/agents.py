@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from typing import Any
 
 import orjson
 from aiokafka.errors import KafkaError
+from confluent_kafka import Consumer, TopicPartition
 from faust.exceptions import FaustError
+from faust.types import TP
 
 from processors import events as ev
 from processors import identity
@@ -35,7 +38,7 @@ from stream.app import (
     touchpoints_topic,
 )
 from stream.definitions import DefinitionsReader
-from stream.kafka_io import ensure_topic
+from stream.kafka_io import client_config, ensure_topic
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +109,10 @@ READER = DefinitionsReader(settings)
 
 WATERMARK: dict[int, int] = {}
 """Event-time clock per internal partition (TUSK_CLOCK=event); persisted by ticks under b"w"."""
+SOURCES: dict[int, list[Any]] = {}
+"""Touchpoint partition → [latest event time, last offset read, caught up since (monotonic s)]."""
+IDLE_AFTER_S = float(os.environ.get("TUSK_IDLE_AFTER_S", "2"))
+"""A source partition read to its end this long holds the watermark back no more."""
 BACKFILLS: dict[int, str] = {}
 """Backfill chains this worker started, by partition (fingerprint of the definitions)."""
 TIME_CLOCK = settings.clock == "event"
@@ -133,11 +140,22 @@ async def ingest(stream):  # type: ignore[no-untyped-def]
             record = dlq_record(result, raw or b"", topic=msg.topic, partition=msg.partition,
                                 offset=msg.offset, received_at=int(time.time() * 1000))
             await dlq_topic.send(key=event.key, value=orjson.dumps(record))
+            read_source(msg.partition, msg.offset, None)
             continue
         key = routing_key(result.identifiers)
         await routed_topic.send(key=key.encode(), value=orjson.dumps({"k": "E", "ev": {
             "m": result.msg, "ts": result.ts, "ids": result.identifiers}}),
             partition=partition_for(key, N), timestamp=msg.timestamp)
+        # after the send: a tick reporting this event's time is queued behind the event itself
+        read_source(msg.partition, msg.offset, result.ts)
+
+
+def read_source(partition: int, offset: int, ts: int | None) -> None:
+    if TIME_CLOCK:
+        seen = SOURCES.setdefault(partition, [None, -1, None])
+        seen[1], seen[2] = offset, None
+        if ts is not None:
+            seen[0] = ts if seen[0] is None else max(seen[0], ts)
 
 
 @app.agent(privacy_topic)
@@ -175,18 +193,83 @@ def _count(fx: identity.Effects) -> None:
         m.PROCESSED.labels(fx.outcome.value).inc()
 
 
-def now_ms(partition: int, event_ts: int | None = None) -> int:
+def now_ms(partition: int) -> int:
     """The clock segments are judged by: wall time, or this partition's event-time watermark."""
     if not TIME_CLOCK:
         return int(time.time() * 1000)
     wm = WATERMARK.get(partition)
     if wm is None:  # after a restart: the watermark the last tick stored
         raw = meta.get(b"w")
-        wm = int(raw) if raw else 0
-    if event_ts is not None and event_ts > wm:
-        wm = event_ts
-    WATERMARK[partition] = wm
+        wm = WATERMARK[partition] = int(raw) if raw else 0
     return wm
+
+
+def env_at(now: int) -> identity.Env:
+    return identity.Env(now, READER.catalog, ACTIVATION, event_time=TIME_CLOCK)
+
+
+def low_watermark(sources: dict[str, list[Any]], count: int) -> int | None:
+    """Event time every source partition has passed: the minimum over the partitions (None
+    while one has reported none), or, once every partition has been read to its end for a
+    while, the maximum. A partition alone at its end does not release it: its owner may be
+    dead and its next events still unread (input is expected in roughly event-time order)."""
+    marks = [sources.get(str(p), [None, False]) for p in range(count)]
+    if all(idle for _, idle in marks):
+        return max((wm for wm, _ in marks if wm is not None), default=None)
+    if any(wm is None for wm, _ in marks):
+        return None
+    return min(wm for wm, _ in marks)
+
+
+_END_READER: list[Any] = []
+
+
+def end_offsets(partitions: list[int]) -> dict[int, int | None]:
+    """The broker's end offset of each touchpoint partition (blocking: run in a thread).
+
+    Asked of the broker each time, not taken from the group consumer, whose figure is stale
+    while Faust keeps a partition paused (recovery after a rebalance)."""
+    if not _END_READER:
+        _END_READER.append(Consumer(client_config(settings, **{"group.id": f"{settings.app_id}-ends",
+                                                               "enable.auto.commit": False})))
+    topic = touchpoints_topic.get_topic_name()
+    ends: dict[int, int | None] = {}
+    for p in partitions:
+        try:
+            ends[p] = int(_END_READER[0].get_watermark_offsets(TopicPartition(topic, p), timeout=2,
+                                                               cached=False)[1])
+        except Exception:  # broker unreachable for now: not known to be at the end
+            ends[p] = None
+    return ends
+
+
+def my_sources() -> list[int]:
+    topic = touchpoints_topic.get_topic_name()
+    return sorted(tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic)
+
+
+def source_report(ends: dict[int, int | None]) -> dict[str, list[Any]]:
+    """[latest event time, read to the end for a while] of the touchpoint partitions given."""
+    topic = touchpoints_topic.get_topic_name()
+    report: dict[str, list[Any]] = {}
+    now = time.monotonic()
+    mine = set(my_sources())
+    for gone in set(SOURCES) - mine:
+        del SOURCES[gone]  # read elsewhere now; if it comes back, from its committed offset
+    for p, end in ends.items():
+        if p not in mine:
+            continue
+        seen = SOURCES.setdefault(p, [None, -1, None])
+        committed = app.consumer._committed_offset.get(TP(topic, p))  # type: ignore[attr-defined]
+        if committed is not None:  # the group's offset, set when the partition was assigned
+            seen[1] = max(seen[1], committed - 1)
+        at_end = end is not None and seen[1] + 1 >= end
+        if not at_end:
+            seen[2] = None
+        elif seen[2] is None:
+            seen[2] = now
+        report[str(p)] = [seen[0], at_end and now - seen[2] >= IDLE_AFTER_S]
+    return report
 
 
 ACTIVATION_TOPICS: dict[str, Any] = {}
@@ -264,8 +347,7 @@ async def on_record(key: str, record: dict[str, Any], msg: Any) -> None:
     pending = [(key, record)]
     while pending:
         key, record = pending.pop(0)
-        ev_ts = record["ev"]["ts"] if "ev" in record else None
-        env = identity.Env(now_ms(msg.partition, ev_ts), READER.catalog, ACTIVATION)
+        env = env_at(now_ms(msg.partition))
         try:
             fx = identity.handle(key, record, STORE, CFG, source, env)
         except (FaustError, KafkaError) as e:
@@ -292,9 +374,19 @@ async def on_tick(record: dict[str, Any], msg: Any) -> None:
     p = msg.partition
     STORE.forget()
     if TIME_CLOCK:
-        now = max(now_ms(p), int(record.get("now") or 0))
-        WATERMARK[p] = now
-        if meta.get(b"w") != str(now).encode():
+        now = now_ms(p)
+        if "src" in record:
+            raw = meta.get(b"sw")
+            sources: dict[str, list[Any]] = orjson.loads(raw) if raw else {}
+            for sp, (wm, idle) in record["src"].items():
+                old = sources.get(sp, [None, False])[0]
+                sources[sp] = [wm if old is None else old if wm is None else max(old, wm), idle]
+            encoded = orjson.dumps(sources, option=orjson.OPT_SORT_KEYS)
+            if encoded != raw:
+                meta[b"sw"] = encoded
+            now = max(now, low_watermark(sources, int(record.get("of") or N)) or 0)
+        if now != now_ms(p):
+            WATERMARK[p] = now
             meta[b"w"] = str(now).encode()
     else:
         now = int(time.time() * 1000)
@@ -307,7 +399,7 @@ async def on_tick(record: dict[str, Any], msg: Any) -> None:
         if at > now:
             break
         due.append((k, at, k[9:].decode()))
-    env = identity.Env(now, READER.catalog, ACTIVATION)
+    env = env_at(now)
     for k, at, pid in due:
         meta.pop(k, None)
         fx = identity.recheck(pid, STORE, env, f"time:{at}", cfg=CFG)
@@ -327,7 +419,7 @@ async def on_backfill(record: dict[str, Any], msg: Any) -> None:
         return  # definitions changed again: a newer chain does the work
     db = profiles.data._db_for_partition(p)  # type: ignore[attr-defined]
     after = record["after"].encode() if record.get("after") else None
-    env = identity.Env(now_ms(p), READER.catalog, ACTIVATION)
+    env = env_at(now_ms(p))
     done = 0
     last: bytes | None = None
     for k in db.keys(from_key=after) if after else db.keys():
@@ -385,8 +477,15 @@ async def tick() -> None:
     """Time passes: every partition hears the clock; new definitions start backfills."""
     if not app.tables.recovery.completed.is_set():  # type: ignore[attr-defined]
         return
-    now = max(WATERMARK.values(), default=0) if TIME_CLOCK else int(time.time() * 1000)
-    value = orjson.dumps({"k": "T", "now": now})
+    if TIME_CLOCK:  # each partition derives its watermark from what the source partitions report
+        try:
+            of = app.consumer.topic_partitions(touchpoints_topic.get_topic_name()) or N
+        except Exception:  # no metadata yet
+            of = N
+        ends = await asyncio.to_thread(end_offsets, my_sources())
+        value = orjson.dumps({"k": "T", "src": source_report(ends), "of": of})
+    else:
+        value = orjson.dumps({"k": "T", "now": int(time.time() * 1000)})
     # every partition, not just ours: the event-time watermark must reach them all
     for p in range(N):
         await routed_topic.send(key=b"tick", value=value, partition=p)
@@ -414,6 +513,7 @@ async def count_profiles() -> None:
     m.PROFILES_STORED.set(total)
     try:  # Faust internals: a missing attribute must not stop the timer
         m.RECOVERY_REMAINING.set(app.tables.recovery.active_remaining_total())  # type: ignore[attr-defined]
+        m.RECOVERY_STANDBY_REMAINING.set(app.tables.recovery.standby_remaining_total())  # type: ignore[attr-defined]
         sources = {touchpoints_topic.get_topic_name(), routed_topic.get_topic_name()}
         consumer = app.consumer
         for tp in app.assignor.assigned_actives():

@@ -57,3 +57,6 @@ CONSUMER_LAG = Gauge(
 RECOVERY_REMAINING = Gauge(
     "tusk_recovery_remaining_records", "Changelog records this worker still has to restore before it "
     "serves its active partitions")
+RECOVERY_STANDBY_REMAINING = Gauge(
+    "tusk_recovery_standby_remaining_records", "Changelog records this worker's standby replicas "
+    "are behind (0: a failover to this worker needs no restore)")

@@ -33,10 +33,14 @@ CHANNELS = ("email", "sms", "ads")
 
 
 def records() -> tuple[list[bytes], list[str]]:
-    """(input records, identifier keys to look up)."""
+    """(input records in event-time order, identifier keys to look up).
+
+    In time order, like a live stream: with the event-time clock, a run's time-caused
+    transitions (windows closing, carts abandoned) then cannot depend on how it interleaved
+    partitions (README, "Processing guarantee")."""
     devices, keys = multi_device_stream(150, seed=21)
     history = purchase_history(120, seed=5)
-    lines = devices + [orjson.dumps(e) for e in history]
+    lines = sorted(devices + [orjson.dumps(e) for e in history], key=lambda r: orjson.loads(r)["timestamp"])
     idents = sorted({k for ks in keys for k in ks} | {f"user_id:{e['userId']}" for e in history})
     return lines, idents
 
@@ -71,7 +75,8 @@ def snapshot(d: Deployment, idents: list[str]) -> dict[str, Any]:
     for ch in CHANNELS:
         for rec in d.read(d.settings.topics.activations(ch)):
             t = orjson.loads(rec.value())
-            triggers[t["trigger_id"]] = f"{t['segment']} {t['transition']} {t['channel']} by {t['caused_by']}"
+            triggers[t["trigger_id"]] = (f"{t['segment']} {t['transition']} {t['channel']} "
+                                         f"by {t['caused_by']} for {t['profile_id']} at {t['occurred_at']}")
     return {"profiles": state, "triggers": dict(sorted(triggers.items()))}
 
 
@@ -114,6 +119,8 @@ def kill9(w: Worker) -> None:
 
 
 def compare(got: dict[str, Any], want: dict[str, Any]) -> None:
+    if os.environ.get("CHAOS_DUMP"):  # for a failing run: both states, to diff by hand
+        Path(os.environ["CHAOS_DUMP"]).write_text(json.dumps({"got": got, "want": want}, indent=1))
     bad = [k for k in want["profiles"] if got["profiles"].get(k) != want["profiles"][k]]
 
     def diff(k: str) -> Any:
