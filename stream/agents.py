@@ -108,7 +108,8 @@ READER = DefinitionsReader(settings)
 """Started by stream.worker before the first event, so every event sees the definitions."""
 
 WATERMARK: dict[int, int] = {}
-"""Event-time clock per internal partition (TUSK_CLOCK=event); persisted by ticks under b"w"."""
+"""Event-time clock per internal partition (TUSK_CLOCK=event); persisted by ticks under b"w"
+with the offset of the tick, so a replayed tick is recognised."""
 SOURCES: dict[int, list[Any]] = {}
 """Touchpoint partition → [latest event time, last offset read, caught up since (monotonic s)]."""
 IDLE_AFTER_S = float(os.environ.get("TUSK_IDLE_AFTER_S", "2"))
@@ -199,9 +200,17 @@ def now_ms(partition: int) -> int:
         return int(time.time() * 1000)
     wm = WATERMARK.get(partition)
     if wm is None:  # after a restart: the watermark the last tick stored
-        raw = meta.get(b"w")
-        wm = WATERMARK[partition] = int(raw) if raw else 0
+        wm = WATERMARK[partition] = stored_clock()[0]
     return wm
+
+
+def stored_clock() -> tuple[int, int]:
+    """(watermark, offset of the tick that set it) of the current record's partition."""
+    raw = meta.get(b"w")
+    if not raw:
+        return 0, -1
+    value = orjson.loads(raw)
+    return (int(value[0]), int(value[1])) if isinstance(value, list) else (int(value), -1)
 
 
 def env_at(now: int) -> identity.Env:
@@ -374,7 +383,11 @@ async def on_tick(record: dict[str, Any], msg: Any) -> None:
     p = msg.partition
     STORE.forget()
     if TIME_CLOCK:
-        now = now_ms(p)
+        now, set_at = stored_clock()
+        if msg.offset <= set_at:
+            # a tick replayed after a crash: the stored watermark is ahead of the records replayed
+            # with it, so firing deadlines now could judge a profile before its own events
+            return
         if "src" in record:
             raw = meta.get(b"sw")
             sources: dict[str, list[Any]] = orjson.loads(raw) if raw else {}
@@ -385,9 +398,8 @@ async def on_tick(record: dict[str, Any], msg: Any) -> None:
             if encoded != raw:
                 meta[b"sw"] = encoded
             now = max(now, low_watermark(sources, int(record.get("of") or N)) or 0)
-        if now != now_ms(p):
-            WATERMARK[p] = now
-            meta[b"w"] = str(now).encode()
+        WATERMARK[p] = now
+        meta[b"w"] = orjson.dumps([now, msg.offset])
     else:
         now = int(time.time() * 1000)
     db = meta.data._db_for_partition(p)  # type: ignore[attr-defined]

@@ -71,7 +71,8 @@ profiles = app.Table(
 # (so each partition's RocksDB holds its own keys; read by scanning that database):
 #   b"d" + deadline (8 bytes, big-endian ms) + profile id  → b""   re-check index, in time order
 #   b"s:" + segment                                          → member count (ASCII)
-#   b"w"                                                     → event-time watermark (ASCII ms)
+#   b"w"                                                     → event-time watermark: [ms, tick offset]
+#   b"sw"                                                    → per input partition [event time, idle]
 #   b"bv"                                                    → fingerprint of definitions backfilled
 meta = app.Table(
     "meta", partitions=settings.partitions, key_type=bytes, value_type=bytes,
