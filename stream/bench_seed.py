@@ -63,7 +63,7 @@ def seed(settings: Settings, count: int) -> dict[str, Any]:
     topics = {t: f"{app_id}-{t}-changelog" for t in ("identities", "profiles")}
     for name in topics.values():
         ensure_topic(settings, name, {"cleanup.policy": "compact"})
-    prod = producer(settings, **{"linger.ms": 50, "batch.size": 1 << 20, "compression.type": "lz4",
+    prod = producer(settings, **{"linger.ms": 50, "batch.size": 1 << 20,
                                  "queue.buffering.max.messages": 500_000})
     shapes = templates()
     size = 0
