@@ -53,10 +53,12 @@ def env_for(kafka: str, base: Path, **extra: str) -> dict[str, str]:
             "TUSK_LOG_LEVEL": "info", **extra}
 
 
-def apply_definitions(env: dict[str, str]) -> None:
+def deployment(env: dict[str, str], base: Path) -> Deployment:
+    """A deployment of its own (topics, group) with shop.yaml applied, no worker yet."""
     done = subprocess.run([sys.executable, "-m", "stream.cli", "segments", "apply", str(DEFINITIONS),
                            "--no-wait"], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+    return Deployment(env, base)
 
 
 def snapshot(d: Deployment, idents: list[str]) -> dict[str, Any]:
@@ -101,8 +103,7 @@ def accounted(d: Deployment, n: int) -> None:
 def baseline(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     lines, idents = records()
     base = Path(tmp_path_factory.mktemp("baseline"))
-    d = Deployment(env_for(kafka_bootstrap, base), base)
-    apply_definitions(d.env)
+    d = deployment(env_for(kafka_bootstrap, base), base)
     try:
         d.add_worker()
         d.produce(lines)
@@ -138,8 +139,7 @@ def compare(got: dict[str, Any], want: dict[str, Any]) -> None:
 def test_kill_9_mid_stream_and_replacement(kafka_bootstrap: str, tmp_path: Path,
                                            baseline: dict[str, Any]) -> None:
     lines, idents = records()
-    d = Deployment(env_for(kafka_bootstrap, tmp_path), tmp_path)
-    apply_definitions(d.env)
+    d = deployment(env_for(kafka_bootstrap, tmp_path), tmp_path)
     try:
         d.add_worker()
         victim = d.add_worker()
@@ -158,8 +158,7 @@ def test_kill_9_mid_stream_and_replacement(kafka_bootstrap: str, tmp_path: Path,
 def test_rebalance_one_to_three_and_back(kafka_bootstrap: str, tmp_path: Path,
                                          baseline: dict[str, Any]) -> None:
     lines, idents = records()
-    d = Deployment(env_for(kafka_bootstrap, tmp_path), tmp_path)
-    apply_definitions(d.env)
+    d = deployment(env_for(kafka_bootstrap, tmp_path), tmp_path)
     try:
         d.add_worker()
         third = len(lines) // 3
@@ -184,8 +183,7 @@ def test_broker_stop_and_start(tmp_path: Path, baseline: dict[str, Any]) -> None
     broker_dir = tmp_path / "broker"
     broker = launcher.start(port=port, workdir=broker_dir)
     lines, idents = records()
-    d = Deployment(env_for(broker.bootstrap, tmp_path), tmp_path)
-    apply_definitions(d.env)
+    d = deployment(env_for(broker.bootstrap, tmp_path), tmp_path)
     try:
         d.add_worker()
         half = len(lines) // 2
@@ -206,8 +204,7 @@ def test_broker_stop_and_start(tmp_path: Path, baseline: dict[str, Any]) -> None
 def test_failover_time_with_and_without_standby(kafka_bootstrap: str, tmp_path: Path, standby: int,
                                                 baseline: dict[str, Any]) -> None:
     lines, idents = records()
-    d = Deployment(env_for(kafka_bootstrap, tmp_path, TUSK_STANDBY_REPLICAS=str(standby)), tmp_path)
-    apply_definitions(d.env)
+    d = deployment(env_for(kafka_bootstrap, tmp_path, TUSK_STANDBY_REPLICAS=str(standby)), tmp_path)
     try:
         survivor, victim = d.add_worker(), d.add_worker()
         d.produce(lines)

@@ -131,3 +131,15 @@ def settings_from(env: dict[str, str]) -> Settings:
     finally:
         os.environ.clear()
         os.environ.update(saved)
+
+
+def wait_for(check: Any, timeout: float = 60, what: str = "") -> Any:
+    """check()'s first truthy value, polled until `timeout`; else an AssertionError naming `what`."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what or check}: last {last!r}")

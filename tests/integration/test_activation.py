@@ -14,7 +14,7 @@ import pytest
 from rocksdict import AccessType, Options, Rdict
 
 from tests.conftest import TuskEnv
-from tests.integration.harness import Deployment
+from tests.integration.harness import Deployment, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -69,17 +69,6 @@ def triggers(d: Deployment) -> list[dict[str, Any]]:
         for rec in d.read(d.settings.topics.activations(channel)):
             out.append(orjson.loads(rec.value()))
     return out
-
-
-def wait_for(check: Any, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(1)
-    return last
 
 
 def test_triggers_consent_caps_replay_and_erase(tusk_env: TuskEnv, tmp_path: Path) -> None:

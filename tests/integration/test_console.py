@@ -6,7 +6,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -18,7 +17,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.integration.harness import Deployment, Worker
+from tests.integration.harness import Deployment, Worker, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -59,16 +58,6 @@ def call(url: str, token: str | None = None, method: str = "GET", body: bytes | 
         status, ctype, raw = e.code, e.headers.get_content_type(), e.read()
     return status, ctype, orjson.loads(raw) if ctype == "application/json" else raw
 
-
-def wait_for(check: Any, timeout: float = 60, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what or check}: last {last!r}")
 
 
 @dataclass

@@ -18,8 +18,9 @@ from hypothesis import strategies as st
 from processors import events as ev
 from processors.catalog import Catalog
 from processors.definitions import load_file
-from processors.identity import Env, IdentityConfig, event_message, handle, recheck, runs_inline
 from processors.identifiers import routing_key
+from processors.identity import Env, IdentityConfig, event_message, handle, recheck, runs_inline
+from processors.profile import iso
 from tests.unit.test_identity_protocol import Partition
 
 SHOP = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "shop.yaml"
@@ -42,19 +43,11 @@ events_st = st.lists(st.tuples(st.sampled_from(NAMES), st.integers(0, 40 * DAY),
 
 def encoded(i: int, name: str, ts: int, amount: int) -> dict[str, Any]:
     raw = orjson.dumps({"type": "track", "event": name, "userId": "u1", "messageId": f"m{i}",
-                        "timestamp": ev_iso(ts), "properties": {"revenue": amount, "total": amount},
+                        "timestamp": iso(ts), "properties": {"revenue": amount, "total": amount},
                         "context": {"traits": {"email": "u1@example.com"}}})
     tp = ev.validate(raw, record_ts_ms=ts)
     assert isinstance(tp, ev.Touchpoint)
     return {"m": tp.msg, "ts": tp.ts, "ids": tp.identifiers}
-
-
-def ev_iso(ms: int) -> str:
-    from processors.profile import iso
-
-    out = iso(ms)
-    assert out is not None
-    return out
 
 
 def run(stream: list[dict[str, Any]], ticks: list[int | None], end: int) -> tuple[list[str], list[str]]:
