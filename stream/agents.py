@@ -262,9 +262,9 @@ def source_report(ends: dict[int, int | None]) -> dict[str, list[Any]]:
     topic = touchpoints_topic.get_topic_name()
     report: dict[str, list[Any]] = {}
     now = time.monotonic()
+    # entries of partitions read elsewhere for a while are kept: what they hold is a lower bound
+    # (the committed offset lifts it), while Faust does not hand over again records it has read
     mine = set(my_sources())
-    for gone in set(SOURCES) - mine:
-        del SOURCES[gone]  # read elsewhere now; if it comes back, from its committed offset
     for p, end in ends.items():
         if p not in mine:
             continue
@@ -397,7 +397,10 @@ async def on_tick(record: dict[str, Any], msg: Any) -> None:
             encoded = orjson.dumps(sources, option=orjson.OPT_SORT_KEYS)
             if encoded != raw:
                 meta[b"sw"] = encoded
-            now = max(now, low_watermark(sources, int(record.get("of") or N)) or 0)
+            low = low_watermark(sources, int(record.get("of") or N))
+            if low is not None and low > now:
+                log.debug("watermark of partition %s: %s (inputs %s)", p, low, sources)
+            now = max(now, low or 0)
         WATERMARK[p] = now
         meta[b"w"] = orjson.dumps([now, msg.offset])
     else:

@@ -50,7 +50,7 @@ def env_for(kafka: str, base: Path, **extra: str) -> dict[str, str]:
     return {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka, "TUSK_TOPIC_PREFIX": f"{run}.",
             "TUSK_APP_ID": run, "TUSK_DATADIR": str(base / "unused"), "TUSK_PARTITIONS": "4",
             "TUSK_CLOCK": "event", "TUSK_TICK_INTERVAL": "300ms",
-            "TUSK_LOG_LEVEL": "info", **extra}
+            "TUSK_LOG_LEVEL": os.environ.get("TUSK_LOG_LEVEL", "info"), **extra}
 
 
 def deployment(env: dict[str, str], base: Path) -> Deployment:
