@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-import os
 import time
 from typing import Any
 
 import orjson
 from aiokafka.errors import KafkaError
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException
 from faust.exceptions import FaustError
 from faust.types import TP
 
@@ -38,7 +38,7 @@ from stream.app import (
     touchpoints_topic,
 )
 from stream.definitions import DefinitionsReader
-from stream.kafka_io import client_config, ensure_topic
+from stream.kafka_io import client_config, ensure_topic, watermarks
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ WATERMARK: dict[int, int] = {}
 with the offset of the tick, so a replayed tick is recognised."""
 SOURCES: dict[int, list[Any]] = {}
 """Touchpoint partition → [latest event time, last offset read, caught up since (monotonic s)]."""
-IDLE_AFTER_S = float(os.environ.get("TUSK_IDLE_AFTER_S", "2"))
+IDLE_AFTER_S = 2.0
 """A source partition read to its end this long holds the watermark back no more."""
 BACKFILLS: dict[int, str] = {}
 """Backfill chains this worker started, by partition (fingerprint of the definitions)."""
@@ -230,7 +230,11 @@ def low_watermark(sources: dict[str, list[Any]], count: int) -> int | None:
     return min(wm for wm, _ in marks)
 
 
-_END_READER: list[Any] = []
+@functools.cache
+def end_reader() -> Consumer:
+    """A group-less reader for end offsets (the group id is required, never joined)."""
+    return Consumer(client_config(settings, **{"group.id": f"{settings.app_id}-ends",
+                                               "enable.auto.commit": False}))
 
 
 def end_offsets(partitions: list[int]) -> dict[int, int | None]:
@@ -238,16 +242,12 @@ def end_offsets(partitions: list[int]) -> dict[int, int | None]:
 
     Asked of the broker each time, not taken from the group consumer, whose figure is stale
     while Faust keeps a partition paused (recovery after a rebalance)."""
-    if not _END_READER:
-        _END_READER.append(Consumer(client_config(settings, **{"group.id": f"{settings.app_id}-ends",
-                                                               "enable.auto.commit": False})))
     topic = touchpoints_topic.get_topic_name()
     ends: dict[int, int | None] = {}
     for p in partitions:
         try:
-            ends[p] = int(_END_READER[0].get_watermark_offsets(TopicPartition(topic, p), timeout=2,
-                                                               cached=False)[1])
-        except Exception:  # broker unreachable for now: not known to be at the end
+            ends[p] = watermarks(end_reader(), topic, p, timeout=2.0)[1]
+        except KafkaException:  # broker unreachable for now: not known to be at the end
             ends[p] = None
     return ends
 

@@ -37,7 +37,7 @@ from confluent_kafka import Consumer, TopicPartition
 from processors.definitions import load_file
 from processors.synthetic import shop_stream
 from stream.bench_seed import seed
-from stream.bench_segments import segment_variants
+from stream.bench_segments import EXAMPLES, segment_variants
 from stream.cli import http_get
 from stream.definitions import produce_definition
 from stream.demo import load_launcher, metrics, stop_process, wait_healthy
@@ -45,7 +45,6 @@ from stream.kafka_io import client_config, ensure_topic, ensure_topics, producer
 from stream.produce import produce_lines
 from stream.settings import Settings
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "deploy" / "examples" / "shop.yaml"
 TARGETS = {"events_per_s_per_worker": 10_000, "ratio_to_bare": 0.6, "p99_ms": 100, "rss_mb": 400,
            "restore_s": 120}
 

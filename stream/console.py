@@ -38,11 +38,11 @@ from collections import deque
 from typing import Any
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, TopicPartition
 from faust.web import Request, Response, View
 
 from stream.app import app, settings
-from stream.kafka_io import client_config, watermarks
+from stream.kafka_io import client_config, poll_record, watermarks
 from stream.settings import Settings
 
 KEEP = 200
@@ -122,15 +122,13 @@ class TriggerTail:
                     except KafkaException as e:
                         self.error = f"cannot list the activation topics: {e}"
                     next_scan = time.monotonic() + self.refresh_s
-                msg = consumer.poll(0.5)
-                if msg is None:
+                try:
+                    msg = poll_record(consumer, 0.5)
+                except KafkaException as e:
+                    self.error = str(e.args[0])
                     continue
-                err = msg.error()
-                if err is not None:
-                    if err.code() != KafkaError._PARTITION_EOF:
-                        self.error = str(err)
-                    continue
-                self._add(msg)
+                if msg is not None:
+                    self._add(msg)
         except Exception as e:  # keep the reason for /console/triggers; the worker carries on
             self.error = f"the trigger tail stopped: {e!r}"
             raise

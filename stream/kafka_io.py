@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from stream.settings import Settings
@@ -85,6 +85,20 @@ def producer(settings: Settings, **overrides: Any) -> Producer:
                                        "enable.idempotence": True, "acks": "all"})
     conf.update(overrides)
     return Producer(conf)
+
+
+def poll_record(consumer: Consumer, timeout: float) -> Message | None:
+    """The next record, or None when there is none yet; a real error (not end of partition)
+    raises KafkaException."""
+    msg = consumer.poll(timeout)
+    if msg is None:
+        return None
+    err = msg.error()
+    if err is None:
+        return msg
+    if err.code() == KafkaError._PARTITION_EOF:
+        return None
+    raise KafkaException(err)
 
 
 def watermarks(consumer: Consumer, topic: str, partition: int, timeout: float = 15.0) -> tuple[int, int]:

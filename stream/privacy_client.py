@@ -7,9 +7,9 @@ import uuid
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from stream.kafka_io import client_config, ensure_topics, producer, watermarks
+from stream.kafka_io import client_config, ensure_topics, poll_record, producer, watermarks
 from stream.settings import Settings
 
 
@@ -35,15 +35,11 @@ def submit(settings: Settings, kind: str, identifier: str, timeout: float = 60.0
             raise RuntimeError("the request was not acknowledged by Kafka")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is None:
-                continue
-            err = msg.error()
-            if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
-                    raise RuntimeError(str(err))
-                continue
-            if msg.key() == rid.encode():
+            try:
+                msg = poll_record(consumer, 0.5)
+            except KafkaException as e:
+                raise RuntimeError(str(e.args[0])) from e
+            if msg is not None and msg.key() == rid.encode():
                 result: dict[str, Any] = orjson.loads(msg.value() or b"{}")
                 return result
         return None
