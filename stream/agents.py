@@ -39,6 +39,7 @@ from stream.app import (
 )
 from stream.definitions import DefinitionsReader
 from stream.kafka_io import client_config, ensure_topic, watermarks
+from stream.outbox import OUTBOX, DeliveryFailed
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +120,14 @@ BACKFILLS: dict[int, str] = {}
 TIME_CLOCK = settings.clock == "event"
 
 
-async def send_internal(key: str, msg: dict[str, Any]) -> None:
-    await routed_topic.send(key=key.encode(), value=orjson.dumps(msg), partition=partition_for(key, N))
+ROUTED = routed_topic.get_topic_name()
+DLQ = dlq_topic.get_topic_name()
+CHANGES = changes_topic.get_topic_name()
+RESULTS = results_topic.get_topic_name()
+
+
+def send_internal(key: str, msg: dict[str, Any]) -> None:
+    OUTBOX.send(ROUTED, key.encode(), orjson.dumps(msg), partition_for(key, N))
 
 
 @app.agent(touchpoints_topic)
@@ -140,13 +147,13 @@ async def ingest(stream):  # type: ignore[no-untyped-def]
             m.REJECTED.labels(result.reason).inc()
             record = dlq_record(result, raw or b"", topic=msg.topic, partition=msg.partition,
                                 offset=msg.offset, received_at=int(time.time() * 1000))
-            await dlq_topic.send(key=event.key, value=orjson.dumps(record))
+            OUTBOX.send(DLQ, event.key, orjson.dumps(record))
             read_source(msg.partition, msg.offset, None)
             continue
         key = routing_key(result.identifiers)
-        await routed_topic.send(key=key.encode(), value=orjson.dumps({"k": "E", "ev": {
+        OUTBOX.send(ROUTED, key.encode(), orjson.dumps({"k": "E", "ev": {
             "m": result.msg, "ts": result.ts, "ids": result.identifiers}}),
-            partition=partition_for(key, N), timestamp=msg.timestamp)
+            partition_for(key, N), timestamp_ms=record_ms)
         # after the send: a tick reporting this event's time is queued behind the event itself
         read_source(msg.partition, msg.offset, result.ts)
 
@@ -167,12 +174,12 @@ async def privacy_requests(stream):  # type: ignore[no-untyped-def]
             req = privacy_request(event.value)
         except ValueError as e:
             rid = event.key.decode(errors="replace") if event.key else ""
-            await results_topic.send(key=event.key, value=orjson.dumps({
+            OUTBOX.send(RESULTS, event.key, orjson.dumps({
                 "request_id": rid, "status": "rejected", "reason": str(e),
                 "completed_at": int(time.time() * 1000)}))
             continue
         key = req["identifier"]
-        await send_internal(key, {"k": "P", "op": req["type"], "rid": req["request_id"]})
+        send_internal(key, {"k": "P", "op": req["type"], "rid": req["request_id"]})
 
 
 def _count(fx: identity.Effects) -> None:
@@ -281,26 +288,16 @@ def source_report(ends: dict[int, int | None]) -> dict[str, list[Any]]:
     return report
 
 
-ACTIVATION_TOPICS: dict[str, Any] = {}
+ACTIVATION_TOPICS: set[str] = set()
 
 
-async def activation_topic(channel: str) -> Any:
+async def activation_topic(channel: str) -> str:
     """tusk.activations.<channel>, created on first use (channels are named by definitions)."""
-    topic = ACTIVATION_TOPICS.get(channel)
-    if topic is None:
-        name = settings.topics.activations(channel)
+    name = settings.topics.activations(channel)
+    if name not in ACTIVATION_TOPICS:
         await asyncio.to_thread(ensure_topic, settings, name)
-        # aiokafka tracks metadata of every topic until a send names an unknown one; from then on
-        # only of the topics it was told: list ours, or the changelogs vanish from the producer's
-        # metadata and key routing (HTTP lookups) fails until the next profile write
-        client = app.producer._ensure_producer().client  # type: ignore[attr-defined]
-        known = [t.changelog_topic.get_topic_name() for t in (identities, profiles, meta)]
-        known += [t.get_topic_name() for t in (routed_topic, dlq_topic, changes_topic, results_topic)]
-        known += [topic.get_topic_name() for topic in ACTIVATION_TOPICS.values()]
-        for tracked in [*known, name]:
-            await client.add_topic(tracked)
-        topic = ACTIVATION_TOPICS[channel] = app.topic(name, key_type=bytes, value_type=bytes)
-    return topic
+        ACTIVATION_TOPICS.add(name)
+    return name
 
 
 def due_key(due: int, pid: str) -> bytes:
@@ -319,26 +316,24 @@ async def settle(fx: identity.Effects) -> None:
             key = b"s:" + segment.encode()
             meta[key] = str(int(meta.get(key) or 0) + delta).encode()
     for channel, trigger in fx.triggers:
-        topic = await activation_topic(channel)
-        await topic.send(key=trigger["profile_id"].encode(), value=orjson.dumps(trigger))
+        OUTBOX.send(await activation_topic(channel), trigger["profile_id"].encode(), orjson.dumps(trigger))
         m.TRIGGERS.labels(channel).inc()
     for what, n in fx.suppressed.items():
         channel, _, reason = what.partition(":")
         m.SUPPRESSED.labels(channel, reason).inc(n)
     for result in fx.results:
-        await results_topic.send(key=result["request_id"].encode(),
-                                 value=orjson.dumps({**result, "completed_at": int(time.time() * 1000)}))
+        OUTBOX.send(RESULTS, result["request_id"].encode(),
+                    orjson.dumps({**result, "completed_at": int(time.time() * 1000)}))
     now = int(time.time() * 1000)
     for change in fx.changes:
         if change.get("type") == "segment":
             m.SEGMENT_TRANSITIONS.labels(change["segment"], change["transition"]).inc()
-        await changes_topic.send(key=change["profile_id"].encode(),
-                                 value=orjson.dumps({**change, "recorded_at": now}))
+        OUTBOX.send(CHANGES, change["profile_id"].encode(), orjson.dumps({**change, "recorded_at": now}))
 
 
-async def dead_letter(key: str, record: dict[str, Any], msg: Any, reason: str, detail: str) -> None:
+def dead_letter(key: str, record: dict[str, Any], msg: Any, reason: str, detail: str) -> None:
     m.REJECTED.labels(reason).inc()
-    await dlq_topic.send(key=key.encode(), value=orjson.dumps(dlq_record(
+    OUTBOX.send(DLQ, key.encode(), orjson.dumps(dlq_record(
         Reject(reason, None, detail), orjson.dumps(record), topic=msg.topic,
         partition=msg.partition, offset=msg.offset, received_at=int(time.time() * 1000))))
 
@@ -364,17 +359,17 @@ async def on_record(key: str, record: dict[str, Any], msg: Any) -> None:
             raise
         except Exception as e:  # a bug on this record: keep it, replayable, in the DLQ
             log.exception("identity record %s failed at %s@%s", record.get("k"), *source)
-            await dead_letter(key, record, msg, "internal_error",
+            dead_letter(key, record, msg, "internal_error",
                               f"{type(e).__name__} in identity record {record.get('k')}")
             continue
         _count(fx)
         for reason, dead in fx.dead:
-            await dead_letter(key, dead, msg, reason, f"identity record {dead.get('k')} kept bouncing")
+            dead_letter(key, dead, msg, reason, f"identity record {dead.get('k')} kept bouncing")
         for out_key, out in fx.send:
             if identity.runs_inline(record, out_key, out, msg.partition, CFG):
                 pending.append((out_key, out))
             else:
-                await send_internal(out_key, out)
+                send_internal(out_key, out)
         await settle(fx)
 
 
@@ -420,10 +415,10 @@ async def on_tick(record: dict[str, Any], msg: Any) -> None:
         fx = identity.recheck(pid, STORE, env, f"time:{at}", cfg=CFG)
         m.RECHECKS.labels("time").inc()
         for out_key, out in fx.send:  # an expired profile's erase request
-            await send_internal(out_key, out)
+            send_internal(out_key, out)
         await settle(fx)
     if len(due) >= settings.backfill_batch:  # more are due: continue right after this one
-        await routed_topic.send(key=b"tick", value=orjson.dumps({"k": "T", "now": now}), partition=p)
+        OUTBOX.send(ROUTED, b"tick", orjson.dumps({"k": "T", "now": now}), p)
 
 
 async def on_backfill(record: dict[str, Any], msg: Any) -> None:
@@ -448,8 +443,8 @@ async def on_backfill(record: dict[str, Any], msg: Any) -> None:
         if done >= settings.backfill_batch:
             break
     if last is not None and done >= settings.backfill_batch:
-        await routed_topic.send(key=b"backfill", partition=p, value=orjson.dumps(
-            {"k": "B", "fp": record["fp"], "after": last.decode()}))
+        OUTBOX.send(ROUTED, b"backfill",
+                    orjson.dumps({"k": "B", "fp": record["fp"], "after": last.decode()}), p)
     else:
         meta[b"bv"] = record["fp"].encode()
 
@@ -503,18 +498,26 @@ async def tick() -> None:
         value = orjson.dumps({"k": "T", "now": int(time.time() * 1000)})
     # every partition, not just ours: the event-time watermark must reach them all
     for p in range(N):
-        await routed_topic.send(key=b"tick", value=value, partition=p)
+        OUTBOX.send(ROUTED, b"tick", value, p)
     fp = READER.fingerprint
     mine = active_partitions()
     for p in mine:
         if BACKFILLS.get(p) != fp and backfilled(p) != fp:
             BACKFILLS[p] = fp
-            await routed_topic.send(key=b"backfill", partition=p,
-                                    value=orjson.dumps({"k": "B", "fp": fp, "after": None}))
+            OUTBOX.send(ROUTED, b"backfill", orjson.dumps({"k": "B", "fp": fp, "after": None}), p)
     m.BACKFILL_PARTITIONS_DONE.set(sum(1 for p in mine if backfilled(p) == fp))
     m.DEFINITIONS.labels("segment").set(len(READER.catalog.segments))
     m.DEFINITIONS.labels("computed_trait").set(len(READER.catalog.traits))
     m.DEFINITIONS_SKIPPED.set(len(READER.skipped))
+
+
+@app.timer(0.05)
+async def deliveries() -> None:
+    """Delivery reports of the outbox (changelog offsets, failures) are served on the loop."""
+    try:
+        OUTBOX.poll()
+    except DeliveryFailed as e:
+        await platform_failure(e)
 
 
 @app.timer(5.0)

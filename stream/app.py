@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import faust
 
+from stream.outbox import OutboxTable
 from stream.settings import Settings
 
 settings = Settings.from_env()
@@ -41,6 +42,7 @@ app = faust.App(
     web_in_thread=False,
     key_serializer="raw",
     value_serializer="raw",
+    Table=OutboxTable,  # changelog writes through the librdkafka producer (stream/outbox.py)
 )
 
 touchpoints_topic = app.topic(topics.touchpoints, key_type=bytes, value_type=bytes)

@@ -12,8 +12,11 @@ def run(settings: Settings) -> None:
     settings.datadir.mkdir(parents=True, exist_ok=True)
     from stream import agents, api_auth, console, web  # noqa: F401 - agents, views, TUSK_API_TOKEN
     from stream.app import app
+    from stream.outbox import OUTBOX
 
     agents.READER.start()  # every definition known before the first event
+    OUTBOX.start(settings)
+    OUTBOX.attach(app)
     # explicit levels on the libraries' loggers: aiokafka logs every send at debug (keys and
     # values: PII, and 5% of a worker's time when a parent logger lets debug through)
     level = logging.getLevelName(settings.log_level.upper())

@@ -1,0 +1,144 @@
+"""Everything a worker writes goes through one librdkafka producer (confluent-kafka).
+
+Faust's aiokafka producer does its batching, partitioning and socket work in Python on the event
+loop: about a third of a worker's CPU (py-spy). librdkafka does the same in C threads, so the
+loop only pays for `produce()`. Faust keeps the consumer, the tables' RocksDB and recovery; the
+tables' changelog writes come here through `OutboxTable.send_changelog`.
+
+The guarantee is unchanged: Faust flushes its producer before it commits the offsets of the
+records consumed, and `Outbox.attach` makes that flush drain this producer too, so no offset is
+committed before what its records caused is acknowledged; a delivery failure crashes the worker
+before the commit, and the records are replayed by whoever owns them next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any
+
+import faust
+from confluent_kafka import KafkaError, Message, Producer
+from faust.types import TP
+
+from stream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class DeliveryFailed(Exception):
+    """The broker did not take a record (after librdkafka's own retries)."""
+
+
+class Outbox:
+    def __init__(self) -> None:
+        self._producer: Producer | None = None
+        self._failure: KafkaError | None = None
+        # changelog offsets acknowledged since the last poll: (table, partition) → highest
+        self._persisted: dict[tuple[Any, TP], int] = {}
+
+    def start(self, settings: Settings) -> None:
+        from stream.kafka_io import producer
+
+        if self._producer is None:
+            self._producer = producer(settings, **{
+                "linger.ms": settings.producer_linger_ms,
+                # never give up on a record while the broker is away: a record dropped after a
+                # timeout would be lost once the offset is committed
+                "message.timeout.ms": 0,
+                "queue.buffering.max.messages": 500_000,
+                "queue.buffering.max.kbytes": 512 * 1024,
+            })
+
+    def attach(self, app: faust.App) -> None:
+        """Make Faust's flush (before each commit, before a rebalance) drain this producer too."""
+        faust_producer = app.producer
+        faust_flush = faust_producer.flush
+
+        async def flush() -> None:
+            await faust_flush()
+            await self.drain()
+
+        faust_producer.flush = flush  # type: ignore[method-assign]
+
+    @property
+    def producer(self) -> Producer:
+        if self._producer is None:
+            raise RuntimeError("the outbox is not started")
+        return self._producer
+
+    def _delivered(self, err: KafkaError | None, _msg: Message) -> None:
+        if err is not None and self._failure is None:
+            self._failure = err
+
+    def send(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None,
+             timestamp_ms: int | None = None,
+             on_delivery: Callable[[KafkaError | None, Message], None] | None = None) -> None:
+        """Queue a record (partition None: murmur2 of the key, as Java clients and Faust do)."""
+        kwargs: dict[str, Any] = {"on_delivery": on_delivery or self._delivered}
+        if partition is not None:
+            kwargs["partition"] = partition
+        if timestamp_ms is not None:
+            kwargs["timestamp"] = timestamp_ms
+        while True:
+            try:
+                self.producer.produce(topic, value, key, **kwargs)
+                return
+            except BufferError:  # the queue is full: wait for the broker (back-pressure)
+                self.producer.poll(0.05)
+
+    def changelog(self, table: Any, topic: str, partition: int, key: bytes, value: bytes | None) -> None:
+        tp = TP(topic, partition)
+        persisted = self._persisted
+
+        def delivered(err: KafkaError | None, msg: Message) -> None:
+            if err is not None:
+                self._delivered(err, msg)
+                return
+            offset = msg.offset()
+            if offset is not None and offset > persisted.get((table, tp), -1):
+                persisted[(table, tp)] = offset
+
+        self.send(topic, key, value, partition, on_delivery=delivered)
+
+    def poll(self) -> None:
+        """Serve delivery reports; record the changelog offsets RocksDB now holds."""
+        self.producer.poll(0)
+        if self._persisted:
+            done, self._persisted = self._persisted, {}
+            for (table, tp), offset in done.items():
+                try:  # so a restart replays the changelog only from here
+                    table.data.set_persisted_offset(tp, offset)
+                except Exception:  # the partition moved away and its database closed
+                    log.debug("persisted offset of %s not recorded", tp, exc_info=True)
+        if self._failure is not None:
+            raise DeliveryFailed(str(self._failure))
+
+    async def drain(self) -> None:
+        """Wait until every queued record is acknowledged (or raise DeliveryFailed)."""
+        if self._producer is None:
+            return
+        while len(self._producer):
+            self.poll()
+            await asyncio.sleep(0.002)
+        self.poll()
+
+
+OUTBOX = Outbox()
+
+
+class _Sent(SimpleNamespace):
+    """What Faust's Table.on_key_set reads of a sent changelog record: its partition."""
+
+
+class OutboxTable(faust.Table):  # type: ignore[misc]
+    """A Faust table whose changelog records go through the outbox (keys and values are bytes)."""
+
+    def send_changelog(self, partition: int | None, key: Any, value: Any,
+                       key_serializer: Any = None, value_serializer: Any = None) -> Any:
+        if partition is None:  # Tusk writes tables only while handling a record of a partition
+            raise RuntimeError(f"table {self.name}: a write outside of a partition's record")
+        OUTBOX.changelog(self, self.changelog_topic.get_topic_name(), partition, key, value)
+        return _Sent(message=SimpleNamespace(partition=partition))
