@@ -287,9 +287,13 @@ def _add(a: Any, b: Any) -> Any:
 
 def transition(pid: str, segment: str, kind: str, now: int, cause: str) -> dict[str, Any]:
     """The profile-changes record of one entry or exit; its id is the same on every replay."""
-    tid = hashlib.sha1(f"{pid}|{segment}|{kind}|{now}|{cause}".encode()).hexdigest()[:24]
     return {"type": "segment", "transition": kind, "profile_id": pid, "segment": segment,
-            "occurred_at": iso(now), "at": now, "caused_by": cause, "transition_id": tid}
+            "occurred_at": iso(now), "at": now, "caused_by": cause,
+            "transition_id": transition_id(pid, segment, kind, now, cause)}
+
+
+def transition_id(pid: str, segment: str, kind: str, now: int, cause: str) -> str:
+    return hashlib.sha1(f"{pid}|{segment}|{kind}|{now}|{cause}".encode()).hexdigest()[:24]
 
 
 class _Scope:

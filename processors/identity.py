@@ -340,8 +340,31 @@ def _remember_changes(profile: Profile, fx: Effects, changes: list[dict[str, Any
         same = [t for t in profile.get("_tx", []) if t["at"] == list(source)]
         kept = [t for t in profile.get("_tx", []) if t["at"] != list(source)][-RECENT_CHANGES + 1:]
         before = same[0] if same else {"changes": [], "triggers": []}
-        profile["_tx"] = [*kept, {"at": list(source), "changes": before["changes"] + changes,
+        pid = profile["id"]
+        profile["_tx"] = [*kept, {"at": list(source),
+                                  "changes": before["changes"] + [_pack(c, pid) for c in changes],
                                   "triggers": before["triggers"] + triggers}]
+
+
+_PACKED = ("type", "transition", "profile_id", "segment", "occurred_at", "at", "caused_by", "transition_id")
+
+
+def _pack(change: dict[str, Any], pid: str) -> Any:
+    """A remembered segment transition (built by catalog.transition) as [segment, transition,
+    at, cause, extra?]: the profile holds a few sources' worth of them (several per event with
+    many segments) and is read and written on every event; a replay derives the rest again."""
+    if change.get("type") != "segment" or change.get("profile_id") != pid:
+        return change
+    packed = [change["segment"], change["transition"], change["at"], change["caused_by"]]
+    extra = {k: v for k, v in change.items() if k not in _PACKED}
+    return [*packed, extra] if extra else packed
+
+
+def _unpack(packed: Any, pid: str) -> dict[str, Any]:
+    if isinstance(packed, dict):
+        return packed
+    segment, kind, at, cause, *extra = packed
+    return {**transition(pid, segment, kind, at, cause), **(extra[0] if extra else {})}
 
 
 MAX_CATCH_UP = 10_000
@@ -387,7 +410,7 @@ def _replay_changes(profile: Profile, fx: Effects, source: tuple[int, int] | Non
         return
     for t in profile.get("_tx", []):
         if t["at"] == list(source):
-            fx.changes.extend(t["changes"])
+            fx.changes.extend(_unpack(c, profile["id"]) for c in t["changes"])
             fx.triggers.extend((ch, trig) for ch, trig in t.get("triggers", []))
 
 

@@ -311,10 +311,13 @@ async def settle(fx: identity.Effects) -> None:
             meta.pop(due_key(old, pid), None)
         if new is not None:
             meta[due_key(new, pid)] = b""
-    for segment, delta in fx.sizes.items():
-        if delta:
-            key = b"s:" + segment.encode()
-            meta[key] = str(int(meta.get(key) or 0) + delta).encode()
+    if any(fx.sizes.values()):  # one key for all segments: a record changes several at once
+        raw = meta.data._get(b"s")  # type: ignore[attr-defined]
+        sizes: dict[str, int] = orjson.loads(raw) if raw else {}
+        for segment, delta in fx.sizes.items():
+            if delta:
+                sizes[segment] = sizes.get(segment, 0) + delta
+        meta[b"s"] = orjson.dumps(sizes)
     for channel, trigger in fx.triggers:
         OUTBOX.send(await activation_topic(channel), trigger["profile_id"].encode(), orjson.dumps(trigger))
         m.TRIGGERS.labels(channel).inc()
@@ -327,7 +330,7 @@ async def settle(fx: identity.Effects) -> None:
     now = int(time.time() * 1000)
     for change in fx.changes:
         if change.get("type") == "segment":
-            m.SEGMENT_TRANSITIONS.labels(change["segment"], change["transition"]).inc()
+            m.child(m.SEGMENT_TRANSITIONS, change["segment"], change["transition"]).inc()
         OUTBOX.send(CHANGES, change["profile_id"].encode(), orjson.dumps({**change, "recorded_at": now}))
 
 

@@ -35,6 +35,9 @@ app = faust.App(
     # partitions move; shorter means faster failover, at the price of more heartbeats
     broker_session_timeout=settings.session_timeout_ms / 1000,
     broker_heartbeat_interval=min(3.0, settings.session_timeout_ms / 3000),
+    # the group waits this long for a member to rejoin; a member restoring new partitions in
+    # bulk (stream/restore.py) rejoins once its budget is spent
+    broker_rebalance_timeout=max(60.0, settings.bulk_restore_ms / 1000 + 60),
     consumer_auto_offset_reset="earliest",
     # batch internal records and changelog writes instead of one request each
     producer_linger_ms=settings.producer_linger_ms,
@@ -72,7 +75,7 @@ profiles = app.Table(
 # Partition-local bookkeeping, written only while handling a record of that partition
 # (so each partition's RocksDB holds its own keys; read by scanning that database):
 #   b"d" + deadline (8 bytes, big-endian ms) + profile id  → b""   re-check index, in time order
-#   b"s:" + segment                                          → member count (ASCII)
+#   b"s"                                                     → member count by segment (JSON)
 #   b"w"                                                     → event-time watermark: [ms, tick offset]
 #   b"sw"                                                    → per input partition [event time, idle]
 #   b"bv"                                                    → fingerprint of definitions backfilled

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS_IN = Counter("tusk_events_in_total", "Records read from the touchpoints topic")
@@ -60,3 +62,19 @@ RECOVERY_REMAINING = Gauge(
 RECOVERY_STANDBY_REMAINING = Gauge(
     "tusk_recovery_standby_remaining_records", "Changelog records this worker's standby replicas "
     "are behind (0: a failover to this worker needs no restore)")
+RESTORED_IN_BULK = Counter(
+    "tusk_restored_in_bulk_records_total", "Changelog records restored in bulk on assignment "
+    "(stream/restore.py), by changelog topic", ["topic"])
+
+
+_CHILDREN: dict[tuple[Any, ...], Any] = {}
+
+
+def child(metric: Any, *labels: str) -> Any:
+    """metric.labels(*labels), remembered: labels() costs microseconds, and a worker calls it
+    for every segment transition (label values are bounded: segments, transitions)."""
+    key = (metric, *labels)
+    found = _CHILDREN.get(key)
+    if found is None:
+        found = _CHILDREN[key] = metric.labels(*labels)
+    return found

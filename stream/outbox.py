@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
@@ -23,6 +24,8 @@ import faust
 from confluent_kafka import KafkaError, Message, Producer
 from faust.types import TP
 
+from stream.metrics import RESTORED_IN_BULK
+from stream.restore import restore
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -34,6 +37,7 @@ class DeliveryFailed(Exception):
 
 class Outbox:
     def __init__(self) -> None:
+        self.settings: Settings | None = None
         self._producer: Producer | None = None
         self._failure: KafkaError | None = None
         # changelog offsets acknowledged since the last poll: (table, partition) → highest
@@ -42,6 +46,7 @@ class Outbox:
     def start(self, settings: Settings) -> None:
         from stream.kafka_io import producer
 
+        self.settings = settings
         if self._producer is None:
             self._producer = producer(settings, **{
                 "linger.ms": settings.producer_linger_ms,
@@ -129,12 +134,37 @@ class Outbox:
 OUTBOX = Outbox()
 
 
+_BUDGETS: dict[int, float] = {}
+"""Rebalance generation → monotonic deadline of its bulk restores."""
+
+
 class _Sent(SimpleNamespace):
     """What Faust's Table.on_key_set reads of a sent changelog record: its partition."""
 
 
 class OutboxTable(faust.Table):  # type: ignore[misc]
-    """A Faust table whose changelog records go through the outbox (keys and values are bytes)."""
+    """A Faust table whose changelog records go through the outbox (keys and values are bytes),
+    and whose newly assigned partitions are restored in bulk before Faust's recovery."""
+
+    async def on_rebalance(self, assigned: set[TP], revoked: set[TP], newly_assigned: set[TP],
+                           generation_id: int = 0) -> None:
+        await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
+        settings = OUTBOX.settings
+        if settings is None or settings.bulk_restore_ms <= 0:
+            return
+        topic = self.changelog_topic.get_topic_name()
+        standbys = self.app.assignor.assigned_standbys()
+        mine = sorted(tp.partition for tp in newly_assigned if tp.topic == topic and tp not in standbys)
+        # one budget for all tables of a rebalance: the group waits for this callback
+        deadline = _BUDGETS.setdefault(generation_id, time.monotonic() + settings.bulk_restore_ms / 1000)
+        if not mine or time.monotonic() >= deadline:
+            return
+        try:
+            written = await asyncio.to_thread(restore, self.data, topic, mine, settings,
+                                              deadline - time.monotonic())
+            RESTORED_IN_BULK.labels(topic).inc(sum(written.values()))
+        except Exception:  # Faust's own recovery reads whatever this did not write
+            log.warning("bulk restore of %s %s failed; Faust recovers it", topic, mine, exc_info=True)
 
     def send_changelog(self, partition: int | None, key: Any, value: Any,
                        key_serializer: Any = None, value_serializer: Any = None) -> Any:

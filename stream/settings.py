@@ -106,6 +106,8 @@ class Settings:
     session_timeout_ms: int = 10_000
     standby_replicas: int = 0
     producer_linger_ms: int = 10
+    bulk_restore_ms: int = 120_000
+    """time a rebalance may spend restoring new partitions in bulk (the rebalance timeout follows)"""
     log_level: str = "warn"
     identity_config: Path | None = None
     retention_ms: int = 105 * 7 * 86_400_000
@@ -157,6 +159,7 @@ class Settings:
             session_timeout_ms=parse_duration_ms(_env("TUSK_SESSION_TIMEOUT", "10s"), "TUSK_SESSION_TIMEOUT"),
             standby_replicas=int_env("TUSK_STANDBY_REPLICAS", cls.standby_replicas, 0),
             producer_linger_ms=int_env("TUSK_PRODUCER_LINGER_MS", cls.producer_linger_ms, 0),
+            bulk_restore_ms=parse_duration_ms(_env("TUSK_BULK_RESTORE", "120s"), "TUSK_BULK_RESTORE"),
             log_level=_env("TUSK_LOG_LEVEL", cls.log_level),
             identity_config=Path(os.environ["TUSK_IDENTITY_CONFIG"])
             if os.environ.get("TUSK_IDENTITY_CONFIG") else None,

@@ -149,11 +149,8 @@ def local_state() -> dict[str, Any]:
         db = meta.data._dbs.get(p)  # type: ignore[attr-defined]
         if db is None:
             continue
-        for k, v in db.items(from_key=b"s:"):
-            if not k.startswith(b"s:"):
-                break
-            seg = k[2:].decode()
-            sizes[seg] = sizes.get(seg, 0) + int(v)
+        for seg, n in orjson.loads(db.get(b"s") or b"{}").items():
+            sizes[seg] = sizes.get(seg, 0) + n
         done += db.get(b"bv") == fp.encode()
     return {"partitions": mine, "sizes": sizes, "backfilled": done, "fingerprint": fp}
 

@@ -184,3 +184,7 @@ def test_state_survives_losing_the_local_rocksdb(deployment: Deployment) -> None
     shutil.rmtree(w.datadir)
     w.start()
     assert [w.profile("user_id", f"ru-{i}") for i in range(30)] == before
+    # the changelogs were read in bulk (stream/restore.py), not record by record
+    bulk = {k: v for k, v in w.metrics().items() if k.startswith("tusk_restored_in_bulk_records_total")}
+    assert sum(v for k, v in bulk.items() if "profiles-changelog" in k) >= 30, bulk
+    assert sum(v for k, v in bulk.items() if "identities-changelog" in k) >= 30, bulk
