@@ -179,7 +179,9 @@ def start(port: int | None = None, workdir: Path | None = None, timeout: float =
     jvm = ["-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
            f"-Dlog4j2.configurationFile={log4j}", "-Dkafka.logs.dir=" + str(workdir)]
     if not (data / "meta.properties").exists():
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = "-"
+        while cluster_id.startswith("-"):  # like Kafka's Uuid: "-…" would read as an option
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         fmt = subprocess.run([java, *jvm, "-cp", cp, "kafka.tools.StorageTool", "format",
                               "-t", cluster_id, "-c", str(props)], capture_output=True, text=True)
         if fmt.returncode != 0:
