@@ -12,9 +12,11 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
 from stream.cli import http_get
 from stream.demo import metrics, stop_process, wait_healthy
-from stream.kafka_io import ensure_topics, read_topic
+from stream.kafka_io import client_config, ensure_topics, read_topic, watermarks
 from stream.produce import produce_lines
 from stream.settings import Settings
 
@@ -103,17 +105,40 @@ class Deployment:
         return total
 
     def wait_accounted(self, expected: int, timeout: float = 120.0) -> dict[str, float]:
-        """Until `expected` inputs are each either processed or rejected."""
+        """Until `expected` inputs are each either processed or rejected: counted by the live
+        workers, or, when workers were stopped (their counts are gone, what they committed is
+        not redelivered), until the group has committed every input offset."""
         deadline = time.monotonic() + timeout
         t: dict[str, float] = {}
+        stopped = any(w.proc is None or w.proc.poll() is not None for w in self.workers)
         while time.monotonic() < deadline:
             t = self.totals()
             done = sum(v for k, v in t.items() if k.startswith(("tusk_events_processed_total",
                                                                   "tusk_events_rejected_total")))
-            if done >= expected:
+            if done >= expected or (stopped and self.inputs_committed()):
                 return t
             time.sleep(0.5)
         raise AssertionError(f"only part of {expected} inputs accounted for: {t}")
+
+    def inputs_committed(self) -> bool:
+        """The worker group's committed offsets are at the end of every input partition (a
+        commit follows the processing: the records were applied or sent to the DLQ)."""
+        topic = self.settings.topics.touchpoints
+        # asks for the group's offsets without joining it
+        consumer = Consumer(client_config(self.settings, **{"group.id": self.settings.app_id,
+                                                            "enable.auto.commit": False}))
+        try:
+            meta = consumer.list_topics(topic, timeout=10).topics[topic]
+            committed = consumer.committed([TopicPartition(topic, p) for p in meta.partitions], timeout=10)
+            for tp in committed:
+                low, high = watermarks(consumer, topic, tp.partition)
+                if high > low and tp.offset < high:
+                    return False
+            return True
+        except KafkaException:
+            return False
+        finally:
+            consumer.close()
 
     def read(self, topic: str) -> list[Any]:
         return list(read_topic(self.settings, topic, timeout=20))
