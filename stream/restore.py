@@ -12,8 +12,6 @@ it yet), bounded in time: what is left after the budget Faust recovers.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import logging
 import time
 from typing import Any
@@ -22,17 +20,12 @@ import rocksdict
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from faust.types import TP
 
+from stream.memory import release_freed_memory
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
 
 BATCH_RECORDS = 5_000
-
-
-def release_freed_memory() -> None:
-    """Hand the restore's freed fetch buffers back to the OS (glibc keeps them otherwise)."""
-    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def restore(store: Any, topic: str, partitions: list[int], settings: Settings,

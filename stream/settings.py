@@ -101,8 +101,8 @@ class Settings:
     dedup_window_ms: int = 24 * 3_600_000
     dedup_max_ids: int = 1000
     recent_events: int = 20
-    block_cache_mb: int = 8
-    write_buffer_mb: int = 4
+    block_cache_mb: int = 4
+    write_buffer_mb: int = 2
     session_timeout_ms: int = 10_000
     standby_replicas: int = 0
     producer_linger_ms: int = 10

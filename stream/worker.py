@@ -9,6 +9,9 @@ from stream.settings import Settings
 
 
 def run(settings: Settings) -> None:
+    from stream.memory import limit_arenas
+
+    limit_arenas()
     settings.datadir.mkdir(parents=True, exist_ok=True)
     from stream import agents, api_auth, console, web  # noqa: F401 - agents, views, TUSK_API_TOKEN
     from stream.app import app
