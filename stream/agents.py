@@ -363,7 +363,7 @@ async def on_record(key: str, record: dict[str, Any], msg: Any) -> None:
         except Exception as e:  # a bug on this record: keep it, replayable, in the DLQ
             log.exception("identity record %s failed at %s@%s", record.get("k"), *source)
             dead_letter(key, record, msg, "internal_error",
-                              f"{type(e).__name__} in identity record {record.get('k')}")
+                        f"{type(e).__name__} in identity record {record.get('k')}")
             continue
         _count(fx)
         for reason, dead in fx.dead:

@@ -11,15 +11,22 @@ from confluent_kafka import KafkaException
 
 from stream.kafka_io import ensure_topic, read_topic
 from stream.outbox import DeliveryFailed, Outbox
+from stream.settings import Settings
 from tests.integration.harness import settings_from
 
 
-def test_drained_records_are_in_kafka_in_order(tusk_env: dict[str, str]) -> None:
+@pytest.fixture
+def started(tusk_env: dict[str, str]) -> tuple[Settings, str, Outbox]:
     settings = settings_from(tusk_env)
     topic = settings.topics.profile_changes
     ensure_topic(settings, topic)
     box = Outbox()
     box.start(settings)
+    return settings, topic, box
+
+
+def test_drained_records_are_in_kafka_in_order(started: tuple[Settings, str, Outbox]) -> None:
+    settings, topic, box = started
     for i in range(2000):
         box.send(topic, f"k{i % 7}".encode(), orjson.dumps({"n": i}))
     asyncio.run(box.drain())
@@ -31,12 +38,8 @@ def test_drained_records_are_in_kafka_in_order(tusk_env: dict[str, str]) -> None
         assert ns == sorted(ns)
 
 
-def test_a_refused_record_fails_the_drain(tusk_env: dict[str, str]) -> None:
-    settings = settings_from(tusk_env)
-    topic = settings.topics.profile_changes
-    ensure_topic(settings, topic)
-    box = Outbox()
-    box.start(settings)
+def test_a_refused_record_fails_the_drain(started: tuple[Settings, str, Outbox]) -> None:
+    _, topic, box = started
     box.send(topic, b"k", b"{}")
     asyncio.run(box.drain())
     # a partition the topic does not have: refused by Kafka, so the caller must not commit
