@@ -421,7 +421,7 @@ async def on_tick(record: dict[str, Any], msg: Any) -> None:
             send_internal(out_key, out)
         await settle(fx)
     if len(due) >= settings.backfill_batch:  # more are due: continue right after this one
-        OUTBOX.send(ROUTED, b"tick", orjson.dumps({"k": "T", "now": now}), p)
+        OUTBOX.send(ROUTED, b"tick", orjson.dumps({"k": "T"}), p)
 
 
 async def on_backfill(record: dict[str, Any], msg: Any) -> None:
@@ -498,7 +498,7 @@ async def tick() -> None:
         ends = await asyncio.to_thread(end_offsets, my_sources())
         value = orjson.dumps({"k": "T", "src": source_report(ends), "of": of})
     else:
-        value = orjson.dumps({"k": "T", "now": int(time.time() * 1000)})
+        value = orjson.dumps({"k": "T"})
     # every partition, not just ours: the event-time watermark must reach them all
     for p in range(N):
         OUTBOX.send(ROUTED, b"tick", value, p)

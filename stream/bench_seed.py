@@ -25,7 +25,7 @@ from processors.partitioning import mint_profile_id, partition_for
 from processors.profile import Profile, apply, new_profile
 from processors.synthetic import shop_stream
 from stream.bench_segments import EXAMPLES, segment_variants
-from stream.kafka_io import ensure_topic, producer
+from stream.kafka_io import ensure_topic, produce_waiting, producer
 from stream.settings import Settings
 
 
@@ -69,12 +69,7 @@ def seed(settings: Settings, count: int) -> dict[str, Any]:
     size = 0
     for part, key, pid, body in seeded(count, settings.partitions, shapes):
         for topic, k, v in ((topics["identities"], key, pid), (topics["profiles"], pid, body)):
-            while True:
-                try:
-                    prod.produce(topic, key=k, value=v, partition=part)
-                    break
-                except BufferError:
-                    prod.poll(0.05)
+            produce_waiting(prod, topic, v, k, partition=part)
         size += len(body)
         prod.poll(0)
     left = prod.flush(120)

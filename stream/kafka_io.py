@@ -87,6 +87,17 @@ def producer(settings: Settings, **overrides: Any) -> Producer:
     return Producer(conf)
 
 
+def produce_waiting(prod: Producer, topic: str, value: bytes | None, key: bytes | None,
+                    **kwargs: Any) -> None:
+    """prod.produce(…), waiting for deliveries to make room while the local queue is full."""
+    while True:
+        try:
+            prod.produce(topic, value, key, **kwargs)
+            return
+        except BufferError:
+            prod.poll(0.05)
+
+
 def poll_record(consumer: Consumer, timeout: float) -> Message | None:
     """The next record, or None when there is none yet; a real error (not end of partition)
     raises KafkaException."""

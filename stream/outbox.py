@@ -24,6 +24,7 @@ import faust
 from confluent_kafka import KafkaError, Message, Producer
 from faust.types import TP
 
+from stream.kafka_io import produce_waiting, producer
 from stream.metrics import RESTORED_IN_BULK
 from stream.restore import restore
 from stream.settings import Settings
@@ -40,12 +41,11 @@ class Outbox:
         self.settings: Settings | None = None
         self._producer: Producer | None = None
         self._failure: KafkaError | None = None
-        # changelog offsets acknowledged since the last poll: (table, partition) → highest
-        self._persisted: dict[tuple[Any, TP], int] = {}
+        # changelog offsets acknowledged since the last poll: partition → highest
+        self._persisted: dict[TP, int] = {}
+        self._tables: dict[str, Any] = {}  # changelog topic → its table
 
     def start(self, settings: Settings) -> None:
-        from stream.kafka_io import producer
-
         self.settings = settings
         if self._producer is None:
             self._producer = producer(settings, **{
@@ -78,44 +78,34 @@ class Outbox:
         if err is not None and self._failure is None:
             self._failure = err
 
+    def _changelog_delivered(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self._delivered(err, msg)
+            return
+        tp, offset = TP(msg.topic() or "", msg.partition() or 0), msg.offset()
+        if offset is not None and offset > self._persisted.get(tp, -1):
+            self._persisted[tp] = offset
+
     def send(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None,
              timestamp_ms: int | None = None,
              on_delivery: Callable[[KafkaError | None, Message], None] | None = None) -> None:
-        """Queue a record (partition None: murmur2 of the key, as Java clients and Faust do)."""
-        kwargs: dict[str, Any] = {"on_delivery": on_delivery or self._delivered}
-        if partition is not None:
-            kwargs["partition"] = partition
-        if timestamp_ms is not None:
-            kwargs["timestamp"] = timestamp_ms
-        while True:
-            try:
-                self.producer.produce(topic, value, key, **kwargs)
-                return
-            except BufferError:  # the queue is full: wait for the broker (back-pressure)
-                self.producer.poll(0.05)
+        """Queue a record (partition None: murmur2 of the key, as Java clients and Faust do);
+        a full queue waits for the broker (back-pressure)."""
+        produce_waiting(self.producer, topic, value, key, on_delivery=on_delivery or self._delivered,
+                        partition=-1 if partition is None else partition, timestamp=timestamp_ms or 0)
 
     def changelog(self, table: Any, topic: str, partition: int, key: bytes, value: bytes | None) -> None:
-        tp = TP(topic, partition)
-        persisted = self._persisted
-
-        def delivered(err: KafkaError | None, msg: Message) -> None:
-            if err is not None:
-                self._delivered(err, msg)
-                return
-            offset = msg.offset()
-            if offset is not None and offset > persisted.get((table, tp), -1):
-                persisted[(table, tp)] = offset
-
-        self.send(topic, key, value, partition, on_delivery=delivered)
+        self._tables[topic] = table
+        self.send(topic, key, value, partition, on_delivery=self._changelog_delivered)
 
     def poll(self) -> None:
         """Serve delivery reports; record the changelog offsets RocksDB now holds."""
         self.producer.poll(0)
         if self._persisted:
             done, self._persisted = self._persisted, {}
-            for (table, tp), offset in done.items():
+            for tp, offset in done.items():
                 try:  # so a restart replays the changelog only from here
-                    table.data.set_persisted_offset(tp, offset)
+                    self._tables[tp.topic].data.set_persisted_offset(tp, offset)
                 except Exception:  # the partition moved away and its database closed
                     log.debug("persisted offset of %s not recorded", tp, exc_info=True)
         if self._failure is not None:
@@ -134,8 +124,8 @@ class Outbox:
 OUTBOX = Outbox()
 
 
-_BUDGETS: dict[int, float] = {}
-"""Rebalance generation → monotonic deadline of its bulk restores."""
+_BUDGET: list[float] = [-1, 0.0]
+"""[rebalance generation, monotonic deadline of its bulk restores]."""
 
 
 class _Sent(SimpleNamespace):
@@ -156,7 +146,9 @@ class OutboxTable(faust.Table):  # type: ignore[misc]
         standbys = self.app.assignor.assigned_standbys()
         mine = sorted(tp.partition for tp in newly_assigned if tp.topic == topic and tp not in standbys)
         # one budget for all tables of a rebalance: the group waits for this callback
-        deadline = _BUDGETS.setdefault(generation_id, time.monotonic() + settings.bulk_restore_ms / 1000)
+        if _BUDGET[0] != generation_id:
+            _BUDGET[:] = [generation_id, time.monotonic() + settings.bulk_restore_ms / 1000]
+        deadline = _BUDGET[1]
         if not mine or time.monotonic() >= deadline:
             return
         try:

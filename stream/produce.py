@@ -14,7 +14,7 @@ import orjson
 from confluent_kafka import KafkaError, Message
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from stream.kafka_io import producer
+from stream.kafka_io import produce_waiting, producer
 from stream.settings import Settings
 
 
@@ -52,12 +52,7 @@ def produce_lines(settings: Settings, lines: list[bytes], topic: str,
                   TimeRemainingColumn(), disable=not progress, transient=True) as bar:
         task = bar.add_task("produce", total=len(lines))
         for i, line in enumerate(lines):
-            while True:
-                try:
-                    prod.produce(topic, key=person_key(line), value=line, on_delivery=on_delivery)
-                    break
-                except BufferError:  # local queue full: let deliveries drain
-                    prod.poll(0.1)
+            produce_waiting(prod, topic, line, person_key(line), on_delivery=on_delivery)
             prod.poll(0)
             if i % 1000 == 0:
                 bar.update(task, completed=i)

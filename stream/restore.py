@@ -20,6 +20,7 @@ import rocksdict
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from faust.types import TP
 
+from stream.kafka_io import client_config, watermarks
 from stream.memory import release_freed_memory
 from stream.settings import Settings
 
@@ -31,8 +32,6 @@ BATCH_RECORDS = 5_000
 def restore(store: Any, topic: str, partitions: list[int], settings: Settings,
             budget_s: float) -> dict[int, int]:
     """Records written per partition. Blocking: run in a thread."""
-    from stream.kafka_io import client_config
-
     started = time.monotonic()
     consumer = Consumer(client_config(settings, **{
         "group.id": f"{settings.app_id}-restore", "enable.auto.commit": False,
@@ -48,8 +47,8 @@ def restore(store: Any, topic: str, partitions: list[int], settings: Settings,
     try:
         todo: dict[int, int] = {}  # partition → end offset
         starts = []
-        for p in partitions:  # noqa: PLW2901
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+        for p in partitions:
+            low, high = watermarks(consumer, topic, p, timeout=10)
             persisted = store.persisted_offset(TP(topic, p))
             start = max(low, persisted + 1 if persisted is not None else low)
             if start < high:
@@ -71,14 +70,12 @@ def restore(store: Any, topic: str, partitions: list[int], settings: Settings,
                         todo.pop(p, None)
                         continue
                     raise RuntimeError(f"restoring {topic}[{p}]: {err}")
-                if p not in todo:
+                key, value, offset = msg.key(), msg.value(), msg.offset()
+                if p not in todo or key is None or offset is None:  # done, or not a table's record
                     continue
                 batch = batches.get(p)
                 if batch is None:
                     batch = batches[p] = rocksdict.WriteBatch(raw_mode=True)
-                key, value, offset = msg.key(), msg.value(), msg.offset()
-                if key is None or offset is None:  # not written by a table
-                    continue
                 if value is None:
                     batch.delete(key)
                 else:
