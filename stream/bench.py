@@ -5,7 +5,8 @@
 The input (processors.synthetic's shop stream: identifies, page views, carts,
 orders, refunds; about 10 events per person) is produced once to a topic and
 read by each contender from the start:
-  bare    a Faust agent that only counts events (the ceiling)
+  bare    a Faust agent that only counts events (the ceiling), stock and with
+          Tusk's drain adapter (stream/faust_adapter.py)
   naive   a Faust agent doing one table read + JSON update + write per event
   tusk    `tusk worker`: validation, identity, profile, 50 segments, triggers,
           with 1 and with 2 workers, and with 0 segments
@@ -334,7 +335,10 @@ def main() -> None:
         out["input"] = {"profiles": args.profiles, "events": len(lines)}
         say(f"{len(lines)} events; bare Faust agent…")
         out["bare_faust"] = baseline(bootstrap, base, lines, "bare", args.window, args.partitions)
-        say(out["bare_faust"], "; naive pipeline…")
+        say(out["bare_faust"], "; bare Faust agent with the drain adapter…")
+        out["bare_faust_patched"] = baseline(bootstrap, base, lines, "bare-patched", args.window,
+                                             args.partitions)
+        say(out["bare_faust_patched"], "; naive pipeline…")
         out["naive"] = baseline(bootstrap, base, lines, "naive", args.window, args.partitions)
         say(out["naive"], "; tusk, 0 segments…")
         out["tusk_0_segments"], run = tusk(bootstrap, base, lines, 1, 0, args.window, args.partitions)

@@ -1,6 +1,7 @@
 """Baseline Faust apps for `make bench`: the same events, the least work.
 
-    python -m stream.bench_apps bare   TOPIC   # count events, nothing else
+    python -m stream.bench_apps bare   TOPIC   # count events, nothing else (stock Faust)
+    python -m stream.bench_apps bare-patched TOPIC   # the same with Tusk's drain (stream/faust_adapter.py)
     python -m stream.bench_apps naive  TOPIC   # one table read + JSON update + write per event
 
 Each writes "<events> <monotonic seconds>" to $BENCH_PROGRESS once a second.
@@ -17,6 +18,10 @@ import faust
 import orjson
 
 MODE, TOPIC = sys.argv[1], sys.argv[2]
+if MODE == "bare-patched":
+    from stream.faust_adapter import install
+
+    assert install(), "the drain adapter did not install"
 PROGRESS = Path(os.environ["BENCH_PROGRESS"])
 app = faust.App(
     os.environ["TUSK_APP_ID"], broker=f"kafka://{os.environ['KAFKA_BOOTSTRAP_SERVERS']}",

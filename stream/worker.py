@@ -9,9 +9,11 @@ from stream.settings import Settings
 
 
 def run(settings: Settings) -> None:
+    from stream.faust_adapter import install
     from stream.memory import limit_arenas
 
     limit_arenas()
+    install()  # Faust's per-record drain cost (stream/faust_adapter.py)
     settings.datadir.mkdir(parents=True, exist_ok=True)
     from stream import agents, api_auth, console, web  # noqa: F401 - agents, views, TUSK_API_TOKEN
     from stream.app import app
