@@ -161,3 +161,17 @@ def extract(msg: Mapping[str, Any], rules: IdentityRules | None = None) -> list[
 def routing_key(identifiers: list[Identifier]) -> str:
     """Where an event goes first: its highest-priority identifier."""
     return key_of(identifiers[0])
+
+
+def input_key(msg: Any, rules: IdentityRules | None = None) -> bytes | None:
+    """The Kafka key a producer gives a raw event: its routing identifier (`user_id:u1`).
+
+    With Kafka's murmur2 partitioner the event then lands on the touchpoint partition whose
+    number is its identity partition, and the worker that reads it resolves and applies it
+    without an internal hop. None for what carries no usable identifier: it goes unkeyed,
+    and the worker dead-letters it as it would anyway.
+    """
+    if not isinstance(msg, Mapping):
+        return None
+    identifiers = extract(msg, rules)
+    return routing_key(identifiers).encode() if identifiers else None

@@ -151,11 +151,46 @@ async def ingest(stream):  # type: ignore[no-untyped-def]
             read_source(msg.partition, msg.offset, None)
             continue
         key = routing_key(result.identifiers)
-        OUTBOX.send(ROUTED, key.encode(), orjson.dumps({"k": "E", "ev": {
-            "m": result.msg, "ts": result.ts, "ids": result.identifiers}}),
-            partition_for(key, N), timestamp_ms=record_ms)
+        record = {"k": "E", "ev": {"m": result.msg, "ts": result.ts,
+                                   "ids": [list(i) for i in result.identifiers]}}
+        home = partition_for(key, N)
+        if home == msg.partition and co_partitioned():
+            # keyed by its routing identifier, the event already sits on the partition that
+            # resolves it (same number, same worker: Faust co-assigns topics and tables with
+            # N partitions): resolve and apply it here, without the internal hop
+            m.ROUTED.labels("inline").inc()
+            await handle_record(key, record, msg, (touchpoint_source(msg.partition), msg.offset))
+        else:
+            m.ROUTED.labels("hop").inc()
+            OUTBOX.send(ROUTED, key.encode(), orjson.dumps(record), home, timestamp_ms=record_ms)
         # after the send: a tick reporting this event's time is queued behind the event itself
         read_source(msg.partition, msg.offset, result.ts)
+
+
+_CO_PARTITIONED: list[bool] = []
+
+
+def co_partitioned() -> bool:
+    """Does the touchpoints topic have the internal topic's partition count (N)?"""
+    if not _CO_PARTITIONED:
+        try:
+            count = app.consumer.topic_partitions(touchpoints_topic.get_topic_name())
+        except Exception:  # no metadata yet: take the hop this time
+            return False
+        if not count:
+            return False
+        _CO_PARTITIONED.append(count == N)
+        if count != N:
+            log.warning("%s has %s partitions, not %s: every event takes the internal hop",
+                        touchpoints_topic.get_topic_name(), count, N)
+    return _CO_PARTITIONED[0]
+
+
+def touchpoint_source(partition: int) -> int:
+    """The source id of a touchpoint partition in a profile's redelivery check (`_src`, `_tx`):
+    internal partitions are 0..N-1, touchpoint partition p is -(p + 1), so offsets of the two
+    topics are never compared with each other."""
+    return -(partition + 1)
 
 
 def read_source(partition: int, offset: int, ts: int | None) -> None:
@@ -348,8 +383,9 @@ async def platform_failure(e: BaseException) -> None:
     await app.crash(e)
 
 
-async def on_record(key: str, record: dict[str, Any], msg: Any) -> None:
-    source = (msg.partition, msg.offset)
+async def on_record(key: str, record: dict[str, Any], msg: Any,
+                    source: tuple[int, int] | None = None) -> None:
+    source = source or (msg.partition, msg.offset)
     STORE.forget()
     pending = [(key, record)]
     while pending:
@@ -452,26 +488,30 @@ async def on_backfill(record: dict[str, Any], msg: Any) -> None:
         meta[b"bv"] = record["fp"].encode()
 
 
+async def handle_record(key: str, record: dict[str, Any], msg: Any,
+                        source: tuple[int, int] | None = None) -> None:
+    """One identity-protocol record (or tick, or backfill step) of this partition, timed."""
+    started = time.perf_counter()
+    kind = record.get("k")
+    try:
+        if kind == "T":
+            await on_tick(record, msg)
+        elif kind == "B":
+            await on_backfill(record, msg)
+        else:
+            await on_record(key, record, msg, source)
+    except (FaustError, KafkaError) as e:
+        await platform_failure(e)
+        raise
+    m.PROCESSING_SECONDS.observe(time.perf_counter() - started)
+    if msg.timestamp and kind == "E":
+        m.EVENT_LAG_SECONDS.observe(max(0.0, time.time() - msg.timestamp))
+
+
 @app.agent(routed_topic)
 async def identity_stage(stream):  # type: ignore[no-untyped-def]
     async for event in stream.events():
-        started = time.perf_counter()
-        msg = event.message
-        record = orjson.loads(event.value)
-        kind = record.get("k")
-        try:
-            if kind == "T":
-                await on_tick(record, msg)
-            elif kind == "B":
-                await on_backfill(record, msg)
-            else:
-                await on_record(event.key.decode(), record, msg)
-        except (FaustError, KafkaError) as e:
-            await platform_failure(e)
-            raise
-        m.PROCESSING_SECONDS.observe(time.perf_counter() - started)
-        if msg.timestamp and kind == "E":
-            m.EVENT_LAG_SECONDS.observe(max(0.0, time.time() - msg.timestamp))
+        await handle_record(event.key.decode(), orjson.loads(event.value), event.message)
 
 
 def active_partitions() -> list[int]:

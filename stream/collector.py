@@ -39,8 +39,10 @@ batch merged under each event's own; `timestamp` kept when given, else
 corrected for client clock skew (`receivedAt - (sentAt - originalTimestamp)`),
 else `originalTimestamp`, else `receivedAt`. `context.ip` is not filled from
 the connection: behind a load balancer or a server-side SDK that address is
-not the person's. The record key is `userId`, else `anonymousId` (the worker
-re-keys; this keeps one person's events in order on the input topic).
+not the person's. The record key is the event's routing identifier (`user_id:u1`, by
+identity.yaml's priority; processors.identifiers.input_key), so the event lands on the
+partition whose worker resolves it without an internal hop, and one person's events keep
+their order on the input topic.
 
 Settings: `TUSK_COLLECTOR_HOST` (0.0.0.0), `TUSK_COLLECTOR_PORT` (8088),
 `TUSK_COLLECTOR_WRITE_KEYS`, `TUSK_COLLECTOR_MAX_BATCH_BYTES` (512000),
@@ -62,7 +64,7 @@ import sys
 import threading
 import zlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
@@ -73,6 +75,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from processors.events import parse_time
+from processors.identifiers import IdentityRules, input_key
 from stream.kafka_security import client_config
 from stream.settings import Settings, SettingsError, int_env
 
@@ -96,6 +99,8 @@ class CollectorConfig:
     max_event_bytes: int = 32 * 1024
     max_batch_bytes: int = 500 * 1024
     delivery_timeout_ms: int = 10_000
+    rules: IdentityRules = field(default_factory=IdentityRules)
+    """identity.yaml's rules: events are keyed by their routing identifier, as workers route them"""
 
     @classmethod
     def from_env(cls, settings: Settings) -> CollectorConfig:
@@ -114,6 +119,7 @@ class CollectorConfig:
             max_event_bytes=settings.max_event_bytes,
             max_batch_bytes=max_batch,
             delivery_timeout_ms=int_env("TUSK_COLLECTOR_DELIVERY_TIMEOUT_MS", cls.delivery_timeout_ms, 1000),
+            rules=settings.identity_rules(),
         )
 
 
@@ -211,16 +217,9 @@ def event_timestamp(event: dict[str, Any], received_ms: int, received_at: str) -
     return received_at
 
 
-def partition_key(event: dict[str, Any]) -> bytes | None:
-    for field in ("userId", "anonymousId"):
-        value = event.get(field)
-        if isinstance(value, str | int) and not isinstance(value, bool) and str(value) != "":
-            return str(value).encode()
-    return None
-
-
 def build_records(route: str, doc: dict[str, Any], max_event_bytes: int,
-                  now_ms: int | None = None) -> list[tuple[bytes | None, bytes]]:
+                  now_ms: int | None = None,
+                  rules: IdentityRules | None = None) -> list[tuple[bytes | None, bytes]]:
     """(key, value) records for a decoded request body; Refused when the request is unusable."""
     received_ms = now_ms if now_ms is not None else int(datetime.now(UTC).timestamp() * 1000)
     received_at = iso_ms(received_ms)
@@ -263,7 +262,7 @@ def build_records(route: str, doc: dict[str, Any], max_event_bytes: int,
             where = f"batch[{i}]" if route == "batch" else "the event"
             raise Refused(413, "event_too_large",
                           f"{where} is {len(value)} bytes; the limit is {max_event_bytes} per event")
-        records.append((partition_key(event), value))
+        records.append((input_key(event, rules), value))
     return records
 
 
@@ -400,7 +399,7 @@ def tracking_handler(route: str) -> Handler:
             doc = parse_document(body)
             if header_key is None:
                 check_write_key(doc.get("writeKey"), config.write_keys)
-            records = build_records(route, doc, config.max_event_bytes)
+            records = build_records(route, doc, config.max_event_bytes, rules=config.rules)
             try:
                 await request.app[SINK].send(records, config.delivery_timeout_ms / 1000 + 5)
             except DeliveryFailed as e:

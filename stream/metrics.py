@@ -24,6 +24,9 @@ EVENT_LAG_SECONDS = Histogram(
     "tusk_event_lag_seconds", "Time from an input record's Kafka timestamp to its profile update",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
 )
+ROUTED = Counter(
+    "tusk_events_routed_total", "Valid events by path: inline (read on the partition that resolves "
+    "them, applied at once) or hop (sent over the internal topic to that partition)", ["path"])
 IDENTITY_MESSAGES = Counter(
     "tusk_identity_messages_total", "Identity-protocol records handled, by kind (E event, A apply, "
     "L link, F freeze, M merge, X restore, U unlink, R repoint, G group)", ["kind"])

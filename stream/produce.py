@@ -1,7 +1,8 @@
 """Send a JSON-lines file to a topic as it is, line by line, with a progress bar.
 
-Records are keyed like the collector keys them (userId, else anonymousId), so
-a person's events stay in order on one partition; lines that are not JSON go
+Records are keyed like the collector keys them: by the event's routing identifier
+(processors.identifiers.input_key, with the identity.yaml rules), so an event lands on the
+partition that resolves it and a person's events keep their order; lines that are not JSON go
 unkeyed, exactly as sent, for the DLQ to keep.
 """
 
@@ -14,29 +15,23 @@ import orjson
 from confluent_kafka import KafkaError, Message
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+from processors.identifiers import IdentityRules, input_key
 from stream.kafka_io import produce_waiting, producer
 from stream.settings import Settings
 
 
-def person_key(line: bytes) -> bytes | None:
-    """userId, else anonymousId: one person's events share a partition and keep their order."""
+def line_key(line: bytes, rules: IdentityRules) -> bytes | None:
     try:
-        msg = orjson.loads(line)
+        return input_key(orjson.loads(line), rules)
     except orjson.JSONDecodeError:
         return None
-    if not isinstance(msg, dict):
-        return None
-    for field in ("userId", "anonymousId"):
-        value = msg.get(field)
-        if isinstance(value, str | int) and not isinstance(value, bool) and str(value):
-            return str(value).encode()
-    return None
 
 
 def produce_lines(settings: Settings, lines: list[bytes], topic: str,
                   progress: bool = False) -> dict[str, Any]:
     """Produce each line (bytes kept exactly, so malformed input reaches the DLQ as sent)."""
     prod = producer(settings)
+    rules = settings.identity_rules()
     tally = {"delivered": 0, "failed": 0}
     errors: list[str] = []
 
@@ -52,7 +47,7 @@ def produce_lines(settings: Settings, lines: list[bytes], topic: str,
                   TimeRemainingColumn(), disable=not progress, transient=True) as bar:
         task = bar.add_task("produce", total=len(lines))
         for i, line in enumerate(lines):
-            produce_waiting(prod, topic, line, person_key(line), on_delivery=on_delivery)
+            produce_waiting(prod, topic, line, line_key(line, rules), on_delivery=on_delivery)
             prod.poll(0)
             if i % 1000 == 0:
                 bar.update(task, completed=i)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from processors import timeutil
+from processors.identifiers import IdentityRules
 
 
 class SettingsError(ValueError):
@@ -122,6 +123,14 @@ class Settings:
     @property
     def topics(self) -> Topics:
         return Topics(self.topic_prefix)
+
+    def identity_rules(self) -> IdentityRules:
+        """The identity.yaml rules (priority, blocked values, phone region), or the defaults."""
+        if self.identity_config is None:
+            return IdentityRules()
+        from processors.identity import load_identity_config
+
+        return load_identity_config(self.identity_config, self.partitions).rules
 
     @property
     def broker_url(self) -> str:

@@ -111,7 +111,7 @@ def check_common(got: dict[str, tuple[bytes | None, dict[str, Any]]], uid: str, 
     for kind in ("identify", "track", "group", "alias", "page", "screen"):
         key, ev = got[f"{prefix}-{kind}"]
         assert ev["type"] == kind
-        assert ev["userId"] == uid and key == uid.encode()
+        assert ev["userId"] == uid and key == f"user_id:{uid}".encode()  # the routing identifier
         assert "writeKey" not in ev  # never forwarded
         for field in ("receivedAt", "sentAt", "timestamp"):
             assert isinstance(ev[field], str) and len(ev[field]) >= 10, (field, ev)
@@ -172,12 +172,12 @@ def test_http_api_fills_type_message_id_and_times(collector: Collector) -> None:
     assert len(events) == 3
     got = by_message_id(events)
     key, tracked = got["b-1"]
-    assert key == b"7" and tracked["timestamp"] == "2024-05-01T09:00:00Z"  # kept as sent
+    assert key == b"user_id:7" and tracked["timestamp"] == "2024-05-01T09:00:00Z"  # kept as sent
     assert tracked["sentAt"] == "2024-05-01T10:00:09Z"  # the batch's sentAt
     assert tracked["context"] == {"locale": "de-DE"} and "writeKey" not in tracked
     assert got["b-2"][1]["context"] == {"locale": "fr-FR", "ip": "203.0.113.9"}  # the event's own wins
     [(key, identified)] = [(k, e) for k, e in events if e["type"] == "identify"]
-    assert key == b"anon-1"
+    assert key == b"anonymous_id:anon-1"
     assert identified["type"] == "identify"  # from the route, not the body
     assert len(identified["messageId"]) == 36  # a uuid4 was minted
     # skew corrected: the event happened 5 s before the client sent it, by the collector's clock
@@ -200,7 +200,7 @@ def test_browser_preflight_and_cors(collector: Collector) -> None:
     with urllib.request.urlopen(req, timeout=10) as resp:
         assert resp.status == 200 and resp.headers["Access-Control-Allow-Origin"] == "*"
     [(key, ev)] = collector.events()
-    assert key == b"browser-1" and ev["type"] == "page"
+    assert key == b"anonymous_id:browser-1" and ev["type"] == "page"
 
 
 def test_write_key_is_required_and_checked(collector: Collector) -> None:
@@ -229,7 +229,7 @@ def test_gzip_bodies(collector: Collector) -> None:
     assert_error(collector.post("/v1/batch", body, headers={"Content-Encoding": "br"}), 415,
                  "unsupported_encoding")
     [(key, ev)] = collector.events()
-    assert key == b"gz" and ev["event"] == "Zipped"
+    assert key == b"user_id:gz" and ev["event"] == "Zipped"
 
 
 def test_size_limits(collector: Collector) -> None:

@@ -63,7 +63,7 @@ def test_single_event_enrichment() -> None:
                                               "originalTimestamp": "2024-05-01T09:59:00Z",
                                               "sentAt": "2024-05-01T10:00:30Z"}, 32768, NOW_MS)
     ev = orjson.loads(raw)
-    assert key == b"u1"
+    assert key == b"user_id:u1"  # the routing identifier: the partition that resolves it
     assert ev["type"] == "identify" and "writeKey" not in ev
     assert ev["receivedAt"] == "2024-05-01T10:00:00.000Z"
     assert ev["timestamp"] == "2024-05-01T09:58:30.000Z"  # sent 90 s after it happened, by the client clock
@@ -90,7 +90,7 @@ def test_batch_shares_context_integrations_and_sent_at() -> None:
                      {"type": "page", "userId": "", "anonymousId": "a", "messageId": "m3"}]}
     records = build_records("batch", doc, 32768, NOW_MS)
     (k1, e1), (k2, e2), (k3, _) = [(k, orjson.loads(v)) for k, v in records]
-    assert (k1, k2, k3) == (b"5", b"u", b"a")
+    assert (k1, k2, k3) == (b"anonymous_id:5", b"user_id:u", b"anonymous_id:a")
     assert e1["context"] == {"locale": "de", "app": "x"} and e1["integrations"] == {"All": False}
     assert e1["sentAt"] == "2024-05-01T10:00:00Z"
     assert e2["context"] == {"locale": "fr", "app": "x"} and e2["integrations"] == {"All": True}
