@@ -70,3 +70,14 @@ def _indexed(path: list[Any], traits: list[dict[str, Any]], segments: list[dict[
             if item["id"] == path[1]:
                 return [path[0], i, *path[2:]]
     return path
+
+
+def named_channels(node: Any) -> set[str]:
+    """Every activation `channel` that definitions name, wherever it sits (a segment's
+    destinations, a journey's send steps, ...)."""
+    if isinstance(node, Mapping):
+        found = {node["channel"]} if isinstance(node.get("channel"), str) else set()
+        return found.union(*(named_channels(v) for v in node.values()))
+    if isinstance(node, list):
+        return set().union(*(named_channels(v) for v in node))
+    return set()

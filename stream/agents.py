@@ -17,6 +17,7 @@ from faust.types import TP
 from processors import events as ev
 from processors import identity
 from processors.activation import ActivationConfig, load_activation_config
+from processors.definitions import named_channels
 from processors.dlq import dlq_record
 from processors.events import Reject
 from processors.identifiers import routing_key
@@ -105,7 +106,7 @@ class TableStore:
 
 
 STORE = TableStore()
-READER = DefinitionsReader(settings)
+READER = DefinitionsReader(settings, on_change=lambda catalog: warm_activation_topics(catalog))
 """Started by stream.worker before the first event, so every event sees the definitions."""
 
 WATERMARK: dict[int, int] = {}
@@ -333,6 +334,22 @@ async def activation_topic(channel: str) -> str:
         await asyncio.to_thread(ensure_topic, settings, name)
         ACTIVATION_TOPICS.add(name)
     return name
+
+
+def warm_activation_topics(_catalog: Any) -> None:
+    """Create the activation topics the definitions name as soon as they are read (in the
+    definitions reader's thread), so a channel's first trigger does not stop its partition
+    for the admin client's round trips (a quarter of a second at start, seen in p99)."""
+    for channel in sorted(named_channels(list(READER.records.values()))):
+        name = settings.topics.activations(channel)
+        if name in ACTIVATION_TOPICS:
+            continue
+        try:
+            ensure_topic(settings, name)
+        except Exception:  # the first trigger tries again, on the loop
+            log.warning("activation topic %s not created yet", name, exc_info=True)
+            continue
+        ACTIVATION_TOPICS.add(name)
 
 
 def due_key(due: int, pid: str) -> bytes:

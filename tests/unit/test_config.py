@@ -47,3 +47,16 @@ def test_bad_config_names_file_line_and_expectation(tmp_path: Path, text: str, l
 def test_missing_file_is_one_sentence(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read the file"):
         load_identity_config(tmp_path / "absent.yaml", 8)
+
+
+def test_named_channels_finds_every_channel_a_definition_names() -> None:
+    from processors.definitions import named_channels
+
+    records = [
+        {"id": "vip", "condition": {"trait": "plan", "equals": "gold"},
+         "destinations": [{"channel": "email"}, {"channel": "ads", "on": ["exited"]}]},
+        {"id": "onboarding", "steps": [{"id": "a", "send": {"channel": "push"}},
+                                       {"id": "b", "branch": [{"then": [{"send": {"channel": "sms"}}]}]}]},
+        {"id": "plain", "condition": {"trait": "channel", "equals": "web"}},  # a trait called channel
+    ]
+    assert named_channels(records) == {"email", "ads", "push", "sms"}
