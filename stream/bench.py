@@ -10,6 +10,8 @@ read by each contender from the start:
   naive   a Faust agent doing one table read + JSON update + write per event
   tusk    `tusk worker`: validation, identity, profile, 50 segments, triggers,
           with 1 and with 2 workers, and with 0 segments
+and, on a real purchase log (CDNOW, stream/bench_purchases.py) with shop.yaml's traits and
+segments and the event clock, stock bare Faust against one tusk worker (the ratio target).
 Throughput is measured over a fixed window of a backlog (`--window` seconds
 after the first event), so slow contenders do not stretch the run. Then:
 latency event → trigger at a fixed offered load, worker RSS as profiles
@@ -37,6 +39,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from processors.definitions import load_file
 from processors.synthetic import shop_stream
+from stream.bench_purchases import cdnow_events
 from stream.bench_seed import seed
 from stream.bench_segments import EXAMPLES, segment_variants
 from stream.cli import http_get
@@ -169,6 +172,30 @@ def tusk(bootstrap: str, base: Path, lines: list[bytes], workers: int, segments:
     result["rss_mb"] = [round(metrics(u).get("process_resident_memory_bytes", 0) / 1e6) for u in urls]
     result["profiles_created"] = int(sum(metrics(u).get("tusk_profiles_created_total", 0) for u in urls))
     return result, run
+
+
+def purchase_log(bootstrap: str, base: Path, window: float, partitions: int) -> dict[str, Any]:
+    """A real purchase log (CDNOW, stream/bench_purchases.py) with shop.yaml's computed traits
+    and segments, event clock: stock bare Faust and one tusk worker on the same backlog."""
+    lines = cdnow_events()
+    out: dict[str, Any] = {"input": {"log": "CDNOW master (lifetimes package)", "events": len(lines)}}
+    out["bare_faust"] = baseline(bootstrap, base, lines, "bare", window, partitions)
+    run = Run(bootstrap, base, partitions, TUSK_CLOCK="event")
+    ensure_topics(run.settings)
+    traits, segments = load_file(EXAMPLES)
+    for spec in traits:
+        produce_definition(run.settings, "computed_trait", spec["id"], spec)
+    for spec in segments:
+        produce_definition(run.settings, "segment", spec["id"], spec)
+    copy_input(run, lines)
+    url = run.start(["stream.cli", "worker"], "worker0")[1]
+    try:
+        out["tusk_1_worker"] = rate_over(lambda: processed(url), window, len(lines))
+    finally:
+        run.stop()
+    out["ratio_to_bare"] = round(out["tusk_1_worker"]["events_per_s"]
+                                 / max(1, out["bare_faust"]["events_per_s"]), 3)
+    return out
 
 
 def latency(bootstrap: str, base: Path, rate: int, seconds: float, partitions: int,
@@ -345,7 +372,9 @@ def main() -> None:
         say(out["bare_faust"], "; bare Faust agent with the drain adapter…")
         out["bare_faust_patched"] = baseline(bootstrap, base, lines, "bare-patched", args.window,
                                              args.partitions)
-        say(out["bare_faust_patched"], "; naive pipeline…")
+        say(out["bare_faust_patched"], "; a real purchase log…")
+        out["purchase_log"] = purchase_log(bootstrap, base, args.window, args.partitions)
+        say(out["purchase_log"], "; naive pipeline…")
         out["naive"] = baseline(bootstrap, base, lines, "naive", args.window, args.partitions)
         say(out["naive"], "; tusk, 0 segments…")
         out["tusk_0_segments"], run = tusk(bootstrap, base, lines, 1, 0, args.window, args.partitions)
@@ -378,7 +407,7 @@ def main() -> None:
     big = out["state"][str(max(args.state))]
     out["met"] = {
         "events_per_s_per_worker": full >= TARGETS["events_per_s_per_worker"],
-        "ratio_to_bare": out["ratios"]["tusk_to_bare"] >= TARGETS["ratio_to_bare"],
+        "ratio_to_bare": out["purchase_log"]["ratio_to_bare"] >= TARGETS["ratio_to_bare"],
         "p99_ms": out["latency"].get("p99_ms", 1e9) <= TARGETS["p99_ms"]
         and out["latency"].get("triggers") == out["latency"].get("events"),
         "p99_ms_at_250": out["latency_250"].get("p99_ms", 1e9) <= TARGETS["p99_ms_at_250"]
