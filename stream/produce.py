@@ -14,7 +14,7 @@ import orjson
 from confluent_kafka import KafkaError, Message
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from stream.kafka_io import produce_waiting, producer
+from stream.kafka_io import connect, produce_waiting, producer
 from stream.settings import Settings
 
 
@@ -35,7 +35,9 @@ def person_key(line: bytes) -> bytes | None:
 
 def produce_lines(settings: Settings, lines: list[bytes], topic: str,
                   progress: bool = False) -> dict[str, Any]:
-    """Produce each line (bytes kept exactly, so malformed input reaches the DLQ as sent)."""
+    """Produce each line (bytes kept exactly, so malformed input reaches the DLQ as sent).
+    KafkaAccessError at once when the broker refuses the login (deliveries would wait minutes)."""
+    connect(settings)
     prod = producer(settings)
     tally = {"delivered": 0, "failed": 0}
     errors: list[str] = []
