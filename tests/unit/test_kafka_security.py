@@ -209,3 +209,10 @@ def test_no_broker_is_a_sentence_not_a_hang() -> None:
         port = s.getsockname()[1]
     with pytest.raises(KafkaAccessError, match=f"no Kafka broker answered at 127.0.0.1:{port} within 1s"):
         connect(Settings(bootstrap=f"127.0.0.1:{port}"), timeout=1)
+
+
+def test_the_mapping_is_documented() -> None:
+    doc = (REPO / "docs" / "kafka-security.md").read_text()
+    for prop, aiokafka in ks.MAPPING:
+        assert f"| `{prop}` | {aiokafka} |" in doc, (
+            f"docs/kafka-security.md: add the row | `{prop}` | {aiokafka} | to the mapping table")
