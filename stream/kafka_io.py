@@ -78,7 +78,7 @@ TABLES = ("identities", "profiles", "meta")
 
 
 def contract_topics(settings: Settings) -> dict[str, dict[str, str]]:
-    """Topic name → config, for every topic users read or write (CONTRACT §2)."""
+    """Topic name → config, for every topic users read or write (docs/reference/topics.md)."""
     t = settings.topics
     compacted = {"cleanup.policy": "compact"}
     return {
