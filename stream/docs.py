@@ -162,8 +162,8 @@ TOPICS: dict[str, Topic] = {
     "dlq": Topic("the input's key", "rejected input and why, [dlq](messages.md#dlq)", "workers"),
     "segments": Topic("segment id, or `computed:<id>` for a computed trait", "a definition "
                       "([definitions](messages.md#definitions)), null deletes it", "CLI, HTTP API"),
-    "profile_changes": Topic("profile id", "`segment` transitions (entered, exited), `merged`, "
-                             "`membership_ended`, `erased` records", "workers"),
+    "profile_changes": Topic("profile id", "a segment entry or exit, a merge, the end of a membership, "
+                             "an erasure: [profile-change](messages.md#profile-change)", "workers"),
     "privacy": Topic("request id", "[privacy-request](messages.md#privacy-request)",
                      "CLI, HTTP API, producers"),
     "privacy_results": Topic("request id", "[privacy-result](messages.md#privacy-result)", "workers"),
@@ -220,6 +220,9 @@ SCHEMAS: dict[str, str] = {
                                   "and `POST /privacy/{action}`",
     "definitions.schema.json": "files of `tusk segments apply`; bodies of `PUT /segments/{id}` and "
                                "`PUT /computed-traits/{id}`; records on the segments topic",
+    "profile.schema.json": "answers of `GET /profiles/...` and `tusk profile get`; the `profile` of a "
+                           "privacy export",
+    "profile-change.schema.json": "records on the profile-changes topic",
     "identity.schema.json": "the file named by `TUSK_IDENTITY_CONFIG`",
     "activation.schema.json": "the file named by `TUSK_ACTIVATION_CONFIG`",
 }
