@@ -35,9 +35,12 @@ Secrets come from the environment (a Kubernetes Secret) and are never logged her
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import ssl
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 PREFIX = "TUSK_KAFKA_"
@@ -221,3 +224,41 @@ def faust_credentials(conf: Mapping[str, str]) -> Any:
                                      mechanism=args["sasl_mechanism"],
                                      ssl_context=args.get("ssl_context"))
     return None
+
+
+def faust_login_problem(bootstrap: str, conf: Mapping[str, str], timeout: float = 30.0) -> str | None:
+    """None when an aiokafka client with the mapped settings reaches the cluster, else why not
+    (a sentence's worth). Blocking: run before Faust's event loop starts."""
+    from aiokafka import AIOKafkaClient
+
+    seen: list[str] = []
+
+    class Keep(logging.Handler):  # aiokafka logs why a bootstrap server refused, then raises
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    async def attempt() -> None:
+        client = AIOKafkaClient(bootstrap_servers=bootstrap.split(","), client_id="tusk-preflight",
+                                request_timeout_ms=int(timeout * 1000), **aiokafka_auth(conf))
+        try:
+            await asyncio.wait_for(client.bootstrap(), timeout)
+        finally:
+            await client.close()
+
+    logger = logging.getLogger("aiokafka")
+    keep, propagate = Keep(logging.ERROR), logger.propagate
+    logger.addHandler(keep)
+    logger.propagate = False
+    try:
+        # in a thread of its own: asyncio.run would leave this thread without an event loop,
+        # and Faust takes the main thread's
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, attempt()).result()
+        return None
+    except Exception as e:  # KafkaConnectionError, TimeoutError, ssl errors
+        reason = next((m.split('": ', 1)[-1] for m in reversed(seen) if "Unable connect" in m),
+                      seen[-1] if seen else f"{type(e).__name__}: {e}")
+        return reason.rstrip(". ")
+    finally:
+        logger.removeHandler(keep)
+        logger.propagate = propagate

@@ -25,6 +25,7 @@ import pytest
 
 from stream.demo import load_launcher, stop_process, wait_healthy
 from stream.kafka_io import KafkaAccessError, connect
+from stream.kafka_security import faust_login_problem
 from tests.integration.harness import Deployment, free_port, settings_from, wait_for
 
 pytestmark = pytest.mark.kafka
@@ -64,6 +65,11 @@ def test_the_listener_requires_a_login(sasl_broker: Any, tmp_path: Path) -> None
     anonymous = {k: v for k, v in env.items() if not k.startswith("TUSK_KAFKA_")}
     with pytest.raises(KafkaAccessError, match="no Kafka broker answered"):
         connect(settings_from(anonymous), timeout=3)
+    # the mapping for Faust's aiokafka clients logs in too, and a wrong password is named
+    settings = settings_from(env)
+    assert faust_login_problem(settings.bootstrap, settings.kafka_extra, timeout=20) is None
+    wrong = {**settings.kafka_extra, "sasl.password": "wrong"}
+    assert "SaslAuthenticationFailed" in (faust_login_problem(settings.bootstrap, wrong, timeout=20) or "")
 
 
 def test_worker_collector_and_cli_through_sasl(sasl_broker: Any, tmp_path: Path) -> None:
