@@ -17,7 +17,8 @@ from stream.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 NAME = re.compile(r"(TUSK_[A-Z0-9_]*[A-Z0-9]|KAFKA_BOOTSTRAP_SERVERS)")
-FAMILY = "TUSK_KAFKA_"  # TUSK_KAFKA_<NAME>: documented once, as a family
+PREFIX = re.compile(r"TUSK_[A-Z0-9_]+_")  # names built at run time (f"TUSK_KAFKA_{...}")
+FAMILIES = tuple(s.name.split("<")[0] for s in SETTINGS if "<" in s.name)  # TUSK_KAFKA_<NAME>
 
 
 def _clean_env() -> dict[str, str]:
@@ -34,14 +35,18 @@ def settings_read() -> dict[str, str]:
     """Every TUSK_* name the code reads (string constants in stream/ and processors/) or the
     deployment sets (deploy/), with the first file that names it."""
     found: dict[str, str] = {}
-    for path in sorted([*REPO.glob("stream/*.py"), *REPO.glob("processors/*.py")]):
+    sources = [p for p in [*REPO.glob("stream/*.py"), *REPO.glob("processors/*.py")]
+               if p.name != "docs.py"]  # the declarations themselves
+    for path in sorted(sources):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and NAME.fullmatch(node.value):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and (
+                    NAME.fullmatch(node.value) or PREFIX.fullmatch(node.value)):
                 found.setdefault(node.value, str(path.relative_to(REPO)))
     for path in sorted([*REPO.glob("deploy/k8s/*.yaml"), REPO / "deploy" / "docker-compose.yml"]):
         for name in NAME.findall(path.read_text()):
             found.setdefault(name, str(path.relative_to(REPO)))
-    return {n: where for n, where in found.items() if not n.startswith(FAMILY) and n != FAMILY.rstrip("_")}
+    return {n: where for n, where in found.items()
+            if not any(n.startswith(f) or f.startswith(n) for f in FAMILIES)}
 
 
 def test_every_setting_read_is_declared() -> None:
@@ -49,11 +54,14 @@ def test_every_setting_read_is_declared() -> None:
     declared = {s.name for s in SETTINGS}
     assert len(read) >= 30, read  # the scan sees the settings
     for name, where in sorted(read.items()):
+        assert not name.endswith("_"), (
+            f"{where} builds variable names from {name!r}: add Setting({name + '<WHAT>'!r}, ...) to "
+            f"SETTINGS in stream/docs.py, saying what <WHAT> stands for, then run python -m stream.docs.")
         assert name in declared, (
             f"{name} is read in {where} but not documented: add Setting({name!r}, \"<default>\", "
             f"\"<meaning>\", \"<worker|collector|CLI>\", \"Settings.<field>\" or None) to SETTINGS in "
             f"stream/docs.py, then run python -m stream.docs and commit docs/reference/settings.md.")
-    for name in sorted(declared - set(read) - {f"{FAMILY}<NAME>"}):
+    for name in sorted(n for n in declared - set(read) if "<" not in n):
         raise AssertionError(f"{name} is in SETTINGS of stream/docs.py but nothing reads it any more: "
                              f"remove it, then run python -m stream.docs.")
 
