@@ -58,14 +58,14 @@ def connect(settings: Settings, timeout: float = 30.0) -> AdminClient:
         admin.poll(0)  # serves error_cb
         refused = next((e for e in errors if e.code() in _REFUSED), None)
         login = kafka_security.login(settings.kafka_extra)
+        if refused is not None and refused.code() == KafkaError._SSL:
+            raise KafkaAccessError(f"the TLS handshake with the broker at {settings.bootstrap} failed "
+                                   f"({login}): {_reason(refused)}; check TUSK_KAFKA_SSL_CA_LOCATION and "
+                                   f"the client certificate settings.")
         if refused is not None:
-            if refused.code() == KafkaError._SSL:
-                hint = "check TUSK_KAFKA_SSL_CA_LOCATION and the client certificate settings"
-            else:
-                hint = ("check TUSK_KAFKA_SASL_MECHANISM, TUSK_KAFKA_SASL_USERNAME and "
-                        "TUSK_KAFKA_SASL_PASSWORD")
             raise KafkaAccessError(f"the broker at {settings.bootstrap} refused the login ({login}): "
-                                   f"{_reason(refused)}; {hint}.")
+                                   f"{_reason(refused)}; check TUSK_KAFKA_SASL_MECHANISM, "
+                                   f"TUSK_KAFKA_SASL_USERNAME and TUSK_KAFKA_SASL_PASSWORD.")
         if time.monotonic() >= deadline:
             seen = next((_reason(e) for e in reversed(errors)
                          if e.code() != KafkaError._ALL_BROKERS_DOWN), last)

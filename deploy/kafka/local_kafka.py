@@ -4,7 +4,7 @@
 The jars come from Maven Central through deploy/kafka/pom.xml and are cached in
 deploy/kafka/.cache/libs. Usage:
 
-    python deploy/kafka/local_kafka.py up   [--port 19092] [--dir DIR] [--sasl USER:PASSWORD]
+    python deploy/kafka/local_kafka.py up   [--port 19092] [--dir DIR] [--sasl USER:PASSWORD] [--tls]
     python deploy/kafka/local_kafka.py down [--dir DIR]
 
 `up` waits until the broker answers and prints its bootstrap address. Imported by
@@ -14,10 +14,13 @@ With `--sasl USER:PASSWORD` (repeatable) the client listener is SASL_PLAINTEXT
 with SCRAM-SHA-256 (`--mechanism SCRAM-SHA-512` or `PLAIN` for the others):
 SCRAM users are written into the KRaft metadata when the storage is formatted
 (`kafka-storage format --add-scram`), PLAIN users into the listener's JAAS
-config. Clients then need, e.g. for Tusk:
+config. `--tls` makes the listener SSL (SASL_SSL with `--sasl`) with a
+certificate for 127.0.0.1 signed by a CA made for it (DIR/tls/ca.pem, printed
+on stderr; needs openssl). Clients then need, e.g. for Tusk:
 
     TUSK_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT TUSK_KAFKA_SASL_MECHANISM=SCRAM-SHA-256
     TUSK_KAFKA_SASL_USERNAME=USER TUSK_KAFKA_SASL_PASSWORD=PASSWORD
+    (with --tls: SASL_SSL, and TUSK_KAFKA_SSL_CA_LOCATION=DIR/tls/ca.pem)
 """
 
 from __future__ import annotations
@@ -52,13 +55,16 @@ class LocalKafka:
     workdir: Path
     pid: int
     mechanism: str | None = None
-    """the SASL mechanism of the client listener, None for PLAINTEXT"""
+    """the SASL mechanism of the client listener, None without SASL"""
+    ca: Path | None = None
+    """the CA that signed the broker's certificate (PEM) when the listener is TLS"""
 
-    def client_config(self, user: str, password: str) -> dict[str, str]:
+    def client_config(self, user: str = "", password: str = "") -> dict[str, str]:
         """librdkafka settings for a client logging in as `user`."""
-        return client_config(self.bootstrap, (self.mechanism, user, password) if self.mechanism else None)
+        return client_config(self.bootstrap, (self.mechanism, user, password) if self.mechanism else None,
+                             self.ca)
 
-    def tusk_env(self, user: str, password: str) -> dict[str, str]:
+    def tusk_env(self, user: str = "", password: str = "") -> dict[str, str]:
         """The environment that points Tusk at this broker as `user` (TUSK_KAFKA_*)."""
         env = {"KAFKA_BOOTSTRAP_SERVERS": self.bootstrap}
         for name, value in self.client_config(user, password).items():
@@ -149,11 +155,12 @@ def _jaas_quote(text: str) -> str:
     return text
 
 
-def sasl_properties(mechanism: str, users: dict[str, str], broker_password: str) -> str:
-    """server.properties lines of a SASL_PLAINTEXT client and inter-broker listener."""
+def sasl_properties(mechanism: str, users: dict[str, str], broker_password: str,
+                    listener: str = "SASL_PLAINTEXT") -> str:
+    """server.properties lines of a SASL client and inter-broker listener."""
     if mechanism not in MECHANISMS:
         raise LauncherError(f"SASL mechanism {mechanism!r}: expected one of {', '.join(MECHANISMS)}.")
-    prefix = f"listener.name.sasl_plaintext.{mechanism.lower()}.sasl.jaas.config"
+    prefix = f"listener.name.{listener.lower()}.{mechanism.lower()}.sasl.jaas.config"
     if mechanism == "PLAIN":
         accounts = "".join(f' user_{_jaas_quote(u)}="{_jaas_quote(p)}"'
                            for u, p in {**users, BROKER_USER: broker_password}.items())
@@ -167,14 +174,44 @@ def sasl_properties(mechanism: str, users: dict[str, str], broker_password: str)
             f"{prefix}={jaas}\n")
 
 
-def client_config(bootstrap: str, sasl: tuple[str, str, str] | None) -> dict[str, str]:
-    """librdkafka settings to reach the broker: sasl is (mechanism, user, password)."""
+def client_config(bootstrap: str, sasl: tuple[str, str, str] | None,
+                  ca: Path | None = None) -> dict[str, str]:
+    """librdkafka settings to reach the broker: sasl is (mechanism, user, password), ca the CA
+    file of a TLS listener."""
     conf = {"bootstrap.servers": bootstrap}
+    if ca is not None:
+        conf.update({"security.protocol": "SSL", "ssl.ca.location": str(ca)})
     if sasl is not None:
         mechanism, user, password = sasl
-        conf.update({"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": mechanism,
+        conf.update({"security.protocol": "SASL_SSL" if ca else "SASL_PLAINTEXT", "sasl.mechanism": mechanism,
                      "sasl.username": user, "sasl.password": password})
     return conf
+
+
+def make_certificates(folder: Path) -> tuple[Path, Path]:
+    """A throw-away CA and a broker certificate for 127.0.0.1 / localhost signed by it (openssl):
+    (CA file, broker PEM keystore: private key then certificate)."""
+    openssl = _require("openssl", "install OpenSSL to give the local broker a TLS listener")
+    folder.mkdir(parents=True, exist_ok=True)
+    ca, ca_key, key, csr, cert = (folder / n for n in ("ca.pem", "ca.key", "broker.key", "broker.csr",
+                                                        "broker.pem"))
+    ext = folder / "san.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    steps = [
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key), "-out", str(ca),
+         "-days", "7", "-subj", "/CN=tusk-local-ca"],
+        [openssl, "req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr),
+         "-subj", "/CN=localhost"],
+        [openssl, "x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
+         "-CAcreateserial", "-out", str(cert), "-days", "7", "-extfile", str(ext)],
+    ]
+    for cmd in steps:
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        if res.returncode != 0:
+            raise LauncherError(f"openssl could not make the local certificates: {res.stderr.strip()[-200:]}")
+    keystore = folder / "broker-keystore.pem"
+    keystore.write_text(key.read_text() + cert.read_text())
+    return ca, keystore
 
 
 LOG4J2 = """\
@@ -220,9 +257,11 @@ def _metadata_ok(conf: dict[str, str]) -> bool:
 
 def start(port: int | None = None, workdir: Path | None = None, timeout: float = 90.0,
           fresh: bool = True, sasl_users: dict[str, str] | None = None,
-          mechanism: str = "SCRAM-SHA-256") -> LocalKafka:
+          mechanism: str = "SCRAM-SHA-256", tls: bool = False) -> LocalKafka:
     """Start a broker; with `sasl_users` (user → password) its client listener is SASL_PLAINTEXT
-    with `mechanism` and only those users (and the broker itself) can log in."""
+    with `mechanism` and only those users (and the broker itself) can log in; with `tls` the
+    listener is SSL (SASL_SSL with users), its certificate signed by a CA made for it
+    (`LocalKafka.ca`)."""
     java = _require("java", "install a Java 17+ runtime (e.g. `apt-get install openjdk-17-jre-headless`)")
     if _java_major(java) < 17:
         raise LauncherError("Kafka 4 needs Java 17 or newer; `java -version` reports an older one.")
@@ -239,18 +278,23 @@ def start(port: int | None = None, workdir: Path | None = None, timeout: float =
     cport = free_port()
     data, log = workdir / "data", workdir / "kafka.log"
     props = workdir / "server.properties"
-    protocol = "SASL_PLAINTEXT" if sasl_users else "PLAINTEXT"
+    protocol = ("SASL_" if sasl_users else "") + ("SSL" if tls else "PLAINTEXT")
     text = SERVER_PROPERTIES.format(port=port, cport=cport, data=data, protocol=protocol)
     scram: list[str] = []
-    ready_conf: dict[str, str] | None = None
+    ca: Path | None = None
+    if tls:
+        ca, keystore = make_certificates(workdir / "tls")
+        text += (f"ssl.keystore.type=PEM\nssl.keystore.location={keystore}\n"
+                 f"ssl.truststore.type=PEM\nssl.truststore.location={ca}\nssl.client.auth=none\n")
+    ready_conf = client_config(f"127.0.0.1:{port}", None, ca)
     if sasl_users:
         broker_password = uuid.uuid4().hex
-        text += sasl_properties(mechanism, sasl_users, broker_password)
+        text += sasl_properties(mechanism, sasl_users, broker_password, protocol)
         if mechanism.startswith("SCRAM"):
             for user, password in {**sasl_users, BROKER_USER: broker_password}.items():
                 scram += ["--add-scram",
                           f"{mechanism}=[name={_jaas_quote(user)},password={_jaas_quote(password)}]"]
-        ready_conf = client_config(f"127.0.0.1:{port}", (mechanism, BROKER_USER, broker_password))
+        ready_conf = client_config(f"127.0.0.1:{port}", (mechanism, BROKER_USER, broker_password), ca)
     props.write_text(text)
     log4j = workdir / "log4j2.yaml"
     log4j.write_text(LOG4J2.format(log=log))
@@ -275,7 +319,7 @@ def start(port: int | None = None, workdir: Path | None = None, timeout: float =
     except BaseException:
         stop(workdir)
         raise
-    return LocalKafka(f"127.0.0.1:{port}", workdir, proc.pid, mechanism if sasl_users else None)
+    return LocalKafka(f"127.0.0.1:{port}", workdir, proc.pid, mechanism if sasl_users else None, ca)
 
 
 def stop(workdir: Path | None = None, timeout: float = 30.0) -> bool:
@@ -321,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sasl", action="append", metavar="USER:PASSWORD",
                     help="a SASL_PLAINTEXT listener that lets this user in (repeatable)")
     ap.add_argument("--mechanism", default="SCRAM-SHA-256", choices=MECHANISMS)
+    ap.add_argument("--tls", action="store_true",
+                    help="a TLS listener (SSL, or SASL_SSL with --sasl) with a CA made for it")
     args = ap.parse_args(argv)
     users = dict(u.split(":", 1) for u in args.sasl or [] if ":" in u)
     if len(users) != len(args.sasl or []):
@@ -331,8 +377,10 @@ def main(argv: list[str] | None = None) -> int:
             print(ensure_jars())
         elif args.action == "up":
             k = start(args.port, args.dir, fresh=not args.keep_data, sasl_users=users or None,
-                      mechanism=args.mechanism)
+                      mechanism=args.mechanism, tls=args.tls)
             print(k.bootstrap)
+            if k.ca is not None:
+                print(f"CA: {k.ca}", file=sys.stderr)
         else:
             print("stopped" if stop(args.dir) else "not running")
     except LauncherError as e:

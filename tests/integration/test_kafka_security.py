@@ -1,4 +1,5 @@
-"""A worker, the collector and the CLI through a SASL_PLAINTEXT (SCRAM-SHA-256) listener.
+"""A worker, the collector and the CLI through a SASL listener: SCRAM-SHA-256 in the clear, and
+SCRAM-SHA-512 over TLS.
 
 This test starts its own broker with the local launcher (deploy/kafka/local_kafka.py --sasl),
 not the shared one: its only client listener requires a SCRAM login, so every client of a
@@ -33,11 +34,15 @@ pytestmark = pytest.mark.kafka
 USER, PASSWORD = "tusk-app", "s3cret-" + uuid.uuid4().hex[:8]
 
 
-@pytest.fixture(scope="module")
-def sasl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+@pytest.fixture(scope="module", params=["SASL_PLAINTEXT", "SASL_SSL"])
+def sasl_broker(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """SCRAM-SHA-256 in the clear, or SCRAM-SHA-512 over TLS (a CA made for the broker; the clients
+    verify its certificate and host name)."""
     launcher = load_launcher()
+    tls = request.param == "SASL_SSL"
     broker = launcher.start(port=launcher.free_port(), workdir=tmp_path_factory.mktemp("sasl-kafka"),
-                            sasl_users={USER: PASSWORD}, mechanism="SCRAM-SHA-256")
+                            sasl_users={USER: PASSWORD}, tls=tls,
+                            mechanism="SCRAM-SHA-512" if tls else "SCRAM-SHA-256")
     try:
         yield broker
     finally:
@@ -59,8 +64,9 @@ def tusk(env: dict[str, str], *args: str, timeout: float = 90) -> subprocess.Com
 
 def test_the_listener_requires_a_login(sasl_broker: Any, tmp_path: Path) -> None:
     env = env_for(sasl_broker, tmp_path)
-    assert env["TUSK_KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT"
-    assert env["TUSK_KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-256"
+    assert env["TUSK_KAFKA_SECURITY_PROTOCOL"] in ("SASL_PLAINTEXT", "SASL_SSL")
+    assert env["TUSK_KAFKA_SASL_MECHANISM"].startswith("SCRAM-SHA-")
+    assert ("TUSK_KAFKA_SSL_CA_LOCATION" in env) == (env["TUSK_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL")
     connect(settings_from(env), timeout=20)  # the right login answers
     anonymous = {k: v for k, v in env.items() if not k.startswith("TUSK_KAFKA_")}
     with pytest.raises(KafkaAccessError, match="no Kafka broker answered"):
