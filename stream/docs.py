@@ -228,6 +228,41 @@ SCHEMAS: dict[str, str] = {
 }
 
 
+IDENTIFIERS: dict[str, tuple[str, str]] = {
+    "user_id": ("`userId`", "trimmed; integers as their digits"),
+    "email": ("`traits.email`, `context.traits.email`", "trimmed, lower-cased; an invalid address stays a "
+              "trait but is no identifier"),
+    "phone": ("`traits.phone`, `context.traits.phone`", "E.164 (`phone_region` of identity.yaml for "
+              "numbers without a country code); an invalid number is no identifier"),
+    "device_id": ("`context.device.id`", "trimmed"),
+    "external": ("`context.externalIds[]` (`{\"id\", \"type\"}`)", "the type lower-cased, other "
+                 "characters as `_`: each type is its own identifier type, ranked here"),
+    "anonymous_id": ("`anonymousId` (and an alias's `previousId`)", "trimmed"),
+}
+"""identifier type → (where on the event, normalisation), for every type of DEFAULT_PRIORITY."""
+
+
+def identifiers_md() -> list[str]:
+    from processors.identifiers import DEFAULT_BLOCKED, DEFAULT_PRIORITY
+
+    missing = [t for t in DEFAULT_PRIORITY if t not in IDENTIFIERS]
+    if missing:
+        raise DocsError(f"identifier type {missing[0]!r} (processors/identifiers.py DEFAULT_PRIORITY) is not "
+                        f"described: add {missing[0]!r}: (\"where on the event\", \"normalisation\") to "
+                        f"IDENTIFIERS in {SELF}, then run python -m stream.docs.")
+    rows = [f"| {i} | `{t}` | {IDENTIFIERS[t][0]} | {IDENTIFIERS[t][1]} |"
+            for i, t in enumerate(DEFAULT_PRIORITY, 1)]
+    blocked = ", ".join(f"`{v}`" if v else "the empty string" for v in sorted(DEFAULT_BLOCKED))
+    return ["## Identifiers", "",
+            "Identity resolution reads these identifiers from an event, in this priority by default "
+            "(the event is routed by the first it has; `identity.yaml` changes the order, adds "
+            "per-profile limits and blocked values). A key on the wire, in lookups and in "
+            "`tusk profile get` is `type:value`, e.g. `email:jo@example.com`.", "",
+            "| priority | type | from | normalised |", "| --- | --- | --- | --- |", *rows, "",
+            f"Values that never count as identifiers, whatever their type (case-insensitive): {blocked}. "
+            "An event with no usable identifier goes to the DLQ (`no_identifier`).", ""]
+
+
 def _type(spec: dict[str, Any]) -> str:
     if "enum" in spec:
         return " \\| ".join(f"`{json.dumps(v)}`" for v in spec["enum"])
@@ -288,6 +323,7 @@ def messages_md() -> str:
             if sub:
                 parts += [f"`{name}`:", "", "| field | type | required | meaning |",
                           "| --- | --- | --- | --- |", *sub, ""]
+    parts += identifiers_md()
     stale = sorted(set(SCHEMAS) - {p.name for p in files})
     if stale:
         raise DocsError(f"SCHEMAS in {SELF} describes {', '.join(stale)}, which schemas/ does not hold: "
