@@ -443,7 +443,24 @@ def _route_rows(routes: list[tuple[str, str]], docs: dict[tuple[str, str], str],
     return [f"| `{m}` | `{p}` | {docs[(m, p)]} |" for m, p in sorted(routes, key=lambda r: (r[1], r[0]))]
 
 
+def metrics_rows(prefix: str, exclude: str | None = None) -> list[str]:
+    """Every Tusk metric registered (the modules define them at import), as table rows."""
+    from prometheus_client import REGISTRY
+
+    rows = []
+    for metric in list(REGISTRY._collector_to_names):  # the metric objects themselves
+        name, kind = getattr(metric, "_name", ""), getattr(metric, "_type", "")
+        if not name.startswith(prefix) or (exclude and name.startswith(exclude)):
+            continue
+        shown = f"{name}_total" if kind == "counter" else name
+        labels = ", ".join(f"`{label}`" for label in getattr(metric, "_labelnames", ()))
+        rows.append(f"| `{shown}` | {kind} | {labels} | {_cell(getattr(metric, '_documentation', ''))} |")
+    return sorted(rows)
+
+
 def http_md() -> str:
+    worker, collector = worker_routes(), collector_routes()  # imports the modules and their metrics
+    head = ["| metric | type | labels | meaning |", "| --- | --- | --- | --- |"]
     return "\n".join([
         "# HTTP", "",
         "## Worker (every replica, `TUSK_WEB_PORT`, default 6066)", "",
@@ -451,14 +468,16 @@ def http_md() -> str:
         "`TUSK_API_TOKEN` set, every route but `/health`, `/metrics` and `/console` needs "
         "`Authorization: Bearer <token>`. Errors are JSON `{\"error\": reason, \"message\": sentence}`.", "",
         "| method | path | what it does |", "| --- | --- | --- |",
-        *_route_rows(worker_routes(), WORKER_ROUTES, "stream/web.py, stream/console.py", "WORKER_ROUTES"),
-        "",
+        *_route_rows(worker, WORKER_ROUTES, "stream/web.py, stream/console.py", "WORKER_ROUTES"),
+        "", "Metrics of `GET /metrics` (besides the Python process's own):", "",
+        *head, *metrics_rows("tusk_", exclude="tusk_collector_"), "",
         "## Collector (`tusk collector`, `TUSK_COLLECTOR_PORT`, default 8088)", "",
         "The write key is the HTTP basic-auth user (or `writeKey` in the body). Answers "
         "`{\"success\": true}` once Kafka acknowledged every event; errors are "
         "`{\"success\": false, \"code\", \"message\"}` with 400, 401, 413, 415 or 503.", "",
         "| method | path | what it does |", "| --- | --- | --- |",
-        *_route_rows(collector_routes(), COLLECTOR_ROUTES, "stream/collector.py", "COLLECTOR_ROUTES"),
+        *_route_rows(collector, COLLECTOR_ROUTES, "stream/collector.py", "COLLECTOR_ROUTES"),
+        "", "Metrics of the collector's `GET /metrics`:", "", *head, *metrics_rows("tusk_collector_"),
         ""])
 
 
