@@ -62,6 +62,10 @@ def connect(settings: Settings, timeout: float = 30.0) -> AdminClient:
             raise KafkaAccessError(f"the TLS handshake with the broker at {settings.bootstrap} failed "
                                    f"({login}): {_reason(refused)}; check TUSK_KAFKA_SSL_CA_LOCATION and "
                                    f"the client certificate settings.")
+        if refused is not None and kafka_security.mechanism(settings.kafka_extra) == "OAUTHBEARER":
+            raise KafkaAccessError(f"the login to the broker at {settings.bootstrap} failed ({login}): "
+                                   f"{_reason(refused)}; check TUSK_KAFKA_SASL_OAUTHBEARER_CLIENT_ID, "
+                                   f"_CLIENT_SECRET and _TOKEN_ENDPOINT_URL.")
         if refused is not None:
             raise KafkaAccessError(f"the broker at {settings.bootstrap} refused the login ({login}): "
                                    f"{_reason(refused)}; check TUSK_KAFKA_SASL_MECHANISM, "

@@ -36,6 +36,7 @@ Secrets come from the environment (a Kubernetes Secret) and are never logged her
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import ssl
@@ -48,13 +49,20 @@ _UNDERSCORE = "\0"  # placeholder while single underscores turn into dots
 
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI")
-FAUST_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+FAUST_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER")
+_OIDC = ("sasl.oauthbearer.client.id", "sasl.oauthbearer.client.secret",
+         "sasl.oauthbearer.token.endpoint.url")
 
 MAPPING: tuple[tuple[str, str], ...] = (
     ("security.protocol", "security_protocol (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL)"),
-    ("sasl.mechanism / sasl.mechanisms", "sasl_mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)"),
+    ("sasl.mechanism / sasl.mechanisms", "sasl_mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER)"),
     ("sasl.username", "sasl_plain_username"),
     ("sasl.password", "sasl_plain_password"),
+    ("sasl.oauthbearer.method=oidc", "sasl_oauth_token_provider: tokens of the client credentials grant"),
+    ("sasl.oauthbearer.client.id / .client.secret", "the client's credentials at the token endpoint"),
+    ("sasl.oauthbearer.token.endpoint.url", "where the tokens come from (refreshed before they expire)"),
+    ("sasl.oauthbearer.scope", "the scope asked for"),
+    ("sasl.oauthbearer.extensions", "SASL extensions (key=value,...), e.g. Confluent Cloud's logicalCluster"),
     ("ssl.ca.location", "ssl_context: CA file, or directory (cafile / capath); unset: the system CAs"),
     ("ssl.ca.pem", "ssl_context: CA certificates as PEM text (cadata)"),
     ("ssl.certificate.location", "ssl_context: client certificate chain (certfile)"),
@@ -69,7 +77,8 @@ MAPPING: tuple[tuple[str, str], ...] = (
 _SSL_MAPPED = {"ssl.ca.location", "ssl.ca.pem", "ssl.certificate.location", "ssl.key.location",
                "ssl.key.password", "ssl.cipher.suites", "ssl.endpoint.identification.algorithm",
                "enable.ssl.certificate.verification"}
-_SASL_MAPPED = {"sasl.mechanism", "sasl.mechanisms", "sasl.username", "sasl.password"}
+_SASL_MAPPED = {"sasl.mechanism", "sasl.mechanisms", "sasl.username", "sasl.password",
+                "sasl.oauthbearer.method", *_OIDC, "sasl.oauthbearer.scope", "sasl.oauthbearer.extensions"}
 
 
 class KafkaSecurityError(ValueError):
@@ -131,7 +140,8 @@ def check(conf: Mapping[str, str]) -> None:
     if mech not in MECHANISMS:
         raise KafkaSecurityError(f"{env_name('sasl.mechanism')}={mech!r}: expected one of "
                                  f"{', '.join(MECHANISMS)}.")
-    if mech in FAUST_MECHANISMS and not (conf.get("sasl.username") and conf.get("sasl.password")):
+    if mech in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512") and not (conf.get("sasl.username")
+                                                                and conf.get("sasl.password")):
         raise KafkaSecurityError(f"SASL {mech} needs {env_name('sasl.username')} and "
                                  f"{env_name('sasl.password')}.")
 
@@ -200,13 +210,91 @@ def aiokafka_auth(conf: Mapping[str, str]) -> dict[str, Any]:
             raise KafkaSecurityError(
                 f"{env_name('sasl.mechanism')}={mech}: the worker's Faust clients (aiokafka) support "
                 f"{', '.join(FAUST_MECHANISMS)} here; {mech} works for the collector and the CLI only.")
+        if mech == "OAUTHBEARER":  # checks the method first: its message says what to set
+            args.update(sasl_mechanism=mech, sasl_oauth_token_provider=oidc_token_provider(conf))
+        else:
+            args.update(sasl_mechanism=mech, sasl_plain_username=conf["sasl.username"],
+                        sasl_plain_password=conf["sasl.password"])
         unmapped = sorted(k for k in conf if k.startswith("sasl.") and k not in _SASL_MAPPED)
         if unmapped:
             raise KafkaSecurityError(f"{env_name(unmapped[0])} ({unmapped[0]}) has no equivalent for the "
                                      f"worker's Faust clients (aiokafka) with SASL {mech}.")
-        args.update(sasl_mechanism=mech, sasl_plain_username=conf["sasl.username"],
-                    sasl_plain_password=conf["sasl.password"])
     return args
+
+
+def oidc_token_provider(conf: Mapping[str, str]) -> Any:
+    """An aiokafka token provider for `sasl.oauthbearer.method=oidc` (the class is built on first
+    use: aiokafka is imported only where OAUTHBEARER is used)."""
+    return _oidc_provider()(conf)
+
+
+@functools.cache
+def _oidc_provider() -> type:
+    from aiokafka.conn import AbstractTokenProvider
+
+    class OidcTokenProvider(AbstractTokenProvider):  # type: ignore[misc,valid-type]
+        """OAUTHBEARER tokens for aiokafka, got the way librdkafka's `sasl.oauthbearer.method=oidc`
+        gets them: the OAuth 2 client credentials grant at `sasl.oauthbearer.token.endpoint.url`
+        (client id and secret as HTTP basic auth, `scope` when set), kept until shortly before
+        they expire."""
+
+        def __init__(self, conf: Mapping[str, str]) -> None:
+            method = conf.get("sasl.oauthbearer.method", "default").lower()
+            missing = [k for k in _OIDC if not conf.get(k)]
+            if method != "oidc" or missing:
+                raise KafkaSecurityError(
+                    f"SASL OAUTHBEARER for the worker's Faust clients (aiokafka) needs "
+                    f"{env_name('sasl.oauthbearer.method')}=oidc"
+                    + "".join(f", {env_name(k)}" for k in (missing or _OIDC)) + "; librdkafka's other "
+                    "OAUTHBEARER methods work for the collector and the CLI only.")
+            self.url = conf["sasl.oauthbearer.token.endpoint.url"]
+            self.client = (conf["sasl.oauthbearer.client.id"], conf["sasl.oauthbearer.client.secret"])
+            self.scope = conf.get("sasl.oauthbearer.scope")
+            extensions = conf.get("sasl.oauthbearer.extensions", "")
+            pairs = [p.split("=", 1) for p in extensions.split(",") if "=" in p]
+            self._extensions = {k.strip(): v.strip() for k, v in pairs}
+            self._token: tuple[str, float] | None = None  # (token, monotonic time to renew it)
+
+        def fetch(self) -> str:
+            """A token from the endpoint (blocking); KafkaSecurityError with the endpoint's answer."""
+            import base64
+            import json
+            import time
+            import urllib.error
+            import urllib.parse
+            import urllib.request
+
+            form = {"grant_type": "client_credentials", **({"scope": self.scope} if self.scope else {})}
+            basic = base64.b64encode(":".join(self.client).encode()).decode()
+            request = urllib.request.Request(self.url, data=urllib.parse.urlencode(form).encode(), headers={
+                "Authorization": f"Basic {basic}", "Accept": "application/json",
+                "Content-Type": "application/x-www-form-urlencoded"})
+            try:
+                with urllib.request.urlopen(request, timeout=30) as resp:
+                    body = json.loads(resp.read())
+            except urllib.error.HTTPError as e:
+                raise KafkaSecurityError(f"the token endpoint {self.url} answered {e.code}: "
+                                         f"{e.read()[:200].decode(errors='replace')}") from None
+            except (OSError, ValueError) as e:
+                raise KafkaSecurityError(f"no token from {self.url}: {e}") from None
+            token = body.get("access_token") if isinstance(body, dict) else None
+            if not isinstance(token, str) or not token:
+                raise KafkaSecurityError(f"the token endpoint {self.url} answered without an access_token.")
+            lifetime = float(body.get("expires_in") or 300)
+            self._token = (token, time.monotonic() + lifetime * 0.8)
+            return token
+
+        async def token(self) -> str:
+            import time
+
+            if self._token is not None and time.monotonic() < self._token[1]:
+                return self._token[0]
+            return await asyncio.get_running_loop().run_in_executor(None, self.fetch)
+
+        def extensions(self) -> dict[str, str]:
+            return dict(self._extensions)
+
+    return OidcTokenProvider
 
 
 def faust_credentials(conf: Mapping[str, str]) -> Any:
@@ -218,6 +306,9 @@ def faust_credentials(conf: Mapping[str, str]) -> Any:
     proto = args["security_protocol"]
     if proto == "SSL":
         return faust.SSLCredentials(args["ssl_context"])
+    if args.get("sasl_mechanism") == "OAUTHBEARER":
+        return faust.OAuthCredentials(oauth_cb=args["sasl_oauth_token_provider"],
+                                      ssl_context=args.get("ssl_context"))
     if proto.startswith("SASL"):
         return faust.SASLCredentials(username=args["sasl_plain_username"],
                                      password=args["sasl_plain_password"],

@@ -14,7 +14,9 @@ With `--sasl USER:PASSWORD` (repeatable) the client listener is SASL_PLAINTEXT
 with SCRAM-SHA-256 (`--mechanism SCRAM-SHA-512` or `PLAIN` for the others):
 SCRAM users are written into the KRaft metadata when the storage is formatted
 (`kafka-storage format --add-scram`), PLAIN users into the listener's JAAS
-config. `--tls` makes the listener SSL (SASL_SSL with `--sasl`) with a
+config; `--mechanism OAUTHBEARER` uses Kafka's development validator, which
+accepts any unsigned token (for OIDC clients with a test token endpoint).
+`--tls` makes the listener SSL (SASL_SSL with `--sasl`) with a
 certificate for 127.0.0.1 signed by a CA made for it (DIR/tls/ca.pem, printed
 on stderr; needs openssl). Clients then need, e.g. for Tusk:
 
@@ -143,7 +145,7 @@ log.cleaner.backoff.ms=1000
 log.segment.bytes=16777216
 """
 
-MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN")
+MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN", "OAUTHBEARER")
 _UNSAFE = '"\\;,[]= '  # they would break the JAAS line or --add-scram
 BROKER_USER = "tusk-local-broker"  # the broker's own login on its SASL listener (inter-broker)
 
@@ -161,7 +163,10 @@ def sasl_properties(mechanism: str, users: dict[str, str], broker_password: str,
     if mechanism not in MECHANISMS:
         raise LauncherError(f"SASL mechanism {mechanism!r}: expected one of {', '.join(MECHANISMS)}.")
     prefix = f"listener.name.{listener.lower()}.{mechanism.lower()}.sasl.jaas.config"
-    if mechanism == "PLAIN":
+    if mechanism == "OAUTHBEARER":  # Kafka's unsecured validator: any unsigned JWT with sub and exp
+        jaas = ('org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required '
+                f'unsecuredLoginStringClaim_sub="{BROKER_USER}";')
+    elif mechanism == "PLAIN":
         accounts = "".join(f' user_{_jaas_quote(u)}="{_jaas_quote(p)}"'
                            for u, p in {**users, BROKER_USER: broker_password}.items())
         jaas = (f'org.apache.kafka.common.security.plain.PlainLoginModule required '
@@ -183,8 +188,13 @@ def client_config(bootstrap: str, sasl: tuple[str, str, str] | None,
         conf.update({"security.protocol": "SSL", "ssl.ca.location": str(ca)})
     if sasl is not None:
         mechanism, user, password = sasl
-        conf.update({"security.protocol": "SASL_SSL" if ca else "SASL_PLAINTEXT", "sasl.mechanism": mechanism,
-                     "sasl.username": user, "sasl.password": password})
+        conf.update({"security.protocol": "SASL_SSL" if ca else "SASL_PLAINTEXT",
+                     "sasl.mechanism": mechanism})
+        if mechanism == "OAUTHBEARER":  # librdkafka's own unsigned token (the broker accepts any)
+            conf.update({"enable.sasl.oauthbearer.unsecure.jwt": "true",
+                         "sasl.oauthbearer.config": f"principal={user}"})
+        else:
+            conf.update({"sasl.username": user, "sasl.password": password})
     return conf
 
 

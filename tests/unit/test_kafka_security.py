@@ -124,7 +124,13 @@ def test_client_certificate_and_its_password(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("conf", "message"), [
     ({"security.protocol": "SASL_SSL", "sasl.mechanism": "OAUTHBEARER", "sasl.oauthbearer.method": "oidc"},
-     "works for the collector and the CLI only"),
+     "needs TUSK_KAFKA_SASL_OAUTHBEARER_METHOD=oidc, TUSK_KAFKA_SASL_OAUTHBEARER_CLIENT_ID, "
+     "TUSK_KAFKA_SASL_OAUTHBEARER_CLIENT_SECRET, TUSK_KAFKA_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL"),
+    ({"security.protocol": "SASL_SSL", "sasl.mechanism": "OAUTHBEARER",
+      "enable.sasl.oauthbearer.unsecure.jwt": "true", "sasl.oauthbearer.config": "principal=tusk"},
+     "librdkafka's other OAUTHBEARER methods work for the collector and the CLI only"),
+    ({"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "GSSAPI"},
+     "GSSAPI works for the collector and the CLI only"),
     ({"security.protocol": "SSL", "ssl.keystore.location": "/k.p12"},
      "TUSK_KAFKA_SSL_KEYSTORE_LOCATION .ssl.keystore.location. has no equivalent"),
     ({**SCRAM, "sasl.kerberos.service.name": "kafka"}, "TUSK_KAFKA_SASL_KERBEROS_SERVICE_NAME"),
@@ -147,11 +153,11 @@ def test_the_worker_app_gets_the_login() -> None:
                          timeout=60)
     assert out.returncode == 0, out.stderr
     assert orjson.loads(out.stdout.splitlines()[-1]) == {**ks.aiokafka_auth(SCRAM), "ssl_context": None}
-    env[ks.env_name("sasl.mechanism")] = "OAUTHBEARER"
+    env[ks.env_name("sasl.mechanism")] = "GSSAPI"
     out = subprocess.run([sys.executable, "-m", "stream.cli", "worker"], env=env, cwd=REPO,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 1 and out.stderr.count("\n") == 1, out.stderr
-    assert out.stderr.startswith("tusk: TUSK_KAFKA_SASL_MECHANISM=OAUTHBEARER: the worker's Faust clients")
+    assert out.stderr.startswith("tusk: TUSK_KAFKA_SASL_MECHANISM=GSSAPI: the worker's Faust clients")
 
 
 def _calls(tree: ast.AST, names: set[str]) -> list[ast.Call]:
@@ -216,3 +222,53 @@ def test_the_mapping_is_documented() -> None:
     for prop, aiokafka in ks.MAPPING:
         assert f"| `{prop}` | {aiokafka} |" in doc, (
             f"docs/kafka-security.md: add the row | `{prop}` | {aiokafka} | to the mapping table")
+
+
+def test_oidc_tokens_for_the_worker(tmp_path: Path) -> None:
+    """The client credentials grant as librdkafka's oidc method makes it; a token is reused while
+    fresh; the endpoint's refusal is a sentence."""
+    import asyncio
+    import base64
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import parse_qs
+
+    seen: list[tuple[str | None, dict[str, list[str]]]] = []
+
+    class Endpoint(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            form = parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode())
+            seen.append((self.headers.get("Authorization"), form))
+            ok = self.headers.get("Authorization") == "Basic " + base64.b64encode(b"tusk:pw").decode()
+            self.send_response(200 if ok else 401)
+            self.end_headers()
+            self.wfile.write(orjson.dumps({"access_token": "t1", "expires_in": 600}) if ok else b"denied")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Endpoint)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        conf = {"security.protocol": "SASL_SSL", "sasl.mechanism": "OAUTHBEARER",
+                "sasl.oauthbearer.method": "oidc", "sasl.oauthbearer.client.id": "tusk",
+                "sasl.oauthbearer.client.secret": "pw", "sasl.oauthbearer.scope": "kafka",
+                "sasl.oauthbearer.extensions": "logicalCluster=lkc-1,identityPoolId=pool-2",
+                "sasl.oauthbearer.token.endpoint.url": f"http://127.0.0.1:{server.server_address[1]}/t"}
+        creds = ks.faust_credentials(conf)
+        auth = credentials_to_aiokafka_auth(creds)
+        assert auth["security_protocol"] == "SASL_SSL" and auth["sasl_mechanism"] == "OAUTHBEARER"
+        provider = auth["sasl_oauth_token_provider"]
+
+        async def twice() -> list[str]:
+            return [await provider.token(), await provider.token()]
+
+        assert asyncio.run(twice()) == ["t1", "t1"] and len(seen) == 1  # reused while fresh
+        assert seen[0][1] == {"grant_type": ["client_credentials"], "scope": ["kafka"]}
+        assert provider.extensions() == {"logicalCluster": "lkc-1", "identityPoolId": "pool-2"}
+        wrong_conf = {**conf, "sasl.oauthbearer.client.secret": "no"}
+        wrong = ks.aiokafka_auth(wrong_conf)["sasl_oauth_token_provider"]
+        with pytest.raises(ks.KafkaSecurityError, match="answered 401: denied"):
+            asyncio.run(wrong.token())
+    finally:
+        server.shutdown()
