@@ -363,8 +363,12 @@ def commands_md() -> str:
             if isinstance(action, argparse._HelpAction):
                 continue
             what = ", ".join(f"`{o}`" for o in action.option_strings) or f"`{action.dest}`"
-            choices = f" (one of {', '.join(map(str, action.choices))})" if action.choices else ""
-            rows.append(f"| {what} | {_cell(action.help or '')}{choices} |")
+            notes = [f"one of {', '.join(map(str, action.choices))}"] if action.choices else []
+            helptext = action.help or ""
+            if action.default not in (None, False, argparse.SUPPRESS) and "default" not in helptext:
+                notes.append(f"default {action.default}")
+            extra = f" ({'; '.join(notes)})" if notes else ""
+            rows.append(f"| {what} | {_cell(helptext)}{extra} |".replace("|  (", "| ("))
         if rows:
             parts += ["| argument | meaning |", "| --- | --- |", *rows, ""]
     return "\n".join(parts)
