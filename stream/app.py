@@ -14,15 +14,21 @@ from __future__ import annotations
 
 import faust
 
+from stream import kafka_security
 from stream.outbox import OutboxTable
-from stream.settings import Settings
+from stream.settings import Settings, SettingsError
 
 settings = Settings.from_env()
 topics = settings.topics
+try:  # TUSK_KAFKA_* security settings, mapped for Faust's aiokafka consumer and producer
+    credentials = kafka_security.faust_credentials(settings.kafka_extra)
+except kafka_security.KafkaSecurityError as e:
+    raise SettingsError(str(e)) from None
 
 app = faust.App(
     settings.app_id,
     broker=settings.broker_url,
+    broker_credentials=credentials,
     store="rocksdb://",
     datadir=str(settings.datadir),
     web_host=settings.web_host,

@@ -36,6 +36,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from stream.settings import Settings
 
     settings = Settings.from_env()
+    from stream.kafka_security import KafkaSecurityError, faust_credentials
+
+    try:  # Faust's aiokafka clients get the same login, or the worker does not start
+        faust_credentials(settings.kafka_extra)
+    except KafkaSecurityError as e:
+        raise CliError(str(e)) from None
     if settings.identity_config:
         from processors.config import ConfigError
         from processors.identity import load_identity_config

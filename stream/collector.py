@@ -76,7 +76,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from processors.events import parse_time
 from processors.identifiers import IdentityRules, input_key
-from stream.kafka_security import client_config
 from stream.settings import Settings, SettingsError, int_env
 
 log = logging.getLogger("tusk.collector")
@@ -353,7 +352,7 @@ def producer_config(settings: Settings, config: CollectorConfig) -> dict[str, An
         # murmur2 like the Java client and Faust, so keys land where other producers put them
         "partitioner": "murmur2_random", "linger.ms": 5,
         "delivery.timeout.ms": config.delivery_timeout_ms,
-        **client_config(),
+        **settings.kafka_extra,  # TUSK_KAFKA_*, like every other client (stream/kafka_security.py)
     }
     # the 200 promises durability: these are not negotiable through TUSK_KAFKA_*
     conf.update({"acks": "all", "enable.idempotence": True})

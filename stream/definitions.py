@@ -22,7 +22,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 from processors.catalog import Catalog, parse_topic_key, topic_key
 from processors.definitions import parse_record
 from processors.predicates import DefinitionError
-from stream.kafka_io import client_config, watermarks
+from stream.kafka_io import client_config, connect, watermarks
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,7 @@ class DefinitionsReader:
 
     def start(self, timeout: float = 30.0) -> None:
         """Read to the end of the topic (so the first event sees every definition), then follow."""
+        connect(self.settings, timeout)  # a refused login fails here, with a sentence
         self._consumer = Consumer(client_config(self.settings, **{
             "group.id": f"{self.settings.app_id}-definitions-unused", "enable.auto.commit": False,
             "enable.partition.eof": True}))

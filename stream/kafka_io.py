@@ -9,10 +9,12 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from stream.settings import Settings
+from stream import kafka_security
+from stream.settings import Settings, SettingsError
 
 
 def client_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    """librdkafka settings of every Tusk client: the bootstrap servers and TUSK_KAFKA_*."""
     # log_level 3: librdkafka's transient start-up retries are not the user's business
     conf: dict[str, Any] = {"bootstrap.servers": settings.bootstrap, "log_level": 3,
                             **settings.kafka_extra}
@@ -20,11 +22,67 @@ def client_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     return conf
 
 
+class KafkaAccessError(SettingsError):
+    """The broker refused Tusk's login, or none answered: one sentence saying what to check."""
+
+
+# errors that no retry will cure: the login or the TLS handshake was refused
+_REFUSED = {KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED, KafkaError._SSL,
+            KafkaError.CLUSTER_AUTHORIZATION_FAILED}
+
+
+def _reason(err: KafkaError) -> str:
+    """librdkafka's text without the broker prefix ('sasl_ssl://host:port/id: ') and timing."""
+    text = err.str()
+    head, sep, rest = text.partition(": ")
+    if sep and "://" in head:
+        text = rest
+    return text.split(" (after ")[0].rstrip(". ")
+
+
+def connect(settings: Settings, timeout: float = 30.0) -> AdminClient:
+    """An admin client that has read the cluster's metadata. KafkaAccessError at once when the
+    broker refuses the login (wrong credentials, mechanism or certificate), after `timeout`
+    when no broker answers: a start-up fails with a sentence instead of waiting for ever."""
+    errors: list[KafkaError] = []
+    # log_level 2: librdkafka would print each refused attempt on stderr; error_cb gets them
+    admin = AdminClient(client_config(settings, error_cb=errors.append, log_level=2))
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while True:
+        try:
+            admin.list_topics(timeout=max(0.1, min(1.0, deadline - time.monotonic())))
+            return admin
+        except KafkaException as e:
+            last = _reason(e.args[0])
+        admin.poll(0)  # serves error_cb
+        refused = next((e for e in errors if e.code() in _REFUSED), None)
+        login = kafka_security.login(settings.kafka_extra)
+        if refused is not None and refused.code() == KafkaError._SSL:
+            raise KafkaAccessError(f"the TLS handshake with the broker at {settings.bootstrap} failed "
+                                   f"({login}): {_reason(refused)}; check TUSK_KAFKA_SSL_CA_LOCATION and "
+                                   f"the client certificate settings.")
+        if refused is not None and kafka_security.mechanism(settings.kafka_extra) == "OAUTHBEARER":
+            raise KafkaAccessError(f"the login to the broker at {settings.bootstrap} failed ({login}): "
+                                   f"{_reason(refused)}; check TUSK_KAFKA_SASL_OAUTHBEARER_CLIENT_ID, "
+                                   f"_CLIENT_SECRET and _TOKEN_ENDPOINT_URL.")
+        if refused is not None:
+            raise KafkaAccessError(f"the broker at {settings.bootstrap} refused the login ({login}): "
+                                   f"{_reason(refused)}; check TUSK_KAFKA_SASL_MECHANISM, "
+                                   f"TUSK_KAFKA_SASL_USERNAME and TUSK_KAFKA_SASL_PASSWORD.")
+        if time.monotonic() >= deadline:
+            seen = next((_reason(e) for e in reversed(errors)
+                         if e.code() != KafkaError._ALL_BROKERS_DOWN), last)
+            raise KafkaAccessError(f"no Kafka broker answered at {settings.bootstrap} within {timeout:.0f}s "
+                                   f"({seen}); check KAFKA_BOOTSTRAP_SERVERS and that "
+                                   f"TUSK_KAFKA_SECURITY_PROTOCOL ({login}) is the listener's.")
+
+
 TABLES = ("identities", "profiles", "meta")
 
 
 def contract_topics(settings: Settings) -> dict[str, dict[str, str]]:
-    """Topic name → config, for every topic users read or write (CONTRACT §2)."""
+    """Topic name → config, for every topic users read or write (docs/reference/topics.md)."""
     t = settings.topics
     compacted = {"cleanup.policy": "compact"}
     return {
@@ -43,7 +101,7 @@ def contract_topics(settings: Settings) -> dict[str, dict[str, str]]:
 
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
     """Create the contract topics that do not exist yet (idempotent)."""
-    admin = AdminClient(client_config(settings))
+    admin = connect(settings, timeout)
     wanted = contract_topics(settings)
     existing = set(admin.list_topics(timeout=timeout).topics)
     new = [NewTopic(name, settings.partitions, settings.replication, config=conf)
@@ -67,7 +125,7 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
 def ensure_topic(settings: Settings, name: str, config: dict[str, str] | None = None,
                  timeout: float = 30.0) -> None:
     """Create one topic if it does not exist (partitions and replication of the cluster)."""
-    admin = AdminClient(client_config(settings))
+    admin = connect(settings, timeout)
     if name in admin.list_topics(timeout=timeout).topics:
         return
     fut = admin.create_topics([NewTopic(name, settings.partitions, settings.replication,

@@ -16,7 +16,7 @@ from confluent_kafka import KafkaError, Message
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from processors.identifiers import IdentityRules, input_key
-from stream.kafka_io import produce_waiting, producer
+from stream.kafka_io import connect, produce_waiting, producer
 from stream.settings import Settings
 
 
@@ -29,7 +29,9 @@ def line_key(line: bytes, rules: IdentityRules) -> bytes | None:
 
 def produce_lines(settings: Settings, lines: list[bytes], topic: str,
                   progress: bool = False) -> dict[str, Any]:
-    """Produce each line (bytes kept exactly, so malformed input reaches the DLQ as sent)."""
+    """Produce each line (bytes kept exactly, so malformed input reaches the DLQ as sent).
+    KafkaAccessError at once when the broker refuses the login (deliveries would wait minutes)."""
+    connect(settings)
     prod = producer(settings)
     rules = settings.identity_rules()
     tally = {"delivered": 0, "failed": 0}

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from processors import timeutil
 from processors.identifiers import IdentityRules
+from stream import kafka_security
 
 
 class SettingsError(ValueError):
@@ -119,6 +120,7 @@ class Settings:
     tick_interval_ms: int = 2000
     backfill_batch: int = 500
     kafka_extra: dict[str, str] = field(default_factory=dict)
+    """librdkafka properties from TUSK_KAFKA_* (stream/kafka_security.py)"""
 
     @property
     def topics(self) -> Topics:
@@ -144,10 +146,11 @@ class Settings:
         prefix = _env("TUSK_TOPIC_PREFIX", cls.topic_prefix)
         if not re.fullmatch(r"[A-Za-z0-9._-]*", prefix):
             raise SettingsError(f"TUSK_TOPIC_PREFIX={prefix!r}: only letters, digits, '.', '_' and '-'.")
-        extra = {
-            k[len("TUSK_KAFKA_"):].lower().replace("_", "."): v
-            for k, v in os.environ.items() if k.startswith("TUSK_KAFKA_")
-        }
+        extra = kafka_security.client_config()  # the one parser of TUSK_KAFKA_* (every client)
+        try:
+            kafka_security.check(extra)
+        except kafka_security.KafkaSecurityError as e:
+            raise SettingsError(str(e)) from None
         return cls(
             bootstrap=bootstrap,
             app_id=_env("TUSK_APP_ID", cls.app_id),

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import sys
 
-from stream.settings import Settings
+from stream import kafka_security
+from stream.settings import Settings, SettingsError
 
 
 def run(settings: Settings) -> None:
@@ -19,6 +20,11 @@ def run(settings: Settings) -> None:
     from stream.app import app
     from stream.outbox import OUTBOX
 
+    problem = kafka_security.faust_login_problem(settings.bootstrap, settings.kafka_extra)
+    if problem is not None:  # Faust would retry for ever: say why, once, and stop
+        raise SettingsError(f"the worker's Faust consumer (aiokafka) cannot log in to {settings.bootstrap} "
+                            f"({kafka_security.login(settings.kafka_extra)}): {problem}; check the "
+                            f"TUSK_KAFKA_* settings (docs/kafka-security.md).")
     agents.READER.start()  # every definition known before the first event
     OUTBOX.start(settings)
     OUTBOX.attach(app)

@@ -120,7 +120,9 @@ def test_durability_settings_cannot_be_overridden(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("TUSK_KAFKA_ACKS", "1")
     monkeypatch.setenv("TUSK_KAFKA_ENABLE_IDEMPOTENCE", "false")
     monkeypatch.setenv("TUSK_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
-    conf = producer_config(Settings(bootstrap="b:9092"), CollectorConfig())
+    monkeypatch.setenv("TUSK_KAFKA_SASL_MECHANISM", "OAUTHBEARER")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "b:9092")
+    conf = producer_config(Settings.from_env(), CollectorConfig())
     assert conf["acks"] == "all" and conf["enable.idempotence"] is True
     assert conf["security.protocol"] == "SASL_SSL" and conf["bootstrap.servers"] == "b:9092"
 
