@@ -15,6 +15,7 @@ import orjson
 from processors.aggregates import bucket_merge
 from processors.computed import merge_states
 from processors.profile import CONSENT_HISTORY, EVENT_BUCKETS, Profile, ProfileLimits
+from processors.rfm import merge as merge_rfm
 
 
 def _newest(a: list[Any] | None, b: list[Any] | None) -> int:
@@ -101,6 +102,8 @@ def merge(a: Profile, b: Profile, limits: ProfileLimits | None = None) -> Profil
     for name, buckets in b.get("_ev", {}).items():
         index[name] = bucket_merge(index.get(name, {}), buckets, _add, EVENT_BUCKETS)
     out["_ev"] = dict(sorted(index.items()))
+    if "_rfm" in a or "_rfm" in b:
+        out["_rfm"] = merge_rfm(a.get("_rfm", {}), b.get("_rfm", {}))
     # memberships, deadlines and computed values are the survivor's until the catalog
     # re-evaluates the merged profile (identity._on_merge does at once)
     return out

@@ -44,6 +44,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
             load_identity_config(settings.identity_config, settings.partitions)
         except ConfigError as e:
             raise CliError(str(e)) from None
+    if settings.predict_config:
+        from processors.config import ConfigError
+        from processors.predict import load_config
+
+        try:
+            load_config(settings.predict_config)
+        except ConfigError as e:
+            raise CliError(str(e)) from None
     try:
         ensure_topics(settings)
     except Exception as e:
@@ -271,6 +279,44 @@ def cmd_privacy(args: argparse.Namespace) -> int:
     return 0 if result.get("status") == "done" else 1
 
 
+def cmd_predict_fit(args: argparse.Namespace) -> int:
+    _set_env(args, COMMON_ENV)
+    from datetime import UTC, datetime
+
+    from processors import predict, rfm
+    from stream.definitions import produce_definition
+    from stream.settings import Settings
+
+    query = ""
+    if args.until:
+        try:
+            rfm.parse_day(args.until)
+        except ValueError as e:
+            raise CliError(f"--until: {e}.") from None
+        query = "?until=" + urllib.parse.quote(args.until)
+    status, body = http_get(args.url.rstrip("/") + "/predict/summaries" + query, timeout=args.timeout)
+    if status != 200:
+        raise CliError(f"the worker could not gather the summaries ({status}): {body.get('message', body)}.")
+    summaries = [rfm.Summary(first, x, recency, age, monetary, body["as_of_day"])
+                 for _pid, first, x, recency, age, monetary in body["summaries"]]
+    try:
+        result = predict.fit(summaries, args.unit)
+    except predict.FitError as e:
+        raise CliError(f"cannot fit the models on {len(summaries)} customer(s): {e}.") from None
+    result["until"] = body["as_of"]
+    result["fitted_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+    if not args.no_publish:
+        settings = Settings.from_env()
+        try:
+            produce_definition(settings, "predict_model", "model", result)
+        except Exception as e:
+            raise CliError(f"the model was fitted but not published to Kafka at {settings.bootstrap}: "
+                           f"{e}") from e
+        print(f"published to {settings.topics.segments} as predict:model", file=sys.stderr)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     _set_env(args, {"bootstrap": "KAFKA_BOOTSTRAP_SERVERS"})
     from stream.demo import run_demo
@@ -345,6 +391,17 @@ def build_parser() -> argparse.ArgumentParser:
     pv.add_argument("identifier", help="TYPE:VALUE, e.g. email:jo@example.com")
     pv.add_argument("--timeout", type=float, default=60.0)
     pv.set_defaults(func=cmd_privacy)
+
+    pd = sub.add_parser("predict", help="fit the purchase models behind p_alive, expected orders, CLV")
+    pds = pd.add_subparsers(dest="predict_command", required=True)
+    pf = pds.add_parser("fit", help="fit BG/NBD and Gamma-Gamma on every customer, print and publish")
+    kafka_opts(pf)
+    pf.add_argument("--until", help="last day of the calibration period (YYYY-MM-DD; default: today)")
+    pf.add_argument("--unit", choices=["day", "week"], default="week", help="time unit (default week)")
+    pf.add_argument("--url", default=url_default, help="any worker's HTTP address")
+    pf.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the summaries")
+    pf.add_argument("--no-publish", action="store_true", help="print the parameters only")
+    pf.set_defaults(func=cmd_predict_fit)
 
     d = sub.add_parser("demo", help="local Kafka + a worker + a synthetic shop's stream, then a report")
     d.add_argument("--bootstrap", help="use this Kafka instead of starting a local one")
