@@ -1,7 +1,7 @@
 """Gathering every customer's purchase summary from the workers that own them (tusk predict fit).
 
 Each worker reads the profiles of its active partitions from RocksDB
-(GET /internal/rfm); any worker gathers them all (GET /predict/summaries) and
+(GET /internal/rfm/{day}); any worker gathers them all (GET /predict/summaries) and
 refuses to answer when some partition is not covered (a fit on part of the
 customers would be silently wrong).
 """
@@ -68,7 +68,7 @@ async def cluster_summaries(request: Request, until: str | None) -> dict[str, An
         if (url.host, url.port) == (me.host, me.port):
             continue
         try:
-            status, body, _ = await ask(url, f"/internal/rfm?until={_iso_day(day)}", hops(request))
+            status, body, _ = await ask(url, f"/internal/rfm/{_iso_day(day)}", hops(request))
         except Exception as e:
             raise Incomplete(f"worker {host} does not answer ({e})") from e
         if status != 200:

@@ -311,12 +311,15 @@ class Privacy(View):
 # --- predictions: every customer's purchase summary, for `tusk predict fit` ------------------
 
 
-@app.page("/internal/rfm")
+@app.page("/internal/rfm/{until}")
 class InternalRfm(View):
-    async def get(self, request: Request) -> Response:
+    async def get(self, request: Request, until: str) -> Response:
         from stream.predict import local_summaries
 
-        return json_response(self, await local_summaries(request.query.get("until")))
+        try:
+            return json_response(self, await local_summaries(until))
+        except ValueError as e:
+            return error(self, 400, "invalid_request", str(e))
 
 
 @app.page("/predict/summaries")
