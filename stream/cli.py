@@ -281,38 +281,14 @@ def cmd_privacy(args: argparse.Namespace) -> int:
 
 def cmd_predict_fit(args: argparse.Namespace) -> int:
     _set_env(args, COMMON_ENV)
-    from datetime import UTC, datetime
-
-    from processors import predict, rfm
-    from stream.definitions import produce_definition
+    from stream.predict_client import fit_cluster, publish
     from stream.settings import Settings
 
-    query = ""
-    if args.until:
-        try:
-            rfm.parse_day(args.until)
-        except ValueError as e:
-            raise CliError(f"--until: {e}.") from None
-        query = "?until=" + urllib.parse.quote(args.until)
-    status, body = http_get(args.url.rstrip("/") + "/predict/summaries" + query, timeout=args.timeout)
-    if status != 200:
-        raise CliError(f"the worker could not gather the summaries ({status}): {body.get('message', body)}.")
-    summaries = [rfm.Summary(first, x, recency, age, monetary, body["as_of_day"])
-                 for _pid, first, x, recency, age, monetary in body["summaries"]]
-    try:
-        result = predict.fit(summaries, args.unit)
-    except predict.FitError as e:
-        raise CliError(f"cannot fit the models on {len(summaries)} customer(s): {e}.") from None
-    result["until"] = body["as_of"]
-    result["fitted_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    result = fit_cluster(args.url, args.until, args.unit, args.timeout)
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
     if not args.no_publish:
         settings = Settings.from_env()
-        try:
-            produce_definition(settings, "predict_model", "model", result)
-        except Exception as e:
-            raise CliError(f"the model was fitted but not published to Kafka at {settings.bootstrap}: "
-                           f"{e}") from e
+        publish(settings, result)
         print(f"published to {settings.topics.segments} as predict:model", file=sys.stderr)
     return 0
 
