@@ -58,6 +58,7 @@ from processors.merge import merge
 from processors.partitioning import mint_profile_id, partition_for
 from processors.profile import Outcome, Profile, ProfileLimits, apply, is_duplicate, new_profile
 from processors.timeutil import parse_duration_ms
+from processors.trust import parse_trust
 
 Message = dict[str, Any]
 ACCOUNT_KEY = "group_id"
@@ -159,7 +160,8 @@ def load_identity_config(path: str | Path, partitions: int,
                           exclusive_memberships=bool(data.get("exclusive_memberships", False)),
                           erased_suppression_ms=parse_duration_ms(str(data.get("erased_suppression", "30d")))
                           if data.get("erased_suppression") not in (0, "0", False) else 0,
-                          profile_limits=profile_limits or ProfileLimits())
+                          profile_limits=replace(profile_limits or ProfileLimits(),
+                                                 trust=parse_trust(data.get("trust"))))
 
 
 def event_message(encoded: Mapping[str, Any]) -> Message:
