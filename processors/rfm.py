@@ -26,6 +26,7 @@ The default bound, 2000 days, is more than five years of daily purchases.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -47,7 +48,7 @@ class RfmConfig:
     refund_value: tuple[str, ...] = ("properties.revenue", "properties.total")
     max_days: int = 2000
 
-    @property
+    @functools.cached_property
     def events(self) -> frozenset[str]:
         return frozenset(self.purchase_events) | frozenset(self.refund_events)
 

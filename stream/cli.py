@@ -229,6 +229,10 @@ def cmd_segments_list(args: argparse.Namespace) -> int:
         size = sizes.get(sid)
         members = f"  ({size} members)" if size is not None else ""
         print(f"segment   {sid:<28} {spec.get('name', '')}{members}")
+    model = cat.predict.model
+    if model is not None:
+        print(f"model     {'predict:model':<28} BG/NBD + Gamma-Gamma in {model.unit}s, "
+              f"fitted {model.version}")
     for key, why in sorted(reader.skipped.items()):
         print(f"skipped   {key:<28} {why}")
     return 0
