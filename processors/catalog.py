@@ -231,6 +231,8 @@ class Catalog:
         tags = {"*", f"name:{tp.name}", f"type:{tp.type}"}
         changed = person_traits(tp)
         tags.update(f"trait:{t}" for t in changed if t != "subscriptions")
+        # traits this event wrote without carrying them (trust `raise` events, processors/trust.py)
+        tags.update(f"trait:{t}" for t, stamp in profile.get("_tt", {}).items() if stamp[1] == tp.message_id)
         if "subscriptions" in changed:
             tags.add("subscriptions")
         if consent_of(tp):

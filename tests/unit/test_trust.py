@@ -166,3 +166,15 @@ def test_collector_names_the_source_of_a_write_key(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("TUSK_COLLECTOR_WRITE_KEYS", "wk1=")
     with pytest.raises(SettingsError, match="KEY=SOURCE"):
         CollectorConfig.from_env(Settings())
+
+
+def test_a_raise_event_re_evaluates_segments_on_its_trait() -> None:
+    from processors.catalog import Catalog
+
+    cat = Catalog.build([], [{"id": "jo", "condition": {"trait": "email", "eq": "jo@x.com"}}])
+    profile = new_profile("p_1")
+    for tp in [event(1, 100, "web", {"email": "old@x.com"}),
+               event(2, 200, "app", {}, name="Email Verified", props={"email": "jo@x.com"})]:
+        apply(profile, tp, LIMITS)
+        changes = cat.evaluate(profile, tp.ts, cat.observe(profile, tp, tp.ts), tp.message_id)
+    assert [c["transition"] for c in changes] == ["entered"] and "jo" in profile["segments"]
