@@ -92,9 +92,12 @@ def test_cdnow_through_the_collector_fits_the_published_model(tusk_env: dict[str
                 independent_expected(*params, 90 / 7, x, tx, T), rel=1e-6)
 
         # a segment on p_alive: its size equals the customers the formula puts in it
-        want = sum(1 for days in map(sorted, map(set, history.values()))
-                   if independent_p_alive(*params, len(days) - 1, (days[-1] - days[0]) / 7,
-                                          (last_day - days[0]) / 7) < 0.3)
+        def churning_at(day: int) -> int:
+            return sum(1 for days in map(sorted, map(set, history.values()))
+                       if independent_p_alive(*params, len(days) - 1, (days[-1] - days[0]) / 7,
+                                              (day - days[0]) / 7) < 0.3)
+
+        want = churning_at(last_day)
         req = orjson.dumps({"condition": {"computed": "p_alive", "lt": 0.3}})
         put = urllib.request.Request(workers[0].url + "/segments/churning", data=req, method="PUT",
                                      headers={"Content-Type": "application/json"})
@@ -107,6 +110,17 @@ def test_cdnow_through_the_collector_fits_the_published_model(tusk_env: dict[str
 
         wait_for(size, 180, f"segment churning with {want} members")
         assert 0 < want < 2357
+
+        # time passes (the event-time clock moves with another person's page view 90 days
+        # later): customers cross p_alive < 0.3 on their own day, with no event of theirs
+        later = last_day + 90
+        status, body = collector.post("/v1/page", orjson.dumps({
+            "userId": "someone-else", "name": "Home", "messageId": "clock-1",
+            "timestamp": iso_day(later, 12)}), WRITE_KEY)
+        assert status == 200, body
+        want = churning_at(later)
+        wait_for(size, 180, f"segment churning with {want} members 90 days later")
+        assert want > churning_at(last_day)
     finally:
         collector.stop()
         deployment.stop()
