@@ -236,7 +236,7 @@ def expected_spend(m: Model, x: float, monetary: float | None) -> float | None:
     if x == 0 or monetary is None:
         return mean
     weight = m.p * x / (m.p * x + m.q - 1)
-    return (1 - weight) * mean + weight * monetary
+    return (1 - weight) * mean + weight * max(monetary, 0.0)  # refunds may net a mean below 0
 
 
 def clv(m: Model, x: float, tx: float, T: float, monetary: float | None, discount: float,

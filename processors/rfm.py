@@ -20,7 +20,9 @@ Memory is bounded: at most `max_days` purchase days (and as many refund days) ar
 listed per customer. Beyond that, the oldest repeat occasions are folded into one
 count and sum ("f": [occasions, millionths, last folded day]); a summary as of a
 day after the folded ones stays exact, one as of an earlier day counts none of
-them, and a later purchase on an already-folded day counts as a new occasion.
+them, a later purchase on an already-folded day counts as a new occasion, and a
+refund dated among folded days nets against the latest occasion still listed
+before it. Refund days beyond the bound fold into the oldest refund day kept.
 The default bound, 2000 days, is more than five years of daily purchases.
 """
 
