@@ -335,3 +335,14 @@ class PredictSummaries(View):
             return error(self, 400, "invalid_request", str(e))
         except Incomplete as e:
             return error(self, 503, "not_ready", str(e))
+
+
+@app.page("/predict/model")
+class PredictModel(View):
+    """The fitted model in force (as `tusk predict fit` published it), 404 before any fit."""
+
+    async def get(self, request: Request) -> Response:
+        record = agents.READER.records.get("predict:model")
+        if record is None or agents.READER.catalog.predict.model is None:
+            return error(self, 404, "not_found", "no model yet: run `tusk predict fit`")
+        return json_response(self, record)

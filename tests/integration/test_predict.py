@@ -66,6 +66,9 @@ def test_cdnow_through_the_collector_fits_the_published_model(tusk_env: dict[str
             assert fitted["gamma_gamma"][k] == pytest.approx(v, rel=2e-3), k
 
         # the model reaches every worker; predictions as of the stream's clock (the last order day)
+        in_force = wait_for(lambda: (lambda r: r[1] if r[0] == 200 else None)(
+            http_get(workers[1].url + "/predict/model")), 60, "the model on the second worker")
+        assert in_force["bg_nbd"] == fitted["bg_nbd"]
         model = fitted["bg_nbd"]
         params = (model["r"], model["alpha"], model["a"], model["b"])
         history: dict[str, list[int]] = {}
