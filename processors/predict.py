@@ -116,12 +116,15 @@ def gamma_gamma_loglik(p: float, q: float, v: float, x: np.ndarray, m: np.ndarra
 
 
 def _minimise(neg: Callable[[np.ndarray], float], start: Sequence[float]) -> np.ndarray:
-    """Maximum likelihood over log-parameters: Nelder-Mead, then polished with BFGS."""
+    """Maximum likelihood over log-parameters: Nelder-Mead, then polished with BFGS.
+
+    `neg` is the mean negative log-likelihood per customer, so the tolerances do not
+    depend on how many customers there are."""
     x0 = np.log(np.asarray(start, dtype=float))
     first = optimize.minimize(neg, x0, method="Nelder-Mead",
-                              options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 20_000, "maxfev": 40_000})
+                              options={"xatol": 1e-9, "fatol": 1e-12, "maxiter": 20_000, "maxfev": 20_000})
     best = first.x
-    polished = optimize.minimize(neg, best, method="BFGS", options={"gtol": 1e-9})
+    polished = optimize.minimize(neg, best, method="BFGS", options={"gtol": 1e-10})
     if np.isfinite(polished.fun) and polished.fun <= first.fun:
         best = polished.x
     if not np.all(np.isfinite(best)) or not np.isfinite(neg(best)):
@@ -140,7 +143,7 @@ def fit_bgnbd(x: np.ndarray, tx: np.ndarray, T: np.ndarray) -> tuple[dict[str, f
 
     def neg(logp: np.ndarray) -> float:
         r, alpha, a, b = np.exp(logp)
-        value = -float(np.sum(bgnbd_loglik(r, alpha * scale, a, b, x, tx, T)))
+        value = -float(np.mean(bgnbd_loglik(r, alpha * scale, a, b, x, tx, T)))
         return value if math.isfinite(value) else 1e300
 
     r, alpha, a, b = _minimise(neg, [1.0, 1.0, 1.0, 1.0])
@@ -159,7 +162,7 @@ def fit_gamma_gamma(x: np.ndarray, m: np.ndarray) -> tuple[dict[str, float], flo
 
     def neg(logp: np.ndarray) -> float:
         p, q, v = np.exp(logp)
-        value = -float(np.sum(gamma_gamma_loglik(p, q, v * scale, x, m)))
+        value = -float(np.mean(gamma_gamma_loglik(p, q, v * scale, x, m)))
         return value if math.isfinite(value) else 1e300
 
     p, q, v = _minimise(neg, [1.0, 1.0, 1.0])
