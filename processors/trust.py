@@ -84,10 +84,24 @@ def raised_value(rule: Raise, msg: Mapping[str, Any]) -> Any:
     return None
 
 
+class TrustError(ValueError):
+    """A trust section that passes the schema but cannot work: where, and what was expected."""
+
+    def __init__(self, path: list[Any], expected: str) -> None:
+        super().__init__(expected)
+        self.path, self.expected = path, expected
+
+
 def parse_trust(data: Mapping[str, Any] | None) -> TrustConfig:
-    """The `trust` section of identity.yaml, already checked against its schema."""
+    """The `trust` section of identity.yaml, already checked against its schema (TrustError
+    when a `raise` names a source its trait's ranking does not list: it would rank last)."""
     if not data:
         return NO_TRUST
+    for i, r in enumerate(data.get("raise", ())):
+        order = data.get("traits", {}).get(r["trait"], data.get("sources", ()))
+        if r["to"] not in order:
+            raise TrustError(["trust", "raise", i, "to"],
+                             f"a source ranked for {r['trait']!r} (one of {list(order)}), got {r['to']!r}")
     raises = tuple(Raise(str(r["event"]), str(r["trait"]), str(r["to"]), tuple(r.get("value", ())))
                    for r in data.get("raise", ()))
     return TrustConfig(tuple(data.get("sources", ())),

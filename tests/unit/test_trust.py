@@ -149,6 +149,12 @@ def test_identity_yaml_trust_section(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"bad.yaml:4: at trust.raise.0"):
         load_identity_config(bad, 4)
     assert TrustConfig().rank("email", "anything") == 0
+    unranked = tmp_path / "unranked.yaml"
+    unranked.write_text("trust:\n  sources: [web]\n  traits:\n    email: [checkout, web]\n  raise:\n"
+                        "    - event: Email Verified\n      trait: email\n      to: verified\n")
+    with pytest.raises(ConfigError, match=r"unranked.yaml:8: at trust.raise.0.to: expected a source ranked "
+                                          r"for 'email'"):
+        load_identity_config(unranked, 4)
 
 
 def test_collector_names_the_source_of_a_write_key(monkeypatch: pytest.MonkeyPatch) -> None:
