@@ -87,8 +87,8 @@ def observe(state: dict[str, Any], cfg: RfmConfig, name: str, ts: int, msg: Mapp
         return False
     day = day_of(ts)
     folded = state.get("f")
-    first = _first(state)
-    if key == "o" and folded is not None and first is not None and first < day <= folded[2] \
+    first = _first(state) if folded is not None and key == "o" else None
+    if first is not None and folded is not None and first < day <= folded[2] \
             and str(day) not in state.get("o", {}):
         state["f"] = [folded[0] + 1, folded[1] + value, folded[2]]  # inside the folded past
         return True
