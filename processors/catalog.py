@@ -17,11 +17,13 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from processors import aggregates as ag
 from processors import computed as ct
+from processors import predict as pr
+from processors import rfm
 from processors.events import Touchpoint
 from processors.predicates import Ctx, DefinitionError
 from processors.profile import EVENT_BUCKETS, consent_of, person_traits
@@ -31,16 +33,22 @@ from processors.timeutil import iso
 Profile = dict[str, Any]
 
 TRAIT_PREFIX = "computed:"
+MODEL_PREFIX = "predict:"
+"""The fitted prediction model (tusk predict fit) is published as predict:model."""
 
 
 def topic_key(kind: str, ident: str) -> str:
     """Key on the definitions topic: segments by id, computed traits as computed:<id>."""
+    if kind == "predict_model":
+        return f"{MODEL_PREFIX}{ident}"
     return ident if kind == "segment" else f"{TRAIT_PREFIX}{ident}"
 
 
 def parse_topic_key(key: str) -> tuple[str, str]:
     if key.startswith(TRAIT_PREFIX):
         return "computed_trait", key[len(TRAIT_PREFIX):]
+    if key.startswith(MODEL_PREFIX):
+        return "predict_model", key[len(MODEL_PREFIX):]
     return "segment", key
 
 
@@ -79,30 +87,37 @@ class Catalog:
     implicit: tuple[ct.TraitDef, ...] = ()
     versions: Mapping[str, str] = field(default_factory=dict)
     """per segment: its definition with those of everything it reads (a change → re-evaluate)"""
+    predict: pr.Setup = field(default_factory=pr.Setup)
+    """purchase summaries kept per profile, and the fitted model behind p_alive & co."""
 
     @classmethod
     def build(cls, trait_specs: Iterable[Mapping[str, Any]] = (),
-              segment_specs: Iterable[Mapping[str, Any]] = ()) -> Catalog:
+              segment_specs: Iterable[Mapping[str, Any]] = (), predict: pr.Setup | None = None) -> Catalog:
         tspecs = {str(s.get("id")): s for s in trait_specs}
         sspecs = {str(s.get("id")): s for s in segment_specs}
-        return cls._compile(tspecs, sspecs)
+        return cls._compile(tspecs, sspecs, predict or pr.Setup())
 
     @classmethod
     def _compile(cls, tspecs: Mapping[str, Mapping[str, Any]],
-                 sspecs: Mapping[str, Mapping[str, Any]]) -> Catalog:
-        traits = {tid: ct.compile_trait(spec, ["computed_traits", tid], tspecs.__contains__)
+                 sspecs: Mapping[str, Mapping[str, Any]], predict: pr.Setup) -> Catalog:
+        for tid in sorted(set(tspecs) & set(pr.TRAITS)):
+            raise DefinitionError(["computed_traits", tid, "id"], f"a name other than the predictive "
+                                  f"traits {list(pr.TRAITS)}")
+        traits = {tid: ct.compile_trait(spec, ["computed_traits", tid],
+                                        lambda n: n in tspecs or n in pr.TRAITS)
                   for tid, spec in tspecs.items()}
         trait_order = _toposort({t: d.refs for t, d in traits.items()}, "formulas",
                                 {t: ["computed_traits", t, "formula"] for t in traits})
         segments = {sid: compile_segment(spec, ["segments", sid]) for sid, spec in sspecs.items()}
         for sid, seg in segments.items():
-            for t in sorted(seg.traits - set(traits)):
+            for t in sorted(seg.traits - set(traits) - set(pr.TRAITS)):
                 raise DefinitionError(["segments", sid, "condition"], f"a known computed trait, got {t!r}")
             for s in sorted(seg.segments - set(segments)):
                 raise DefinitionError(["segments", sid, "condition"], f"a known segment, got {s!r}")
         order = _toposort({s: d.segments for s, d in segments.items()}, "segment references",
                           {s: ["segments", s, "condition"] for s in segments})
-        trait_tags: dict[str, frozenset[str]] = {}
+        trait_tags: dict[str, frozenset[str]] = {
+            t: frozenset(f"name:{n}" for n in predict.rfm.events) for t in pr.TRAITS}
         for tid in trait_order:
             d = traits[tid]
             if d.selector is not None:
@@ -117,7 +132,7 @@ class Catalog:
             for ref in sd.segments:
                 dependents[ref].add(sid)
         implicit = tuple(t for sid in order for t in segments[sid].implicit)
-        tv: dict[str, str] = {}
+        tv: dict[str, str] = {t: _hash([t, predict.version]) for t in pr.TRAITS}
         for tid in trait_order:
             tv[tid] = _hash([traits[tid].version, *(tv[r] for r in sorted(traits[tid].refs))])
         versions: dict[str, str] = {}
@@ -126,27 +141,35 @@ class Catalog:
             versions[sid] = _hash([sd.version, *(tv[t] for t in sorted(sd.traits)),
                                    *(versions[s] for s in sorted(sd.segments))])
         return cls(tspecs, sspecs, traits, tuple(trait_order), segments, tuple(order), tags,
-                   {k: frozenset(v) for k, v in dependents.items()}, implicit, versions)
+                   {k: frozenset(v) for k, v in dependents.items()}, implicit, versions, predict)
 
     def put(self, kind: str, spec: Mapping[str, Any]) -> Catalog:
         """A catalog with this definition added or replaced (DefinitionError if it breaks any)."""
         ident = str(spec.get("id"))
+        if kind == "predict_model":
+            return self.with_predict(replace(self.predict, model=pr.Model.from_record(spec)))
         if kind == "computed_trait":
-            return self._compile({**self.trait_specs, ident: spec}, self.segment_specs)
-        return self._compile(self.trait_specs, {**self.segment_specs, ident: spec})
+            return self._compile({**self.trait_specs, ident: spec}, self.segment_specs, self.predict)
+        return self._compile(self.trait_specs, {**self.segment_specs, ident: spec}, self.predict)
+
+    def with_predict(self, setup: pr.Setup) -> Catalog:
+        """The same definitions with another prediction setup (summary config or model)."""
+        return self._compile(self.trait_specs, self.segment_specs, setup)
 
     def extended(self, traits: Iterable[Mapping[str, Any]],
                  segments: Iterable[Mapping[str, Any]]) -> Catalog:
         """Several definitions added or replaced at once (they may refer to each other)."""
         return self._compile({**self.trait_specs, **{str(t["id"]): t for t in traits}},
-                             {**self.segment_specs, **{str(s["id"]): s for s in segments}})
+                             {**self.segment_specs, **{str(s["id"]): s for s in segments}}, self.predict)
 
     def delete(self, kind: str, ident: str) -> Catalog:
+        if kind == "predict_model":
+            return self.with_predict(replace(self.predict, model=None))
         if kind == "computed_trait":
             return self._compile({k: v for k, v in self.trait_specs.items() if k != ident},
-                                 self.segment_specs)
+                                 self.segment_specs, self.predict)
         return self._compile(self.trait_specs,
-                             {k: v for k, v in self.segment_specs.items() if k != ident})
+                             {k: v for k, v in self.segment_specs.items() if k != ident}, self.predict)
 
     @functools.cached_property
     def aggregates(self) -> list[ct.TraitDef]:
@@ -177,7 +200,7 @@ class Catalog:
     @functools.cached_property
     def fingerprint(self) -> str:
         return _hash(sorted(f"{k}={v}" for k, v in self.versions.items())
-                     + sorted(f"{t.id}={t.version}" for t in self.aggregates))
+                     + sorted(f"{t.id}={t.version}" for t in self.aggregates) + [self.predict.version])
 
     # --- running on a profile ------------------------------------------------------------
 
@@ -195,6 +218,8 @@ class Catalog:
         for td in (*named.get(tp.name, ()), *other):
             if td.id not in rebuilt:
                 ct.observe(td, profile, tp, now, ctx)
+        if tp.name in self.predict.rfm.events:
+            rfm.observe(profile.setdefault("_rfm", {}), self.predict.rfm, tp.name, tp.ts, tp.msg)
         profile["_cv"] = self.fingerprint
         index: dict[str, ag.Buckets] = profile.setdefault("_ev", {})
         ag.bucket_add(index.setdefault(tp.name, {}), tp.ts, 1, _add, EVENT_BUCKETS)
@@ -206,6 +231,8 @@ class Catalog:
         tags = {"*", f"name:{tp.name}", f"type:{tp.type}"}
         changed = person_traits(tp)
         tags.update(f"trait:{t}" for t in changed if t != "subscriptions")
+        # traits this event wrote without carrying them (trust `raise` events, processors/trust.py)
+        tags.update(f"trait:{t}" for t, stamp in profile.get("_tt", {}).items() if stamp[1] == tp.message_id)
         if "subscriptions" in changed:
             tags.add("subscriptions")
         if consent_of(tp):
@@ -274,6 +301,33 @@ class Catalog:
         for tid in self.trait_order:
             value = scope.computed(tid)
             view[tid] = iso(value) if self.traits[tid].is_time and isinstance(value, int) else value
+        if self.predict.model is not None:
+            for tid in pr.TRAITS:
+                value = scope.computed(tid)
+                view[tid] = None if value is None else float(value)
+        return view
+
+    def summary(self, profile: Profile, now: int) -> rfm.Summary | None:
+        """The profile's purchase summary (processors/rfm.py) as of the day of `now`."""
+        return rfm.summary(profile.get("_rfm"), rfm.day_of(now))
+
+    def predictions_view(self, profile: Profile, now: int) -> dict[str, Any] | None:
+        """Summary and predictions as the profile API shows them (None: no purchase)."""
+        s = self.summary(profile, now)
+        if s is None:
+            return None
+        model = self.predict.model
+        unit = model.unit if model is not None else "day"
+        days = pr.UNIT_DAYS[unit]
+        view: dict[str, Any] = {
+            "unit": unit, "frequency": s.frequency, "recency": s.recency_days / days,
+            "age": s.age_days / days, "monetary": s.monetary,
+            "first_purchase": iso(s.first_day * rfm.DAY_MS), "as_of": iso(s.as_of_day * rfm.DAY_MS)}
+        if model is not None:
+            for tid in pr.TRAITS:
+                value = pr.predict(self.predict, tid, s)
+                view[tid] = None if value is None else float(value)
+            view["model"] = model.version
         return view
 
 
@@ -306,6 +360,9 @@ class _Scope:
 
     def computed(self, name: str) -> Any:
         hit = self.values.get(name)
+        if hit is None and name in pr.TRAITS:
+            summary = self.catalog.summary(self.profile, self.ctx.now)
+            hit = self.values[name] = (pr.predict(self.catalog.predict, name, summary), None)
         if hit is None:
             sub = Ctx(self.ctx.now)
             td = self.catalog.traits[name]

@@ -20,10 +20,12 @@ from processors.catalog import Catalog
 from processors.config import ConfigError, line_of, load_yaml_with_nodes
 from processors.predicates import DefinitionError, dotted
 
-KINDS = ("segment", "computed_trait")
+KINDS = ("segment", "computed_trait", "predict_model")
 
 
 def _validator(kind: str) -> Draft202012Validator:
+    if kind == "predict_model":  # written by `tusk predict fit`, not by definition files
+        return Draft202012Validator(schemas.load("predict-model"))
     root = schemas.load("definitions")
     return Draft202012Validator({"$defs": root["$defs"], "$ref": f"#/$defs/{kind}"})
 

@@ -44,7 +44,7 @@ from typing import Any, Protocol
 from processors import activation
 from processors.activation import ActivationConfig
 from processors.catalog import Catalog, transition
-from processors.config import load_yaml
+from processors.config import ConfigError, line_of, load_yaml_with_nodes
 from processors.events import Touchpoint
 from processors.identifiers import (
     DEFAULT_BLOCKED,
@@ -58,6 +58,7 @@ from processors.merge import merge
 from processors.partitioning import mint_profile_id, partition_for
 from processors.profile import Outcome, Profile, ProfileLimits, apply, is_duplicate, new_profile
 from processors.timeutil import parse_duration_ms
+from processors.trust import TrustError, parse_trust
 
 Message = dict[str, Any]
 ACCOUNT_KEY = "group_id"
@@ -148,7 +149,12 @@ class Effects:
 def load_identity_config(path: str | Path, partitions: int,
                          profile_limits: ProfileLimits | None = None) -> IdentityConfig:
     """IdentityConfig from identity.yaml (ConfigError with file and line when invalid)."""
-    data = load_yaml(path, "identity")
+    data, root = load_yaml_with_nodes(path, "identity")
+    try:
+        trust = parse_trust(data.get("trust"))
+    except TrustError as e:
+        raise ConfigError(f"{path}:{line_of(root, e.path)}: at {'.'.join(map(str, e.path))}: "
+                          f"expected {e.expected}.") from None
     blocked = {kind: frozenset(str(v).casefold() for v in values)
                for kind, values in data.get("blocked", {}).items() if kind != "any"}
     anywhere = data.get("blocked", {}).get("any", [])
@@ -159,7 +165,8 @@ def load_identity_config(path: str | Path, partitions: int,
                           exclusive_memberships=bool(data.get("exclusive_memberships", False)),
                           erased_suppression_ms=parse_duration_ms(str(data.get("erased_suppression", "30d")))
                           if data.get("erased_suppression") not in (0, "0", False) else 0,
-                          profile_limits=profile_limits or ProfileLimits())
+                          profile_limits=replace(profile_limits or ProfileLimits(),
+                                                 trust=trust))
 
 
 def event_message(encoded: Mapping[str, Any]) -> Message:

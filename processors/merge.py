@@ -8,6 +8,8 @@ min/max, the recent-event list keeps the newest N of both.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -15,26 +17,33 @@ import orjson
 from processors.aggregates import bucket_merge
 from processors.computed import merge_states
 from processors.profile import CONSENT_HISTORY, EVENT_BUCKETS, Profile, ProfileLimits
+from processors.rfm import merge as merge_rfm
+from processors.trust import TrustConfig
 
 
-def _newest(a: list[Any] | None, b: list[Any] | None) -> int:
+def _newest(a: list[Any] | None, b: list[Any] | None,
+            key: Callable[[list[Any]], tuple[Any, ...]] | None = None) -> int:
     """-1 when stamp a wins, 1 when b wins (ties go to the larger stamp → deterministic)."""
     if a is None:
         return 1
     if b is None:
         return -1
+    if key is not None:
+        return -1 if key(a) >= key(b) else 1
     return -1 if (a[0], a[1]) >= (b[0], b[1]) else 1
 
 
 Stamped = dict[str, Any]
 
 
-def _merge_stamped(values_a: Stamped, stamps_a: Stamped,
-                   values_b: Stamped, stamps_b: Stamped) -> tuple[Stamped, Stamped]:
+def _merge_stamped(values_a: Stamped, stamps_a: Stamped, values_b: Stamped, stamps_b: Stamped,
+                   trust: TrustConfig | None = None) -> tuple[Stamped, Stamped]:
     values: dict[str, Any] = {}
     stamps: dict[str, Any] = {}
     for name in sorted(set(values_a) | set(values_b)):
-        if name not in values_b or (name in values_a and _newest(stamps_a.get(name), stamps_b.get(name)) < 0):
+        key = None if trust is None else functools.partial(trust.key, name)
+        if name not in values_b or (name in values_a and
+                                    _newest(stamps_a.get(name), stamps_b.get(name), key) < 0):
             values[name], stamp = values_a[name], stamps_a.get(name)
         else:
             values[name], stamp = values_b[name], stamps_b.get(name)
@@ -68,7 +77,7 @@ def merge(a: Profile, b: Profile, limits: ProfileLimits | None = None) -> Profil
     for kind in sorted(set(a["identities"]) | set(b["identities"])):
         ids[kind] = sorted(set(a["identities"].get(kind, [])) | set(b["identities"].get(kind, [])))
     out["identities"] = ids
-    out["traits"], out["_tt"] = _merge_stamped(a["traits"], a["_tt"], b["traits"], b["_tt"])
+    out["traits"], out["_tt"] = _merge_stamped(a["traits"], a["_tt"], b["traits"], b["_tt"], limits.trust)
     for field, stamps in (("consent", "_ct"), ("subscriptions", "_st")):
         out[field], out[stamps] = _merge_stamped(a.get(field, {}), a.get(stamps, {}),
                                                  b.get(field, {}), b.get(stamps, {}))
@@ -101,6 +110,8 @@ def merge(a: Profile, b: Profile, limits: ProfileLimits | None = None) -> Profil
     for name, buckets in b.get("_ev", {}).items():
         index[name] = bucket_merge(index.get(name, {}), buckets, _add, EVENT_BUCKETS)
     out["_ev"] = dict(sorted(index.items()))
+    if "_rfm" in a or "_rfm" in b:
+        out["_rfm"] = merge_rfm(a.get("_rfm", {}), b.get("_rfm", {}))
     # memberships, deadlines and computed values are the survivor's until the catalog
     # re-evaluates the merged profile (identity._on_merge does at once)
     return out

@@ -7,7 +7,8 @@ recent-event list keeps the newest N by (time, messageId); identity values
 are kept sorted.
 
 Bookkeeping that users do not see lives under keys starting with "_":
-  _tt    trait → [event ms, messageId] of the value kept (last-write-wins)
+  _tt    trait → [event ms, messageId, source] of the value kept (ranked sources, then
+         last-write-wins; processors/trust.py)
   _seen  messageId → event ms, the dedup window (bounded by time and count)
   _src   source partition → last offset applied (redelivery is a no-op)
 """
@@ -22,6 +23,7 @@ from typing import Any
 
 from processors.events import Touchpoint
 from processors.identifiers import Identifier
+from processors.trust import NO_TRUST, TrustConfig, provenance, raised_value, source_of
 
 Profile = dict[str, Any]
 
@@ -39,6 +41,8 @@ class ProfileLimits:
     """Recent events and occurrence buckets older than this (before the newest) are dropped."""
     ttl_ms: int | None = None
     """A profile with no event for this long is erased (None: never)."""
+    trust: TrustConfig = NO_TRUST
+    """Source ranking of traits (identity.yaml `trust`); none: last-write-wins."""
 
 
 class Outcome(Enum):
@@ -70,11 +74,13 @@ def add_identities(profile: Profile, identifiers: Iterable[Identifier]) -> bool:
     return changed
 
 
-def set_trait(profile: Profile, name: str, value: Any, ts: int, mid: str) -> None:
+def set_trait(profile: Profile, name: str, value: Any, ts: int, mid: str, source: str | None = None,
+              trust: TrustConfig = NO_TRUST) -> None:
+    stamp = [ts, mid] if source is None else [ts, mid, source]
     current = profile["_tt"].get(name)
-    if current is None or (ts, mid) >= (current[0], current[1]):
+    if current is None or trust.key(name, stamp) >= trust.key(name, current):
         profile["traits"][name] = value
-        profile["_tt"][name] = [ts, mid]
+        profile["_tt"][name] = stamp
 
 
 def person_traits(tp: Touchpoint) -> Mapping[str, Any]:
@@ -173,9 +179,16 @@ def apply(profile: Profile, tp: Touchpoint, limits: ProfileLimits | None = None,
     _remember(profile, tp.message_id, tp.ts, limits)
     add_identities(profile, tp.identifiers)
     traits = person_traits(tp)
+    origin = source_of(tp.msg)
     for name, value in traits.items():
         if name != "subscriptions":
-            set_trait(profile, name, value, tp.ts, tp.message_id)
+            set_trait(profile, name, value, tp.ts, tp.message_id, origin, limits.trust)
+    for rule in limits.trust.raised_by(tp.name):  # e.g. Email Verified: the email is `verified`
+        value = raised_value(rule, tp.msg)
+        if value is None:
+            value = profile["traits"].get(rule.trait)
+        if value is not None:
+            set_trait(profile, rule.trait, value, tp.ts, tp.message_id, rule.to, limits.trust)
     history: list[dict[str, Any]] = profile.setdefault("consent_history", [])
     for channel, state in subscriptions_of(traits).items():
         _set_stamped(profile, "subscriptions", "_st", channel, state, tp.ts, tp.message_id)
@@ -208,6 +221,8 @@ def iso(ms: int | None) -> str | None:
 def public_view(profile: Profile) -> Profile:
     """The profile as users see it (CONTRACT §4): no bookkeeping, times as ISO-8601."""
     view = {k: v for k, v in profile.items() if not k.startswith("_")}
+    view["trait_sources"] = {name: {**p, "at": iso(p["at"])}
+                             for name, p in provenance(profile.get("_tt", {})).items()}
     view["first_seen"] = iso(profile["first_seen"])
     view["last_seen"] = iso(profile["last_seen"])
     view["recent_events"] = [

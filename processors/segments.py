@@ -30,9 +30,12 @@ from processors.computed import EventSelector, TraitDef, as_list, compile_select
 from processors.predicates import (
     Ctx,
     DefinitionError,
+    Predicate,
+    as_number,
     compile_comparison,
     get_path,
 )
+from processors.predict import Forecast
 from processors.timeutil import parse_duration_ms
 
 Profile = dict[str, Any]
@@ -196,7 +199,7 @@ def compile_node(node: Any, path: list[str | int], c: Compiling) -> Cond:
         _name(arg, [*path, kind])
         pred = compile_comparison(node, (kind,), path)
         c.traits.add(arg)
-        return lambda s: pred(s.computed(arg), s.ctx)
+        return _computed_check(arg, pred, node)
     if kind == "field":
         _name(arg, [*path, kind])
         pred = compile_comparison(node, (kind,), path)
@@ -231,6 +234,25 @@ def compile_node(node: Any, path: list[str | int], c: Compiling) -> Cond:
         raise DefinitionError(path, "{segment: id} alone")
     c.segments.add(arg)
     return lambda s: s.segment(arg)
+
+
+def _computed_check(name: str, pred: Predicate, node: Mapping[str, Any]) -> Cond:
+    """A condition on a computed trait; a predicted value (processors.predict.Forecast) that
+    moves as the customer ages registers the instant the answer flips, found in closed form
+    (p_alive) or by bisection on its monotone trajectory, so no daily re-check is needed."""
+    levels = [as_number(node[op]) for op in ("lt", "lte", "gt", "gte") if op in node]
+    level = levels[0] if levels else None
+
+    def check(s: Scope) -> bool:
+        value = s.computed(name)
+        answer = pred(value, s.ctx)
+        if isinstance(value, Forecast):
+            probe = Ctx(s.ctx.now)
+            at = value.flip_at(lambda v: pred(v, probe), level)
+            if at is not None:
+                s.ctx.due(at)
+        return answer
+    return check
 
 
 @dataclass

@@ -50,6 +50,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
             load_identity_config(settings.identity_config, settings.partitions)
         except ConfigError as e:
             raise CliError(str(e)) from None
+    if settings.predict_config:
+        from processors.config import ConfigError
+        from processors.predict import load_config
+
+        try:
+            load_config(settings.predict_config)
+        except ConfigError as e:
+            raise CliError(str(e)) from None
     try:
         ensure_topics(settings)
     except Exception as e:
@@ -227,6 +235,10 @@ def cmd_segments_list(args: argparse.Namespace) -> int:
         size = sizes.get(sid)
         members = f"  ({size} members)" if size is not None else ""
         print(f"segment   {sid:<28} {spec.get('name', '')}{members}")
+    model = cat.predict.model
+    if model is not None:
+        print(f"model     {'predict:model':<28} BG/NBD + Gamma-Gamma in {model.unit}s, "
+              f"fitted {model.version}")
     for key, why in sorted(reader.skipped.items()):
         print(f"skipped   {key:<28} {why}")
     return 0
@@ -275,6 +287,20 @@ def cmd_privacy(args: argparse.Namespace) -> int:
     if result.get("status") == "not_found":
         raise CliError(f"no profile has {req['identifier'].split(':', 1)[0]} with that value.")
     return 0 if result.get("status") == "done" else 1
+
+
+def cmd_predict_fit(args: argparse.Namespace) -> int:
+    _set_env(args, COMMON_ENV)
+    from stream.predict_client import fit_cluster, publish
+    from stream.settings import Settings
+
+    result = fit_cluster(args.url, args.until, args.unit, args.timeout)
+    print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+    if not args.no_publish:
+        settings = Settings.from_env()
+        publish(settings, result)
+        print(f"published to {settings.topics.segments} as predict:model", file=sys.stderr)
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -351,6 +377,17 @@ def build_parser() -> argparse.ArgumentParser:
     pv.add_argument("identifier", help="TYPE:VALUE, e.g. email:jo@example.com")
     pv.add_argument("--timeout", type=float, default=60.0)
     pv.set_defaults(func=cmd_privacy)
+
+    pd = sub.add_parser("predict", help="fit the purchase models behind p_alive, expected orders, CLV")
+    pds = pd.add_subparsers(dest="predict_command", required=True)
+    pf = pds.add_parser("fit", help="fit BG/NBD and Gamma-Gamma on every customer, print and publish")
+    kafka_opts(pf)
+    pf.add_argument("--until", help="last day of the calibration period (YYYY-MM-DD; default: today)")
+    pf.add_argument("--unit", choices=["day", "week"], default="week", help="time unit (default week)")
+    pf.add_argument("--url", default=url_default, help="any worker's HTTP address")
+    pf.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the summaries")
+    pf.add_argument("--no-publish", action="store_true", help="print the parameters only")
+    pf.set_defaults(func=cmd_predict_fit)
 
     d = sub.add_parser("demo", help="local Kafka + a worker + a synthetic shop's stream, then a report")
     d.add_argument("--bootstrap", help="use this Kafka instead of starting a local one")

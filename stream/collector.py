@@ -11,7 +11,11 @@ Write keys. The write key is the HTTP basic-auth user (password ignored), or
 is accepted (logged as a warning at start), but a key is still required: a
 request without one comes from a misconfigured client, and answering 401 at
 once is kinder than accepting data the real deployment would refuse. Keys are
-compared in constant time and never forwarded to Kafka or logged.
+compared in constant time and never forwarded to Kafka or logged. A key may name
+its source, `key=source` (`TUSK_COLLECTOR_WRITE_KEYS="wk1=web, wk2=crm_import"`):
+every event sent with it gets `context.source` set to that name, replacing what the
+client wrote, so trait precedence (processors/trust.py) can trust it. Events sent
+with a key without a name keep their own `context.source`.
 
 Limits, as Segment documents them: `TUSK_MAX_EVENT_BYTES` per event (32 KiB, the
 worker's own limit, measured on the record as produced) and
@@ -63,7 +67,7 @@ import os
 import sys
 import threading
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -95,6 +99,8 @@ class CollectorConfig:
     port: int = 8088
     write_keys: frozenset[str] | None = None
     """None: any non-empty key."""
+    sources: Mapping[str, str] = field(default_factory=dict)
+    """write key → the source its events are from (context.source)"""
     max_event_bytes: int = 32 * 1024
     max_batch_bytes: int = 500 * 1024
     delivery_timeout_ms: int = 10_000
@@ -105,8 +111,15 @@ class CollectorConfig:
     def from_env(cls, settings: Settings) -> CollectorConfig:
         raw_keys = os.environ.get("TUSK_COLLECTOR_WRITE_KEYS")
         keys: frozenset[str] | None = None
+        sources: dict[str, str] = {}
         if raw_keys is not None and raw_keys.strip():
-            keys = frozenset(k.strip() for k in raw_keys.split(",") if k.strip())
+            for entry in (e.strip() for e in raw_keys.split(",") if e.strip()):
+                key, eq, source = (part.strip() for part in entry.partition("="))
+                if not key or (eq and not source):
+                    raise SettingsError(f"TUSK_COLLECTOR_WRITE_KEYS: {entry!r}: expected KEY or KEY=SOURCE.")
+                if source:
+                    sources[key] = source
+            keys = frozenset(e.partition("=")[0].strip() for e in raw_keys.split(",") if e.strip())
         max_batch = int_env("TUSK_COLLECTOR_MAX_BATCH_BYTES", cls.max_batch_bytes, 1024)
         if max_batch < settings.max_event_bytes:
             raise SettingsError(f"TUSK_COLLECTOR_MAX_BATCH_BYTES={max_batch}: expected at least "
@@ -115,6 +128,7 @@ class CollectorConfig:
             host=os.environ.get("TUSK_COLLECTOR_HOST") or cls.host,
             port=int_env("TUSK_COLLECTOR_PORT", cls.port, 1),
             write_keys=keys,
+            sources=sources,
             max_event_bytes=settings.max_event_bytes,
             max_batch_bytes=max_batch,
             delivery_timeout_ms=int_env("TUSK_COLLECTOR_DELIVERY_TIMEOUT_MS", cls.delivery_timeout_ms, 1000),
@@ -217,7 +231,7 @@ def event_timestamp(event: dict[str, Any], received_ms: int, received_at: str) -
 
 
 def build_records(route: str, doc: dict[str, Any], max_event_bytes: int,
-                  now_ms: int | None = None,
+                  now_ms: int | None = None, source: str | None = None,
                   rules: IdentityRules | None = None) -> list[tuple[bytes | None, bytes]]:
     """(key, value) records for a decoded request body; Refused when the request is unusable."""
     received_ms = now_ms if now_ms is not None else int(datetime.now(UTC).timestamp() * 1000)
@@ -252,6 +266,9 @@ def build_records(route: str, doc: dict[str, Any], max_event_bytes: int,
         if event.get("messageId") is None:
             event["messageId"] = str(uuid4())
         event["receivedAt"] = received_at
+        if source is not None:  # the write key's source, whatever the client claims
+            ctx = event.get("context")
+            event["context"] = {**ctx, "source": source} if isinstance(ctx, dict) else {"source": source}
         event["timestamp"] = event_timestamp(event, received_ms, received_at)
         try:
             value = orjson.dumps(event)
@@ -398,7 +415,8 @@ def tracking_handler(route: str) -> Handler:
             doc = parse_document(body)
             if header_key is None:
                 check_write_key(doc.get("writeKey"), config.write_keys)
-            records = build_records(route, doc, config.max_event_bytes, rules=config.rules)
+            source = config.sources.get(str(header_key if header_key is not None else doc.get("writeKey")))
+            records = build_records(route, doc, config.max_event_bytes, source=source, rules=config.rules)
             try:
                 await request.app[SINK].send(records, config.delivery_timeout_ms / 1000 + 5)
             except DeliveryFailed as e:

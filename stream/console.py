@@ -440,7 +440,11 @@ function renderProfile(p) {
   section(card, "Segments", table(["segment", "entered at"],
     segs.map(([id, s]) => [el("strong", {text: id}), when((s || {}).entered_at)])), "segments");
   section(card, "Computed traits", kv(p.computed), "computed");
-  section(card, "Traits", kv(p.traits), "traits");
+  const sources = p.trait_sources || {};
+  section(card, "Traits", table(["name", "value", "source"],
+    Object.entries(p.traits || {}).sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) =>
+      [el("code", {text: k}), fmt(v), (sources[k] || {}).source || ""])), "traits");
+  if (p.predictions) section(card, "Predictions", kv(p.predictions), "predictions");
   section(card, "Consent", kv(p.consent, (v) => v === true ? badge("granted") :
     v === false ? badge("denied") : fmt(v)), "consent");
   section(card, "Subscriptions", kv(p.subscriptions, (v) => badge(fmt(v))), "subscriptions");

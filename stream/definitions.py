@@ -22,15 +22,16 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 from processors.catalog import Catalog, parse_topic_key, topic_key
 from processors.definitions import parse_record
 from processors.predicates import DefinitionError
+from processors.predict import load_config as load_predict_config
 from stream.kafka_io import client_config, connect, watermarks
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def build(records: dict[str, dict[str, Any]]) -> tuple[Catalog, dict[str, str]]:
+def build(records: dict[str, dict[str, Any]], base: Catalog | None = None) -> tuple[Catalog, dict[str, str]]:
     """A Catalog from topic records (key → value); (catalog, key → why it was skipped)."""
-    catalog = Catalog()
+    catalog = base or Catalog()
     skipped: dict[str, str] = {}
     pending = dict(sorted(records.items()))
     # definitions may refer to others that come later in key order: retry until stable
@@ -62,7 +63,9 @@ class DefinitionsReader:
         self.settings = settings
         self.topic = settings.topics.segments
         self.records: dict[str, dict[str, Any]] = {}
-        self.catalog = Catalog()
+        self.base = Catalog(predict=load_predict_config(settings.predict_config)) \
+            if settings.predict_config else Catalog()
+        self.catalog = self.base
         self.fingerprint = fingerprint(self.catalog)
         self.skipped: dict[str, str] = {}
         self.on_change = on_change
@@ -120,7 +123,7 @@ class DefinitionsReader:
             self.records[key] = value
 
     def _rebuild(self) -> None:
-        catalog, skipped = build(self.records)
+        catalog, skipped = build(self.records, self.base)
         for key, why in skipped.items():
             if self.skipped.get(key) != why:
                 log.error("definition %s skipped: %s", key, why)

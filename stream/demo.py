@@ -179,6 +179,8 @@ def report(url: str, produced: dict[str, Any], seen: dict[str, float], examples:
         console.rule(f"profile {body['id']}  ({ident})")
         summary = {k: body[k] for k in ("identities", "traits", "first_seen", "last_seen",
                                         "event_count", "event_counts", "merged_from")}
+        if body.get("predictions"):
+            summary["predictions"] = body["predictions"]
         summary["recent_events"] = [
             f"{e['ts']} {e['type']} {e.get('event') or e.get('name') or ''}".rstrip()
             for e in body["recent_events"][:4]]
@@ -216,6 +218,39 @@ def report_activation(url: str, settings: Settings) -> None:
         if records:
             console.rule(f"a trigger on {settings.topics.activations(ch)}")
             console.print_json(data=orjson.loads(records[0].value()))
+
+
+PREDICTIONS = EXAMPLES.parent / "predictions.yaml"
+
+
+def predictions(url: str, settings: Settings) -> None:
+    """Fit the purchase models on the demo's customers, publish them, apply the example
+    segments on p_alive / expected orders / CLV and wait for their backfill."""
+    from stream.predict_client import fit_cluster, publish
+
+    try:
+        with console.status("fitting BG/NBD and Gamma-Gamma on every customer…"):
+            fitted = fit_cluster(url, None, "week", timeout=60)
+    except CliError as e:
+        console.print(f"[yellow]![/] no predictions: {e}")
+        return
+    publish(settings, fitted)
+    bg, gg = fitted["bg_nbd"], fitted["gamma_gamma"] or {}
+    console.print(f"[green]✓[/] fitted on {fitted['customers']} customers (weeks): "
+                  + ", ".join(f"{k}={v:.3g}" for k, v in {**bg, **gg}.items() if isinstance(v, float)))
+    traits, segments = load_file(PREDICTIONS)
+    for kind, items in (("computed_trait", traits), ("segment", segments)):
+        for spec in items:
+            produce_definition(settings, kind, spec["id"], spec)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with contextlib.suppress(CliError):
+            status, body = http_get(f"{url}/segments/{segments[-1]['id']}/size", timeout=3)
+            if status == 200 and body.get("complete"):
+                break
+        time.sleep(0.5)
+    console.print(f"[green]✓[/] applied {', '.join(s['id'] for s in segments)} "
+                  f"from {PREDICTIONS.relative_to(PREDICTIONS.parents[2])}")
 
 
 def run_demo(profiles: int = 400, seed: int = 7) -> int:
@@ -256,6 +291,7 @@ def run_demo(profiles: int = 400, seed: int = 7) -> int:
                 with console.status("waiting for the worker to process them…"):
                     wait_processed(url, produced["delivered"])
                     seen = wait_quiet(lambda: metrics(url))
+                predictions(url, settings)
                 crowd = people(profiles, seed)
                 joined = [p for p in crowd if p.signs_up and len(p.devices) > 1]
                 best = sorted(joined, key=lambda p: (-p.orders, p.n))

@@ -92,6 +92,9 @@ SETTINGS: tuple[Setting, ...] = (
             "is erased like a privacy request", "worker", "Settings.profile_ttl_ms"),
     Setting("TUSK_IDENTITY_CONFIG", "", "identity.yaml (schema identity.schema.json); unset: the defaults",
             "worker"),
+    Setting("TUSK_PREDICT_CONFIG", "", "predict.yaml (schema predict.schema.json): purchase and refund "
+            "events, their value properties, the CLV discount rate; unset: Segment's Order Completed / "
+            "Order Refunded", "worker, CLI"),
     Setting("TUSK_ACTIVATION_CONFIG", "", "activation.yaml (schema activation.schema.json); unset: the "
             "default channels", "worker"),
     Setting("TUSK_CLOCK", "wall", "`wall`: segments judge time by the wall clock; `event`: by the "
@@ -121,8 +124,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TUSK_COLLECTOR_HOST", "0.0.0.0", "address the collector listens on", "collector",
             "CollectorConfig.host"),
     Setting("TUSK_COLLECTOR_PORT", "8088", "port of the collector", "collector", "CollectorConfig.port"),
-    Setting("TUSK_COLLECTOR_WRITE_KEYS", "", "accepted write keys, comma separated; unset: any non-empty "
-            "key (logged as a warning)", "collector"),
+    Setting("TUSK_COLLECTOR_WRITE_KEYS", "", "accepted write keys, comma separated, each optionally "
+            "`key=source` (the source its events' traits are ranked as, identity.yaml `trust`); unset: "
+            "any non-empty key (logged as a warning)", "collector"),
     Setting("TUSK_COLLECTOR_MAX_BATCH_BYTES", "512000", "largest request body after decompression",
             "collector", "CollectorConfig.max_batch_bytes"),
     Setting("TUSK_COLLECTOR_DELIVERY_TIMEOUT_MS", "10000", "how long the collector waits for Kafka's "
@@ -225,6 +229,9 @@ SCHEMAS: dict[str, str] = {
     "profile-change.schema.json": "records on the profile-changes topic",
     "identity.schema.json": "the file named by `TUSK_IDENTITY_CONFIG`",
     "activation.schema.json": "the file named by `TUSK_ACTIVATION_CONFIG`",
+    "predict.schema.json": "the file named by `TUSK_PREDICT_CONFIG` (what a purchase and a refund are)",
+    "predict-model.schema.json": "the `predict:model` record on the segments topic, published by "
+                                 "`tusk predict fit`; the answer of `GET /predict/model`",
 }
 
 
@@ -395,6 +402,10 @@ WORKER_ROUTES: dict[tuple[str, str], str] = {
     ("DELETE", "/computed-traits/{ident}"): "delete a computed trait; 409 when a definition uses it",
     ("POST", "/privacy/{action}"): "`export` or `erase` (body `{\"identifier\": \"TYPE:VALUE\"}`): the "
         "privacy result; 404 when no profile has it, 504 when no result came within 30 s",
+    ("GET", "/internal/rfm/{until}"): "this worker's purchase summaries as of a day (used by the others)",
+    ("GET", "/predict/summaries"): "every customer's purchase summary (frequency, recency, age, monetary) "
+        "as of `?until=DATE`, gathered from every worker; 503 while a partition has no worker",
+    ("GET", "/predict/model"): "the fitted BG/NBD and Gamma-Gamma model in force; 404 before any fit",
     ("GET", "/console"): "the console page (profile lookup, segments, live trigger tail)",
     ("GET", "/console/triggers"): "the console's live tail of triggers (metadata only, no addresses)",
 }

@@ -121,6 +121,8 @@ class Settings:
     backfill_batch: int = 500
     kafka_extra: dict[str, str] = field(default_factory=dict)
     """librdkafka properties from TUSK_KAFKA_* (stream/kafka_security.py)"""
+    predict_config: Path | None = None
+    """predict.yaml: purchase/refund events and values, CLV discount rate (schemas/predict.schema.json)"""
 
     @property
     def topics(self) -> Topics:
@@ -184,4 +186,6 @@ class Settings:
             tick_interval_ms=parse_duration_ms(_env("TUSK_TICK_INTERVAL", "2s"), "TUSK_TICK_INTERVAL"),
             backfill_batch=int_env("TUSK_BACKFILL_BATCH", cls.backfill_batch, 1),
             kafka_extra=extra,
+            predict_config=Path(os.environ["TUSK_PREDICT_CONFIG"])
+            if os.environ.get("TUSK_PREDICT_CONFIG") else None,
         )

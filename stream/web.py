@@ -42,6 +42,7 @@ def present(profile: dict[str, Any]) -> dict[str, Any]:
     """The public profile, computed traits read at this instant (windows slide with time)."""
     view = public_view(profile)
     view["computed"] = agents.READER.catalog.computed_view(profile, clock_now())
+    view["predictions"] = agents.READER.catalog.predictions_view(profile, clock_now())
     return view
 
 
@@ -305,3 +306,43 @@ class Privacy(View):
             return error(self, 504, "timeout", "no result within 30 s; it will still be carried out")
         status = 404 if result.get("status") == "not_found" else 200
         return json_response(self, result, status)
+
+
+# --- predictions: every customer's purchase summary, for `tusk predict fit` ------------------
+
+
+@app.page("/internal/rfm/{until}")
+class InternalRfm(View):
+    async def get(self, request: Request, until: str) -> Response:
+        from stream.predict import local_summaries
+
+        try:
+            return json_response(self, await local_summaries(until))
+        except ValueError as e:
+            return error(self, 400, "invalid_request", str(e))
+
+
+@app.page("/predict/summaries")
+class PredictSummaries(View):
+    """Every customer's summary as of ?until=DATE (default: now), gathered from every worker."""
+
+    async def get(self, request: Request) -> Response:
+        from stream.predict import Incomplete, cluster_summaries
+
+        try:
+            return json_response(self, await cluster_summaries(request, request.query.get("until")))
+        except ValueError as e:
+            return error(self, 400, "invalid_request", str(e))
+        except Incomplete as e:
+            return error(self, 503, "not_ready", str(e))
+
+
+@app.page("/predict/model")
+class PredictModel(View):
+    """The fitted model in force (as `tusk predict fit` published it), 404 before any fit."""
+
+    async def get(self, request: Request) -> Response:
+        record = agents.READER.records.get("predict:model")
+        if record is None or agents.READER.catalog.predict.model is None:
+            return error(self, 404, "not_found", "no model yet: run `tusk predict fit`")
+        return json_response(self, record)
