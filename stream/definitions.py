@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
+from processors import journeys
 from processors.catalog import Catalog, parse_topic_key, topic_key
 from processors.definitions import parse_record
 from processors.predicates import DefinitionError
@@ -32,7 +33,7 @@ def build(records: dict[str, dict[str, Any]]) -> tuple[Catalog, dict[str, str]]:
     """A Catalog from topic records (key → value); (catalog, key → why it was skipped)."""
     catalog = Catalog()
     skipped: dict[str, str] = {}
-    pending = dict(sorted(records.items()))
+    pending = dict(sorted((k, v) for k, v in records.items() if not k.startswith(journeys.TOPIC_PREFIX)))
     # definitions may refer to others that come later in key order: retry until stable
     progress = True
     while pending and progress:
@@ -51,6 +52,33 @@ def build(records: dict[str, dict[str, Any]]) -> tuple[Catalog, dict[str, str]]:
     return catalog, skipped
 
 
+def build_journeys(records: dict[str, dict[str, Any]],
+                   catalog: Catalog) -> tuple[journeys.Book, dict[str, str]]:
+    """The journeys among topic records, checked against the catalog; (book, key → why skipped)."""
+    book = journeys.Book()
+    skipped: dict[str, str] = {}
+    pending = {k: v for k, v in sorted(records.items()) if k.startswith(journeys.TOPIC_PREFIX)}
+    try:  # all together first: journeys may move customers to each other
+        return journeys.Book.build([parse_record("journey", {**v, "id": k[len(journeys.TOPIC_PREFIX):]})
+                                    for k, v in pending.items()], catalog), {}
+    except DefinitionError:
+        pass  # find the bad ones one by one
+    progress = True
+    while pending and progress:  # journeys may move customers to journeys later in key order
+        progress = False
+        for key, value in list(pending.items()):
+            try:
+                spec = parse_record("journey", {**value, "id": key[len(journeys.TOPIC_PREFIX):]})
+                book = book.put(spec, catalog)
+            except DefinitionError as e:
+                skipped[key] = str(e)
+                continue
+            skipped.pop(key, None)
+            del pending[key]
+            progress = True
+    return book, skipped
+
+
 def fingerprint(catalog: Catalog) -> str:
     """Changes whenever any segment's effective definition changes (drives backfills)."""
     blob = orjson.dumps(sorted(catalog.versions.items()))
@@ -63,6 +91,7 @@ class DefinitionsReader:
         self.topic = settings.topics.segments
         self.records: dict[str, dict[str, Any]] = {}
         self.catalog = Catalog()
+        self.journeys = journeys.Book()
         self.fingerprint = fingerprint(self.catalog)
         self.skipped: dict[str, str] = {}
         self.on_change = on_change
@@ -120,10 +149,13 @@ class DefinitionsReader:
 
     def _rebuild(self) -> None:
         catalog, skipped = build(self.records)
+        book, skipped_journeys = build_journeys(self.records, catalog)
+        skipped.update(skipped_journeys)
         for key, why in skipped.items():
             if self.skipped.get(key) != why:
                 log.error("definition %s skipped: %s", key, why)
         self.catalog, self.skipped = catalog, skipped
+        self.journeys = book
         self.fingerprint = fingerprint(catalog)
         if self.on_change is not None:
             self.on_change(catalog)
@@ -153,7 +185,8 @@ def produce_definition(settings: Settings, kind: str, ident: str, spec: dict[str
     p = producer(settings)
     errors: list[Any] = []
     value = None if spec is None else orjson.dumps({"kind": kind, **spec, "id": ident})
-    p.produce(settings.topics.segments, key=topic_key(kind, ident).encode(), value=value,
+    key = journeys.topic_key(ident) if kind == "journey" else topic_key(kind, ident)
+    p.produce(settings.topics.segments, key=key.encode(), value=value,
               on_delivery=lambda err, _msg: errors.append(err) if err else None)
     if p.flush(15) or errors:
         raise RuntimeError(f"the definition {ident!r} was not acknowledged by Kafka: {errors or 'timeout'}")

@@ -1,0 +1,603 @@
+"""Journeys: the engine against an independent step-by-step simulation, and its laws.
+
+The reference simulator below is written from the README's "Journeys" rules alone: it keeps
+a customer's history as a plain list, fires each wait at entered_at + duration, and walks
+the steps by hand. The engine (processors/journeys.py through the identity protocol, event
+clock) must take the same steps and send the same triggers on generated histories, whatever
+ticks come in between, and the same again when every record is replayed.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from processors import events as ev
+from processors import journeys as jn
+from processors.catalog import Catalog
+from processors.config import ConfigError
+from processors.definitions import load_file, load_journeys
+from processors.identifiers import routing_key
+from processors.identity import Env, IdentityConfig, event_message, handle, recheck
+from processors.predicates import DefinitionError
+from processors.profile import iso
+from tests.unit.test_identity_protocol import Partition
+
+HOUR = 3_600_000
+DAY = 24 * HOUR
+T0 = 1_704_067_200_000
+CFG = IdentityConfig(partitions=1)
+
+DEFS = """
+segments:
+  - id: signed_up
+    condition: {performed: Signed Up}
+journeys:
+  - id: onboarding
+    entry: {segment: signed_up}
+    goal: {performed: Order Completed}
+    exit: {subscription: email, is: unsubscribed}
+    steps:
+      - id: welcome
+        send: {channel: email}
+      - id: wait_2d
+        wait: 2d
+      - id: opened?
+        branch:
+          - if: {performed: App Opened}
+            next: wait_open
+        default: push
+      - id: push
+        send: {channel: webhook}
+      - id: wait_open
+        wait: {event: App Opened, timeout: 3d, on_timeout: nudge}
+        next: pro?
+      - id: nudge
+        send: {channel: webhook}
+        next: wait_5d
+      - id: pro?
+        branch:
+          - if: {trait: plan, eq: pro}
+            next: to_loyalty
+        default: wait_5d
+      - id: wait_5d
+        wait: 5d
+        next: _end
+      - id: to_loyalty
+        move: loyalty
+  - id: loyalty
+    entry: {event: Order Completed, where: [{field: properties.total, gte: 300}]}
+    reentry: 10d
+    exit: {subscription: email, is: unsubscribed}
+    steps:
+      - id: thanks
+        send: {channel: email}
+      - id: until_pro
+        wait: {until: {trait: plan, eq: pro}, timeout: 4d, on_timeout: remind}
+        next: done
+      - id: remind
+        send: {channel: webhook}
+        next: until_pro
+      - id: done
+        exit: finished
+  - id: winback
+    entry: {condition: {trait: plan, eq: churned}}
+    reentry: always
+    goal: {trait: plan, eq: pro}
+    steps:
+      - id: offer
+        send: {channel: webhook}
+      - id: wait_1d
+        wait: 1d
+      - id: back
+        move: onboarding
+"""
+
+
+def definitions(text: str = DEFS) -> tuple[Catalog, jn.Book, dict[str, Any]]:
+    data = yaml.safe_load(text)
+    catalog = Catalog.build(data.get("computed_traits", []), data.get("segments", []))
+    return catalog, jn.Book.build(data["journeys"], catalog), data
+
+
+CATALOG, BOOK, SPEC = definitions()
+
+# --- generated histories ---------------------------------------------------------------------
+
+KINDS = ["Signed Up", "Order Completed", "Big Order", "App Opened", "Plan", "Unsubscribed", "Viewed"]
+event_st = st.tuples(st.sampled_from(KINDS), st.integers(0, 30 * DAY),
+                     st.sampled_from(["pro", "churned", "free"]))
+history_st = st.lists(event_st, min_size=1, max_size=14)
+
+
+def make_events(raw: list[tuple[str, int, str]], user: str = "u1") -> list[dict[str, Any]]:
+    """(kind, offset, plan) → plain events in time order (what both engine and simulator read)."""
+    out = []
+    for i, (kind, t, plan) in enumerate(sorted(raw, key=lambda r: r[1])):
+        name = {"Big Order": "Order Completed", "Plan": "Plan Changed", "Unsubscribed": "Preferences"}.get(
+            kind, kind)
+        e: dict[str, Any] = {"name": name, "ts": T0 + t, "mid": f"{user}-m{i:03d}", "traits": {}, "props": {}}
+        if kind == "Order Completed":
+            e["props"] = {"total": 50}
+        if kind == "Big Order":
+            e["props"] = {"total": 500}
+        if kind == "Plan":
+            e["traits"] = {"plan": plan}
+        if kind == "Unsubscribed":
+            e["traits"] = {"subscriptions": {"email": "unsubscribed"}}
+        out.append(e)
+    return out
+
+
+def encoded(e: dict[str, Any], user: str = "u1") -> dict[str, Any]:
+    raw = orjson.dumps({"type": "track", "event": e["name"], "userId": user, "messageId": e["mid"],
+                        "timestamp": iso(e["ts"]), "properties": e["props"],
+                        "context": {"traits": {"email": f"{user}@example.com", **e["traits"]}}})
+    tp = ev.validate(raw, record_ts_ms=e["ts"])
+    assert isinstance(tp, ev.Touchpoint)
+    return {"m": tp.msg, "ts": tp.ts, "ids": tp.identifiers}
+
+
+# --- the reference simulation ----------------------------------------------------------------
+
+
+class Sim:
+    """One customer, the README rules, nothing shared with the engine but the definitions."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.journeys = {j["id"]: j for j in spec["journeys"]}
+        self.past: list[dict[str, Any]] = []
+        self.pos: dict[str, dict[str, Any]] = {j: {"at": None, "runs": 0, "cond": False}
+                                               for j in self.journeys}
+        self.steps: list[tuple[str, str, str, int, str]] = []
+        self.sends: list[tuple[str, str, str, int, str]] = []
+        self.in_segment = False
+
+    # what the profile says ------------------------------------------------------------------
+    def did(self, name: str) -> bool:
+        return any(e["name"] == name for e in self.past)
+
+    def trait(self, name: str) -> Any:
+        value = None
+        for e in self.past:
+            if name in e["traits"]:
+                value = e["traits"][name]
+        return value
+
+    def holds(self, cond: dict[str, Any] | None) -> bool:
+        if cond is None:
+            return False
+        if "performed" in cond:
+            return self.did(cond["performed"])
+        if "trait" in cond:
+            return str(self.trait(cond["trait"]) or "").lower() == str(cond["eq"]).lower()
+        if "subscription" in cond:
+            subs = self.trait("subscriptions") or {}
+            return subs.get(cond["subscription"]) == cond["is"]
+        raise AssertionError(cond)
+
+    # steps ----------------------------------------------------------------------------------
+    def note(self, jid: str, step: str, action: str, t: int, cause: str) -> None:
+        self.steps.append((jid, step, action, t, cause))
+
+    def step_list(self, jid: str) -> list[dict[str, Any]]:
+        return list(self.journeys[jid]["steps"])
+
+    def find(self, jid: str, sid: str) -> dict[str, Any]:
+        return next(s for s in self.step_list(jid) if s["id"] == sid)
+
+    def following(self, jid: str, s: dict[str, Any]) -> str:
+        if "next" in s:
+            return str(s["next"])
+        ids = [x["id"] for x in self.step_list(jid)]
+        i = ids.index(s["id"])
+        return ids[i + 1] if i + 1 < len(ids) else "_end"
+
+    def finish(self, jid: str, action: str, t: int, cause: str) -> None:
+        p = self.pos[jid]
+        self.note(jid, p["at"], action, t, cause)
+        p["at"] = None
+        self.busy.add(jid)  # left at this instant: not entered again at it
+
+    def go(self, jid: str, sid: str, t: int, cause: str, busy: set[str]) -> None:
+        p = self.pos[jid]
+        while True:
+            if sid == "_end":
+                self.finish(jid, "completed", t, cause)
+                return
+            s = self.find(jid, sid)
+            p.update(at=sid, since=t, by=cause)
+            if "send" in s:
+                ch = s["send"]["channel"]
+                subs = self.trait("subscriptions") or {}
+                if ch == "email" and subs.get("email") == "unsubscribed":
+                    self.note(jid, sid, "suppressed", t, cause)
+                else:
+                    self.note(jid, sid, "sent", t, cause)
+                    self.sends.append((ch, jid, sid, t, cause))
+                sid = self.following(jid, s)
+            elif "branch" in s:
+                sid = next((b["next"] for b in s["branch"] if self.holds(b["if"])),
+                           s.get("default") or self.following(jid, s))
+                self.note(jid, s["id"], "branched", t, cause)
+            elif "move" in s:
+                self.finish(jid, "moved", t, cause)
+                self.try_enter(s["move"], t, cause, busy)
+                return
+            elif "exit" in s:
+                self.finish(jid, "exited", t, cause)
+                return
+            else:
+                self.note(jid, sid, "waiting", t, cause)
+                nxt = self.wait_over(jid, s, t, None)
+                if nxt is None:
+                    return
+                sid = nxt
+
+    def wait_over(self, jid: str, s: dict[str, Any], t: int, event: dict[str, Any] | None) -> str | None:
+        p = self.pos[jid]
+        w = s["wait"]
+        if isinstance(w, str):
+            if t >= p["since"] + parse(w):
+                self.note(jid, s["id"], "resumed", t, self.cause)
+                return self.following(jid, s)
+            return None
+        if "until" in w and self.holds(w["until"]):
+            self.note(jid, s["id"], "resumed", t, self.cause)
+            return self.following(jid, s)
+        if "event" in w and event is not None and event["name"] == w["event"] and event["mid"] != p["by"]:
+            self.note(jid, s["id"], "resumed", t, self.cause)
+            return self.following(jid, s)
+        if "timeout" in w and t >= p["since"] + parse(w["timeout"]):
+            self.note(jid, s["id"], "resumed", t, self.cause)
+            return str(w.get("on_timeout") or self.following(jid, s))
+        return None
+
+    def try_enter(self, jid: str, t: int, cause: str, busy: set[str]) -> None:
+        p, j = self.pos[jid], self.journeys[jid]
+        if p["at"] is not None or jid in busy:
+            return
+        policy = j.get("reentry", "never")
+        if p["runs"] and (policy == "never" or (policy != "always" and t < p["entered"] + parse(policy))):
+            return
+        busy.add(jid)
+        first = j["steps"][0]["id"]
+        p.update(at=first, since=t, by=cause, entered=t, runs=p["runs"] + 1)
+        self.note(jid, first, "entered", t, cause)
+        if self.holds(j.get("goal")):
+            self.finish(jid, "converted", t, cause)
+        elif self.holds(j.get("exit")):
+            self.finish(jid, "exited", t, cause)
+        else:
+            self.go(jid, first, t, cause, busy)
+
+    def moment(self, t: int, cause: str, event: dict[str, Any] | None, seg_entered: bool) -> None:
+        self.cause = cause
+        self.busy: set[str] = set()
+        busy = self.busy
+        for jid in sorted(self.journeys):
+            j, p = self.journeys[jid], self.pos[jid]
+            entry = j["entry"]
+            if "condition" in entry:
+                now = self.holds(entry["condition"])
+                fires, p["cond"] = now and not p["cond"], now
+            elif "segment" in entry:
+                fires = seg_entered
+            else:
+                fires = event is not None and event["name"] == entry["event"] and \
+                    event["props"].get("total", 0) >= entry["where"][0]["gte"]
+            if jid in busy:
+                continue
+            if p["at"] is not None:
+                if self.holds(j.get("goal")):
+                    self.finish(jid, "converted", t, cause)
+                elif self.holds(j.get("exit")):
+                    self.finish(jid, "exited", t, cause)
+                else:
+                    nxt = self.wait_over(jid, self.find(jid, p["at"]), t, event)
+                    if nxt is not None:
+                        self.go(jid, nxt, t, cause, busy)
+            elif fires:
+                self.try_enter(jid, t, cause, busy)
+
+    def next_deadline(self) -> int | None:
+        dues = []
+        for jid, p in self.pos.items():
+            if p["at"] is None:
+                continue
+            w = self.find(jid, p["at"])["wait"]
+            d = w if isinstance(w, str) else w.get("timeout")
+            if d is not None:
+                dues.append(p["since"] + parse(d))
+        return min(dues, default=None)
+
+    def catch_up(self, upto: int) -> None:
+        while (d := self.next_deadline()) is not None and d <= upto:
+            self.moment(d, f"time:{d}", None, False)
+
+    def run(self, events: list[dict[str, Any]], end: int) -> None:
+        for e in events:
+            self.catch_up(e["ts"])
+            self.past.append(e)
+            entered = not self.in_segment and self.did("Signed Up")
+            self.in_segment = self.in_segment or entered
+            self.moment(e["ts"], e["mid"], e, entered)
+        self.catch_up(end)
+
+
+def parse(d: str) -> int:
+    return int(d[:-1]) * {"d": DAY, "h": HOUR}[d[-1]]
+
+
+# --- the engine ------------------------------------------------------------------------------
+
+
+def engine(events: list[dict[str, Any]], end: int, ticks: list[int | None] | None = None,
+           book: jn.Book = BOOK, replay: bool = False, user: str = "u1",
+           part: Partition | None = None) -> tuple[list[Any], list[Any], Partition]:
+    part = Partition() if part is None else part
+    steps: list[Any] = []
+    sends: list[Any] = []
+
+    def collect(fx: Any) -> None:
+        steps.extend((c["journey"], c["step"], c["action"], c["at"], c["caused_by"])
+                     for c in fx.changes if c.get("type") == "journey")
+        sends.extend((ch, t["journey"], t["step"], t["trigger_id"])
+                     for ch, t in fx.triggers if "journey" in t)
+
+    def tick(wm: int) -> None:
+        for pid in sorted(part.profiles):
+            env = Env(wm, CATALOG, event_time=True, journeys=book)
+            collect(recheck(pid, part, env, f"time:{wm}", cfg=CFG))
+
+    for i, e in enumerate(events):
+        if ticks and ticks[i] is not None:
+            tick(ticks[i])
+        stack = [(routing_key(encoded(e, user)["ids"]), event_message(encoded(e, user)))]
+        while stack:
+            key, msg = stack.pop(0)
+            env = Env(None, CATALOG, event_time=True, journeys=book)
+            fx = handle(key, msg, part, CFG, (0, i), env)
+            collect(fx)
+            if replay:  # a redelivered record: nothing new, the same records and triggers re-sent
+                again = handle(key, msg, part, CFG, (0, i), env)
+                assert [c for c in again.changes if c.get("type") == "journey"] == \
+                    [c for c in fx.changes if c.get("type") == "journey"]
+                assert again.triggers == fx.triggers
+            stack += fx.send  # one partition: E's A inline, then the identifier links (L)
+    tick(end)
+    return steps, sends, part
+
+
+def simulated(events: list[dict[str, Any]], end: int) -> Sim:
+    sim = Sim(SPEC)
+    sim.run(events, end)
+    return sim
+
+
+@settings(max_examples=150, deadline=None)
+@given(history_st, st.integers(0, 20 * DAY))
+def test_engine_takes_the_steps_of_the_reference_simulation(raw: list[Any], after: int) -> None:
+    events = make_events(raw)
+    end = events[-1]["ts"] + after
+    steps, sends, _ = engine(events, end)
+    sim = simulated(events, end)
+    assert steps == sim.steps
+    assert [(ch, j, s) for ch, j, s, _ in sends] == [(ch, j, s) for ch, j, s, _t, _c in sim.sends]
+
+
+@settings(max_examples=80, deadline=None)
+@given(history_st, st.lists(st.one_of(st.none(), st.floats(0, 1)), min_size=14, max_size=14),
+       st.integers(0, 20 * DAY))
+def test_ticks_up_to_the_next_event_change_nothing(raw: list[Any], where: list[float | None],
+                                                   after: int) -> None:
+    events = make_events(raw)
+    times = [e["ts"] for e in events]
+    before = [T0, *times[:-1]]
+    ticks = [None if w is None else int(before[i] + w * (times[i] - before[i]))
+             for i, w in enumerate(where[:len(events)])]
+    end = times[-1] + after
+    quiet = engine(events, end)[:2]
+    busy = engine(events, end, ticks)[:2]
+    assert busy == quiet
+
+
+@settings(max_examples=60, deadline=None)
+@given(history_st, st.integers(0, 20 * DAY))
+def test_replayed_records_give_the_same_steps_and_trigger_ids(raw: list[Any], after: int) -> None:
+    events = make_events(raw)
+    end = events[-1]["ts"] + after
+    assert engine(events, end, replay=True)[:2] == engine(events, end)[:2]
+
+
+def test_onboarding_walkthrough() -> None:
+    """Welcome on sign-up; 2d later, no app opened: push; 3d without opening: nudge; 5d: done."""
+    events = make_events([("Signed Up", 0, "free")])
+    steps, sends, part = engine(events, T0 + 20 * DAY)
+    assert [(s[1], s[2]) for s in steps if s[0] == "onboarding"] == [
+        ("welcome", "entered"), ("welcome", "sent"), ("wait_2d", "waiting"), ("wait_2d", "resumed"),
+        ("opened?", "branched"), ("push", "sent"), ("wait_open", "waiting"), ("wait_open", "resumed"),
+        ("nudge", "sent"), ("wait_5d", "waiting"), ("wait_5d", "resumed"), ("wait_5d", "completed")]
+    resumed = [s[3] for s in steps if s[2] == "resumed"]
+    assert resumed == [T0 + 2 * DAY, T0 + 5 * DAY, T0 + 10 * DAY]  # entered_at + duration exactly
+    assert [(ch, s) for ch, _, s, _ in sends] == [("email", "welcome"), ("webhook", "push"),
+                                                  ("webhook", "nudge")]
+    (profile,) = part.profiles.values()
+    assert profile["journeys"]["onboarding"]["step"] is None
+    assert profile["journeys"]["onboarding"]["outcome"] == "completed"
+
+
+def test_goal_mid_wait_and_unsubscribe_exit() -> None:
+    events = make_events([("Signed Up", 0, "free"), ("Order Completed", DAY, "free")])
+    steps, _, _ = engine(events, T0 + 20 * DAY)
+    assert steps[-1][:3] == ("onboarding", "wait_2d", "converted")
+    events = make_events([("Signed Up", 0, "free"), ("Unsubscribed", DAY, "free")])
+    steps, _, part = engine(events, T0 + 20 * DAY)
+    assert steps[-1][:3] == ("onboarding", "wait_2d", "exited")
+    assert list(part.profiles.values())[0]["journeys"]["onboarding"]["outcome"] == "exited"
+
+
+def test_a_move_enters_the_other_journey_at_the_same_instant() -> None:
+    events = make_events([("Signed Up", 0, "free"), ("Plan", HOUR, "pro"), ("App Opened", 3 * DAY, "free")])
+    steps, sends, _ = engine(events, T0 + 3 * DAY)
+    moved = [s for s in steps if s[2] == "moved"]
+    assert moved == [("onboarding", "to_loyalty", "moved", T0 + 3 * DAY, "u1-m002")]
+    after = steps[steps.index(moved[0]) + 1:]
+    assert after[0] == ("loyalty", "thanks", "entered", T0 + 3 * DAY, "u1-m002")
+    # already pro: the loyalty wait is over at once
+    assert ("loyalty", "done", "exited", T0 + 3 * DAY, "u1-m002") in after
+
+
+def test_definition_edit_keeps_existing_steps_and_exits_from_removed_ones() -> None:
+    events = make_events([("Signed Up", 0, "free")])
+    _, _, part = engine(events, T0 + HOUR)
+    edited = yaml.safe_load(DEFS)
+    onboarding = edited["journeys"][0]
+    onboarding["steps"][1]["wait"] = "3d"  # wait_2d kept, now 3 days
+    book = jn.Book.build(edited["journeys"], CATALOG)
+    pid = next(iter(part.profiles))
+    fx = recheck(pid, part, Env(T0 + 3 * DAY, CATALOG, event_time=True, journeys=book), "t", cfg=CFG)
+    resumed = [c for c in fx.changes if c.get("action") == "resumed"]
+    assert [(c["step"], c["at"]) for c in resumed] == [("wait_2d", T0 + 3 * DAY)]
+    onboarding["steps"] = [s for s in onboarding["steps"] if s["id"] != "wait_open"]
+    onboarding["steps"][2]["branch"][0]["next"] = "push"
+    book = jn.Book.build(edited["journeys"], CATALOG)
+    # at the customer's next evaluation: here the deadline the old wait had (3d + 3d)
+    fx = recheck(pid, part, Env(T0 + 7 * DAY, CATALOG, event_time=True, journeys=book), "t", cfg=CFG)
+    exits = [(c["step"], c["reason"], c["at"]) for c in fx.changes if c.get("action") == "exited"]
+    assert exits == [("wait_open", "definition_changed", T0 + 6 * DAY)]
+
+
+# --- merges ----------------------------------------------------------------------------------
+
+position_st = st.fixed_dictionaries({
+    "step": st.sampled_from([None, "wait_2d", "wait_open", "wait_5d"]),
+    "runs": st.integers(0, 3), "n": st.integers(0, 8), "since": st.integers(0, 10),
+    "entered": st.integers(0, 10),
+    "hist": st.lists(st.tuples(st.sampled_from(["welcome", "push", "nudge"]),
+                               st.sampled_from(["sent", "waiting"]), st.integers(0, 10)).map(list),
+                     max_size=4),
+})
+states_st = st.dictionaries(st.sampled_from(["onboarding", "loyalty"]), position_st, max_size=2)
+
+
+@settings(max_examples=200, deadline=None)
+@given(states_st, states_st, states_st)
+def test_merging_positions_is_commutative_and_associative(a: Any, b: Any, c: Any) -> None:
+    ab, cab = jn.merge_positions(a, b, BOOK)
+    ba, cba = jn.merge_positions(b, a, BOOK)
+    assert ab == ba and cab == cba
+    left = jn.merge_positions(ab, c, BOOK)[0]
+    right = jn.merge_positions(a, jn.merge_positions(b, c, BOOK)[0], BOOK)[0]
+    assert {k: v["step"] for k, v in left.items()} == {k: v["step"] for k, v in right.items()}
+    for jid in set(a) & set(b):  # the furthest position is kept
+        assert ab[jid]["n"] == max(x[jid]["n"] for x in (a, b) if x[jid]["runs"] == ab[jid]["runs"]
+                                   and (x[jid]["step"] is None) == (ab[jid]["step"] is None))
+
+
+def test_merge_keeps_the_furthest_position_and_sends_no_step_twice() -> None:
+    part = Partition()
+    a = make_events([("Signed Up", 0, "free")], "a")  # a: push sent, waiting for the app
+    b = make_events([("Signed Up", 2 * DAY + HOUR, "free")], "b")  # b: welcome sent, in wait_2d
+    engine(a, T0 + 2 * DAY + HOUR, user="a", part=part)
+    engine(b, T0 + 2 * DAY + HOUR, user="b", part=part)
+    # one event naming both: the profiles merge
+    link = encoded({"name": "Viewed", "ts": T0 + 2 * DAY + 2 * HOUR, "mid": "link", "traits": {},
+                    "props": {}}, "a")
+    link["ids"] = [*link["ids"], ("email", "b@example.com")]
+    link["m"]["context"]["traits"]["email"] = "b@example.com"
+    queue = [(routing_key(link["ids"]), event_message(link))]
+    changes: list[Any] = []
+    triggers: list[Any] = []
+    for offset in range(50):
+        if not queue:
+            break
+        key, msg = queue.pop(0)
+        env = Env(None, CATALOG, event_time=True, journeys=BOOK)
+        fx = handle(key, msg, part, CFG, (1, offset), env)
+        changes += fx.changes
+        triggers += fx.triggers
+        queue += fx.send
+    live = [p for p in part.profiles.values() if "redirect" not in p]
+    assert len(live) == 1
+    pos = live[0]["journeys"]["onboarding"]
+    assert pos["step"] == "wait_open"  # a got further (welcome, wait, branch, push, wait)
+    # later: b's history must not bring the welcome or push again
+    later = Env(T0 + 30 * DAY, CATALOG, event_time=True, journeys=BOOK)
+    fx = recheck(live[0]["id"], part, later, "t", cfg=CFG)
+    sent = [c["step"] for c in fx.changes if c.get("action") == "sent"]
+    assert "welcome" not in sent and "push" not in sent
+    assert [c["step"] for c in fx.changes if c.get("action") == "completed"] == ["wait_5d"]
+
+
+def test_merged_counts_drop_the_position_not_kept() -> None:
+    a = {"onboarding": {"step": "wait_2d", "runs": 1, "n": 2, "since": 1, "entered": 0}}
+    b = {"onboarding": {"step": "wait_open", "runs": 1, "n": 5, "since": 3, "entered": 0,
+                        "hist": [["push", "sent", 3]]}}
+    merged, counts = jn.merge_positions(a, b, BOOK)
+    assert merged["onboarding"]["step"] == "wait_open"
+    assert counts == Counter({("onboarding", "", "active"): -1, ("onboarding", "wait_2d", "waiting"): -1})
+
+
+# --- definitions -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("patch", "where", "expected"), [
+    ({"steps": [{"id": "a", "wait": "0d"}]}, ["journeys", "j", "steps", 0, "wait"], "longer than zero"),
+    ({"steps": [{"id": "a", "branch": [{"if": {"trait": "x", "eq": 1}, "next": "a"}]}]},
+     ["journeys", "j", "steps"], "loops pass a wait"),
+    ({"steps": [{"id": "a", "move": "nowhere"}]}, ["journeys", "j", "steps"], "known journey"),
+    ({"entry": {"segment": "unknown"}}, ["journeys", "j"], "known segment"),
+    ({"goal": {"performed": "X", "where": [{"field": "a", "eq": 1}]}}, ["journeys", "j", "goal"],
+     "performed"),
+])
+def test_bad_definitions_name_the_node(patch: dict[str, Any], where: list[Any], expected: str) -> None:
+    spec = {"id": "j", "entry": {"event": "X"}, "steps": [{"id": "a", "wait": "1d"}], **patch}
+    with pytest.raises(DefinitionError) as e:
+        jn.Book.build([spec], CATALOG)
+    assert e.value.path == where and expected in e.value.expected
+
+
+def test_file_errors_give_file_line_and_path(tmp_path: Path) -> None:
+    f = tmp_path / "j.yaml"
+    f.write_text(DEFS.replace("next: wait_open", "next: nowhere"))
+    with pytest.raises(ConfigError, match=r"j.yaml:\d+: at journeys\[0\].steps\[2\].branch\[0\].next"):
+        load_journeys(f)
+    f.write_text(DEFS)
+    assert [j["id"] for j in load_journeys(f)] == ["onboarding", "loyalty", "winback"]
+    assert load_file(f)[1][0]["id"] == "signed_up"
+
+
+def test_step_records_and_triggers_match_their_schemas() -> None:
+    from jsonschema import Draft202012Validator
+
+    import schemas
+
+    step_schema = Draft202012Validator(schemas.load("journey-step"))
+    trigger_schema = Draft202012Validator(schemas.load("trigger"))
+    part = Partition()
+    records: list[Any] = []
+    triggers: list[Any] = []
+    for i, e in enumerate(make_events([("Signed Up", 0, "free"), ("Big Order", 6 * DAY, "free")])):
+        stack = [(routing_key(encoded(e)["ids"]), event_message(encoded(e)))]
+        while stack:
+            key, msg = stack.pop(0)
+            fx = handle(key, msg, part, CFG, (0, i), Env(None, CATALOG, event_time=True, journeys=BOOK))
+            records += [c for c in fx.changes if c.get("type") == "journey"]
+            triggers += [t for _, t in fx.triggers]
+            stack += fx.send
+    assert {r["action"] for r in records} >= {"entered", "sent", "waiting", "resumed", "branched",
+                                              "converted"}
+    for r in records:
+        step_schema.validate(r)
+    assert len({r["id"] for r in records}) == len(records)
+    assert [t["step"] for t in triggers] == ["welcome", "push", "nudge", "thanks"]
+    for t in triggers:
+        trigger_schema.validate(t)
