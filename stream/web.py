@@ -14,6 +14,7 @@ from yarl import URL
 
 from processors.definitions import parse_record
 from processors.identifiers import key_of, normalise
+from processors.journeys import sum_stats
 from processors.predicates import DefinitionError
 from processors.profile import public_view
 from stream import agents
@@ -142,6 +143,7 @@ KIND_OF_ROUTE = {"segments": "segment", "computed-traits": "computed_trait"}
 def local_state() -> dict[str, Any]:
     """Segment sizes and backfill progress of this worker's active partitions."""
     sizes: dict[str, int] = {}
+    flows: list[dict[str, Any]] = []
     mine = agents.active_partitions()
     fp = agents.READER.fingerprint
     done = 0
@@ -152,7 +154,9 @@ def local_state() -> dict[str, Any]:
         for seg, n in orjson.loads(db.get(b"s") or b"{}").items():
             sizes[seg] = sizes.get(seg, 0) + n
         done += db.get(b"bv") == fp.encode()
-    return {"partitions": mine, "sizes": sizes, "backfilled": done, "fingerprint": fp}
+        flows.append(orjson.loads(db.get(b"j") or b"{}"))
+    return {"partitions": mine, "sizes": sizes, "backfilled": done, "fingerprint": fp,
+            "journeys": sum_stats(flows)}
 
 
 async def cluster_state(request: Request) -> dict[str, Any]:
@@ -175,6 +179,7 @@ async def cluster_state(request: Request) -> dict[str, Any]:
             sizes[seg] = sizes.get(seg, 0) + n
     partitions = sorted({p for st in states for p in st["partitions"]})
     return {"sizes": sizes, "workers": len(states), "partitions": partitions,
+            "journeys": sum_stats([st.get("journeys") or {} for st in states]),
             "backfilled_partitions": sum(st["backfilled"] for st in states
                                          if st["fingerprint"] == agents.READER.fingerprint),
             "partitions_total": agents.N}
@@ -305,3 +310,6 @@ class Privacy(View):
             return error(self, 504, "timeout", "no result within 30 s; it will still be carried out")
         status = 404 if result.get("status") == "not_found" else 200
         return json_response(self, result, status)
+
+
+from stream import journeys_web  # noqa: E402, F401 - GET/PUT/DELETE /journeys
