@@ -332,7 +332,7 @@ class _Run:
 
     def end(self, j: Journey, st: dict[str, Any], action: str, **extra: Any) -> None:
         step = st["step"]
-        if j.steps.get(step) is not None and j.steps[step].kind == "wait":
+        if st.pop("w", False):
             self.count(j.id, step, "waiting", -1)
         self.count(j.id, step, action)
         self.count(j.id, "", "active", -1)
@@ -384,6 +384,7 @@ class _Run:
             self.count(j.id, sid, "entered")
             if step.kind == "wait":
                 self.count(j.id, sid, "waiting")
+                st["w"] = True  # counted as waiting at this step
                 self.record(j.id, st, sid, "waiting")
                 nxt = self.resume(j, st, step)
                 if nxt is None:
@@ -421,7 +422,8 @@ class _Run:
             if step.duration is not None:
                 self.scope.ctx.due(st["since"] + step.duration)
             return None
-        self.count(j.id, step.id, "waiting", -1)
+        if st.pop("w", False):
+            self.count(j.id, step.id, "waiting", -1)
         self.record(j.id, st, step.id, "resumed", how=how)
         return nxt
 
@@ -495,6 +497,8 @@ def advance(profile: Profile, book: Book, catalog: Catalog, now: int, cause: str
         old = states.pop(gone)  # a deleted journey: its positions go, without a record
         if old.get("step") is not None:
             run.count(gone, "", "active", -1)
+        if old.get("w"):
+            run.count(gone, old["step"], "waiting", -1)
     pid = profile["id"]
     entered = {c["segment"] for c in changes if c.get("type") == "segment"
                and c.get("transition") == "entered" and c.get("profile_id") == pid}
@@ -559,9 +563,7 @@ def merge_positions(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None,
         out[jid] = merged
         if drop.get("step") is not None:
             counts[(jid, "", "active")] -= 1
-            j = book.journeys.get(jid)
-            step = j.steps.get(drop["step"]) if j is not None else None
-            if step is not None and step.kind == "wait":
+            if drop.get("w"):
                 counts[(jid, drop["step"], "waiting")] -= 1
     return out, counts
 
@@ -580,9 +582,7 @@ def forget(profile: Profile, book: Book) -> Counts:
         if st.get("step") is None:
             continue
         counts[(jid, "", "active")] -= 1
-        j = book.journeys.get(jid)
-        step = j.steps.get(st["step"]) if j is not None else None
-        if step is not None and step.kind == "wait":
+        if st.get("w"):
             counts[(jid, st["step"], "waiting")] -= 1
     return counts
 

@@ -136,11 +136,14 @@ def make_events(raw: list[tuple[str, int, str]], user: str = "u1") -> list[dict[
     return out
 
 
+def raw_event(e: dict[str, Any], user: str = "u1") -> bytes:
+    return orjson.dumps({"type": "track", "event": e["name"], "userId": user, "messageId": e["mid"],
+                         "timestamp": iso(e["ts"]), "properties": e["props"],
+                         "context": {"traits": {"email": f"{user}@example.com", **e["traits"]}}})
+
+
 def encoded(e: dict[str, Any], user: str = "u1") -> dict[str, Any]:
-    raw = orjson.dumps({"type": "track", "event": e["name"], "userId": user, "messageId": e["mid"],
-                        "timestamp": iso(e["ts"]), "properties": e["props"],
-                        "context": {"traits": {"email": f"{user}@example.com", **e["traits"]}}})
-    tp = ev.validate(raw, record_ts_ms=e["ts"])
+    tp = ev.validate(raw_event(e, user), record_ts_ms=e["ts"])
     assert isinstance(tp, ev.Touchpoint)
     return {"m": tp.msg, "ts": tp.ts, "ids": tp.identifiers}
 
@@ -342,11 +345,15 @@ def parse(d: str) -> int:
 def engine(events: list[dict[str, Any]], end: int, ticks: list[int | None] | None = None,
            book: jn.Book = BOOK, replay: bool = False, user: str = "u1",
            part: Partition | None = None) -> tuple[list[Any], list[Any], Partition]:
+    fresh = part is None
     part = Partition() if part is None else part
     steps: list[Any] = []
     sends: list[Any] = []
 
+    counts: Counter[tuple[str, str, str]] = Counter()
+
     def collect(fx: Any) -> None:
+        counts.update(fx.journey_counts)
         steps.extend((c["journey"], c["step"], c["action"], c["at"], c["caused_by"])
                      for c in fx.changes if c.get("type") == "journey")
         sends.extend((ch, t["journey"], t["step"], t["trigger_id"])
@@ -373,6 +380,15 @@ def engine(events: list[dict[str, Any]], end: int, ticks: list[int | None] | Non
                 assert again.triggers == fx.triggers
             stack += fx.send  # one partition: E's A inline, then the identifier links (L)
     tick(end)
+    # the live counts the changes add up to are the positions the profiles hold
+    held: Counter[tuple[str, str, str]] = Counter()
+    for profile in part.profiles.values():
+        for jid, pos in (profile.get("journeys") or {}).items():
+            if pos.get("step") is not None:
+                held[(jid, "", "active")] += 1
+                held[(jid, pos["step"], "waiting")] += 1
+    if fresh:
+        assert {k: n for k, n in counts.items() if n and k[2] in ("active", "waiting")} == +held
     return steps, sends, part
 
 
@@ -538,8 +554,8 @@ def test_merge_keeps_the_furthest_position_and_sends_no_step_twice() -> None:
 
 
 def test_merged_counts_drop_the_position_not_kept() -> None:
-    a = {"onboarding": {"step": "wait_2d", "runs": 1, "n": 2, "since": 1, "entered": 0}}
-    b = {"onboarding": {"step": "wait_open", "runs": 1, "n": 5, "since": 3, "entered": 0,
+    a = {"onboarding": {"step": "wait_2d", "runs": 1, "n": 2, "since": 1, "entered": 0, "w": True}}
+    b = {"onboarding": {"step": "wait_open", "runs": 1, "n": 5, "since": 3, "entered": 0, "w": True,
                         "hist": [["push", "sent", 3]]}}
     merged, counts = jn.merge_positions(a, b, BOOK)
     assert merged["onboarding"]["step"] == "wait_open"
