@@ -657,6 +657,9 @@ def _on_merge(survivor: str, msg: Message, store: Store, cfg: IdentityConfig, fx
             fx.send.append((msg["req"], {"k": "U", "key": msg["link"]}))
         return
     assert profile is not None
+    # deadlines either side has not reached yet fire first, at their own instants, as a tick would
+    fx.transitions(_catch_up(snap, fx.env.clock(profile, snap), fx, source)
+                   + _catch_up(profile, fx.env.clock(profile, snap), fx, source))
     merged = merge(profile, snap, cfg.profile_limits)
     merged["id"] = survivor
     # the loser's refusals are the survivor's now: it holds what made the loser refuse, and

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import pytest
 import yaml
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from processors import events as ev
@@ -617,3 +617,68 @@ def test_step_records_and_triggers_match_their_schemas() -> None:
     assert [t["step"] for t in triggers] == ["welcome", "push", "nudge", "thanks"]
     for t in triggers:
         trigger_schema.validate(t)
+
+
+def run_people(stream: list[tuple[str, dict[str, Any]]], end: int,
+               ticks: list[int | None]) -> tuple[list[Any], list[Any]]:
+    """Several customers' events in time order on one partition; a `link` event names two
+    customers (a's user id, b's email), so they merge; a tick before event i at ticks[i]."""
+    part = Partition()
+    steps: list[Any] = []
+    sends: list[Any] = []
+    offset = 0
+
+    def collect(fx: Any) -> None:
+        steps.extend((c["profile_id"], c["journey"], c["step"], c["action"], c["at"], c["caused_by"])
+                     for c in fx.changes if c.get("type") == "journey")
+        sends.extend(t["trigger_id"] for _, t in fx.triggers)
+
+    def tick(wm: int) -> None:
+        for pid in sorted(part.profiles):
+            collect(recheck(pid, part, Env(wm, CATALOG, event_time=True, journeys=BOOK), f"time:{wm}",
+                            cfg=CFG))
+
+    for i, (user, e) in enumerate(stream):
+        if ticks[i] is not None:
+            tick(ticks[i])
+        enc = encoded(e, user)
+        if e["name"] == "link":
+            enc["ids"] = [*enc["ids"], ("email", "b@example.com")]
+        queue = [(routing_key(enc["ids"]), event_message(enc))]
+        while queue:
+            key, msg = queue.pop(0)
+            offset += 1
+            fx = handle(key, msg, part, CFG, (0, offset), Env(None, CATALOG, event_time=True, journeys=BOOK))
+            collect(fx)
+            queue += fx.send
+    tick(end)
+    return steps, sends
+
+
+@settings(max_examples=80, deadline=None)
+@example(a=[("Signed Up", 0, "free")], b=[("Signed Up", 0, "free")], link_at=5 * DAY,
+         where=[None, None, 1.0] + [None] * 27, after=0)  # b's wait times out at the link's instant
+@given(history_st, history_st, st.integers(0, 30 * DAY),
+       st.lists(st.one_of(st.none(), st.floats(0, 1)), min_size=30, max_size=30), st.integers(0, 20 * DAY))
+def test_merges_do_not_depend_on_when_ticks_came(a: list[Any], b: list[Any], link_at: int,
+                                                 where: list[float | None], after: int) -> None:
+    """Two customers in their own steps merge; ticks before any event, up to its time, change
+    no step and no trigger id (the deadlines either side had not reached fire before the merge)."""
+    link = {"name": "link", "ts": T0 + link_at, "mid": "link", "traits": {}, "props": {}}
+    stream = sorted([*(("a", e) for e in make_events(a, "a")), *(("b", e) for e in make_events(b, "b")),
+                     ("a", link)], key=lambda x: (x[1]["ts"], x[1]["mid"]))
+    times = [e["ts"] for _, e in stream]
+    before = [T0, *times[:-1]]
+    ticks = [None if w is None else int(before[i] + w * (times[i] - before[i])) for i, w in enumerate(where)
+             if i < len(stream)]
+    end = times[-1] + after
+    def per_customer(run: tuple[list[Any], list[Any]]) -> tuple[dict[str, list[Any]], list[str]]:
+        steps: dict[str, list[Any]] = {}
+        for s in run[0]:  # profiles are independent: only each one's own order matters
+            steps.setdefault(s[0], []).append(s[1:])
+        return steps, sorted(run[1])
+
+    quiet = run_people(stream, end, [None] * len(stream))
+    busy = run_people(stream, end, ticks)
+    assert per_customer(busy) == per_customer(quiet)
+    assert any(s[3] == "entered" for s in quiet[0]) or not any(e["name"] == "Signed Up" for _, e in stream)
