@@ -299,7 +299,10 @@ class Sim:
             if jid in busy:
                 continue
             if p["at"] is not None:
-                if self.holds(j.get("goal")):
+                step = next((x for x in j["steps"] if x["id"] == p["at"]), None)
+                if step is None or "wait" not in step:  # the journey was edited
+                    self.finish(jid, "exited", t, cause)
+                elif self.holds(j.get("goal")):
                     self.finish(jid, "converted", t, cause)
                 elif self.holds(j.get("exit")):
                     self.finish(jid, "exited", t, cause)
@@ -309,24 +312,27 @@ class Sim:
                         self.go(jid, nxt, t, cause, busy)
             elif fires:
                 self.try_enter(jid, t, cause, busy)
+        for jid, p in self.pos.items():  # when to look again (an edit shows then, not before)
+            p["due"] = None
+            if p["at"] is not None:
+                w = self.find(jid, p["at"])["wait"]
+                d = w if isinstance(w, str) else w.get("timeout")
+                p["due"] = None if d is None else p["since"] + parse(d)
 
     def next_deadline(self) -> int | None:
-        dues = []
-        for jid, p in self.pos.items():
-            if p["at"] is None:
-                continue
-            w = self.find(jid, p["at"])["wait"]
-            d = w if isinstance(w, str) else w.get("timeout")
-            if d is not None:
-                dues.append(p["since"] + parse(d))
-        return min(dues, default=None)
+        return min((p["due"] for p in self.pos.values() if p["at"] is not None and p.get("due")),
+                   default=None)
 
     def catch_up(self, upto: int) -> None:
         while (d := self.next_deadline()) is not None and d <= upto:
             self.moment(d, f"time:{d}", None, False)
 
-    def run(self, events: list[dict[str, Any]], end: int) -> None:
-        for e in events:
+    def run(self, events: list[dict[str, Any]], end: int,
+            edit: tuple[int, dict[str, Any]] | None = None) -> None:
+        """Events in order; with `edit` (k, definitions), those are in force from event k on."""
+        for i, e in enumerate(events):
+            if edit is not None and i == edit[0]:
+                self.journeys = {j["id"]: j for j in edit[1]["journeys"]}
             self.catch_up(e["ts"])
             self.past.append(e)
             entered = not self.in_segment and self.did("Signed Up")
@@ -344,7 +350,8 @@ def parse(d: str) -> int:
 
 def engine(events: list[dict[str, Any]], end: int, ticks: list[int | None] | None = None,
            book: jn.Book = BOOK, replay: bool = False, user: str = "u1",
-           part: Partition | None = None) -> tuple[list[Any], list[Any], Partition]:
+           part: Partition | None = None,
+           edit: tuple[int, jn.Book] | None = None) -> tuple[list[Any], list[Any], Partition]:
     fresh = part is None
     part = Partition() if part is None else part
     steps: list[Any] = []
@@ -365,6 +372,8 @@ def engine(events: list[dict[str, Any]], end: int, ticks: list[int | None] | Non
             collect(recheck(pid, part, env, f"time:{wm}", cfg=CFG))
 
     for i, e in enumerate(events):
+        if edit is not None and i == edit[0]:
+            book = edit[1]
         if ticks and ticks[i] is not None:
             tick(ticks[i])
         stack = [(routing_key(encoded(e, user)["ids"]), event_message(encoded(e, user)))]
@@ -431,6 +440,39 @@ def test_replayed_records_give_the_same_steps_and_trigger_ids(raw: list[Any], af
     events = make_events(raw)
     end = events[-1]["ts"] + after
     assert engine(events, end, replay=True)[:2] == engine(events, end)[:2]
+
+
+def edited() -> dict[str, Any]:
+    """DEFS edited: the first wait longer, wait_5d and its branch gone, a new last step."""
+    spec = yaml.safe_load(DEFS)
+    onboarding = spec["journeys"][0]
+    onboarding["steps"][1]["wait"] = "3d"
+    onboarding["steps"] = [s for s in onboarding["steps"] if s["id"] != "wait_5d"]
+    for s in onboarding["steps"]:
+        if s.get("next") == "wait_5d":
+            s["next"] = "wait_1d"
+        if s.get("default") == "wait_5d":
+            s["default"] = "wait_1d"
+    onboarding["steps"].append({"id": "wait_1d", "wait": "1d"})
+    return spec
+
+
+EDITED = edited()
+EDITED_BOOK = jn.Book.build(EDITED["journeys"], CATALOG)
+
+
+@settings(max_examples=100, deadline=None)
+@given(history_st, st.integers(0, 20 * DAY), st.integers(0, 13))
+def test_an_edit_mid_run_matches_the_simulation(raw: list[Any], after: int, at: int) -> None:
+    """Positions on steps that still exist are kept (new durations); the others exit."""
+    events = make_events(raw)
+    end = events[-1]["ts"] + after
+    k = min(at, len(events) - 1)
+    steps, sends, _ = engine(events, end, edit=(k, EDITED_BOOK))
+    sim = Sim(SPEC)
+    sim.run(events, end, edit=(k, EDITED))
+    assert steps == sim.steps
+    assert [(ch, j, s) for ch, j, s, _ in sends] == [(ch, j, s) for ch, j, s, _t, _c in sim.sends]
 
 
 def test_onboarding_walkthrough() -> None:
