@@ -500,7 +500,7 @@ def advance(profile: Profile, book: Book, catalog: Catalog, now: int, cause: str
         if old.get("w"):
             run.count(gone, old["step"], "waiting", -1)
     pid = profile["id"]
-    entered = {c["segment"] for c in changes if c.get("type") == "segment"
+    entered = {c["segment"] for c in changes if c.get("type") == "segment" and not c.get("continued")
                and c.get("transition") == "entered" and c.get("profile_id") == pid}
     due: list[int] = []
     for jid, j in book.journeys.items():
