@@ -357,6 +357,7 @@ class _Run:
         st.update(step=j.first, since=self.now, by=self.cause, entered=self.now, n=0,
                   runs=st.get("runs", 0) + 1, ended=None, outcome=None)
         st.pop("sent", None)
+        st.pop("own", None)
         self.count(j.id, "", "active")
         self.record(j.id, st, j.first, "entered")
         if self.ruled_out(j, st):
@@ -446,6 +447,9 @@ class _Run:
                                                        self.cause)
             trig.update(journey=j.id, step=step.id)
             self.out.triggers.append((channel, trig))
+        own: list[str] = st.setdefault("own", [])  # send steps taken in this run (bounded by the steps)
+        if step.id not in own:
+            own.append(step.id)
         self.record(j.id, st, step.id, "sent", channel=dest["channel"])
 
     def state(self, jid: str) -> dict[str, Any]:
@@ -557,7 +561,7 @@ def merge_positions(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None,
         if keep.get("step") is not None:  # steps the other side sent in its run are not sent again
             sent = set(keep.get("sent", ()))
             if drop.get("step") is not None:
-                sent |= set(drop.get("sent", ())) | _sent_in_run(drop)
+                sent |= set(drop.get("sent", ())) | set(drop.get("own", ()))
             if sent:
                 merged["sent"] = sorted(sent)
         out[jid] = merged
@@ -566,13 +570,6 @@ def merge_positions(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None,
             if drop.get("w"):
                 counts[(jid, drop["step"], "waiting")] -= 1
     return out, counts
-
-
-def _sent_in_run(st: Mapping[str, Any]) -> set[str]:
-    start = st.get("entered")
-    if start is None:
-        return set()
-    return {h[0] for h in st.get("hist") or [] if h[1] == "sent" and h[2] >= start}
 
 
 def forget(profile: Profile, book: Book) -> Counts:
