@@ -23,6 +23,7 @@ import pytest
 
 from tests.conftest import TuskEnv
 from tests.integration.harness import Deployment, wait_for
+from tests.integration.test_segments import put
 from tests.unit.test_journeys import DAY, DEFS, EDITED, KINDS, SPEC, T0, Sim, make_events, raw_event
 
 pytestmark = pytest.mark.kafka
@@ -147,5 +148,21 @@ def test_journeys_on_real_workers_match_the_simulation(tusk_env: TuskEnv, tmp_pa
         waiting = {s["step"]: s["waiting"] for s in body["steps_live"]}
         for step in ("wait_2d", "wait_open", "wait_1d"):
             assert waiting[step] == sum(sim.pos["onboarding"]["at"] == step for sim in want.values()), step
+
+        # operating it: the CLI and the HTTP errors
+        cli = [sys.executable, "-m", "stream.cli", "journeys"]
+        listed = subprocess.run([*cli, "list", "--url", w1.url], env=env, capture_output=True, text=True,
+                                timeout=60)
+        assert listed.returncode == 0 and f"({holding} in it)" in listed.stdout, listed
+        shown = subprocess.run([*cli, "show", "onboarding", "--url", w1.url], env=env, capture_output=True,
+                               text=True, timeout=60)
+        assert shown.returncode == 0 and "wait_1d" in shown.stdout, shown
+        refused = subprocess.run([*cli, "delete", "loyalty"], env=env, capture_output=True, text=True,
+                                 timeout=60)
+        assert refused.returncode == 1 and "target of a move" in refused.stderr, refused
+        assert w1.get("/journeys/nope")[0] == 404
+        status, body = put(f"{w1.url}/journeys/bad", {"entry": {"event": "X"},
+                                                      "steps": [{"id": "a", "wait": "0d"}]})
+        assert status == 422 and "steps[0].wait" in body["message"], body
     finally:
         d.stop()
