@@ -7,7 +7,8 @@ A journey (schema `definitions`, `journeys:`) has an entry, optional journey-wid
     wait: 2d                         rest until entered_at + 2d exactly
     wait: {until: <condition>, timeout: 3d, on_timeout: step}    rest until the condition holds
     wait: {event: Name, where: [...], timeout: 3d, on_timeout: step}   … until a later event
-    branch: [{if: <condition>, next: step}, ...]  (+ `default: step`)   the first that holds
+    branch: [{if: <condition>, where: [...], next: step}, ...]  (+ `default: step`)   the first
+                                     that holds (`where`: on the event of this instant)
     move: <journey>                  leave this journey and enter that one at the same instant
     exit: <reason>                   leave the journey
 
@@ -33,7 +34,7 @@ from processors.activation import ActivationConfig, ComputedView
 from processors.catalog import Catalog, _Scope
 from processors.computed import EventSelector, compile_selector
 from processors.events import Touchpoint
-from processors.predicates import Ctx, DefinitionError
+from processors.predicates import Ctx, DefinitionError, EventFilter, compile_where
 from processors.segments import Compiling, Cond, compile_node
 from processors.timeutil import iso, parse_duration_ms
 
@@ -61,7 +62,8 @@ class Step:
     until: Cond | None = None
     event: EventSelector | None = None
     on_timeout: str | None = None
-    branches: tuple[tuple[Cond, str], ...] = ()
+    branches: tuple[tuple[Cond | None, EventFilter | None, str], ...] = ()
+    """(condition on the profile, conditions on the event of this instant, next step)"""
     target: str | None = None
     """move: the journey; exit: the reason"""
 
@@ -203,10 +205,11 @@ def compile_journey(spec: Mapping[str, Any], path: Sequence[str | int] = ()) -> 
             branches = []
             for k, b in enumerate(arg):
                 bp: list[str | int] = [*sp, "branch", k]
-                if not isinstance(b, Mapping) or "if" not in b or "next" not in b:
-                    raise DefinitionError(bp, "{if: condition, next: step}")
-                cond = _condition(b["if"], [*bp, "if"], c)
-                branches.append((cond, _target(b["next"], [*bp, "next"], known)))
+                if not isinstance(b, Mapping) or "next" not in b or ("if" not in b and "where" not in b):
+                    raise DefinitionError(bp, "{if: condition, next: step} (or `where:` on the event)")
+                cond = _condition(b["if"], [*bp, "if"], c) if "if" in b else None
+                where = compile_where(b["where"], [*bp, "where"]) if "where" in b else None
+                branches.append((cond, where, _target(b["next"], [*bp, "next"], known)))
             default = (_target(s["default"], [*sp, "default"], known) if s.get("default") is not None
                        else nxt)
             step = Step(ids[i], kind, default, s, branches=tuple(branches))
@@ -260,7 +263,7 @@ def _check_loops(steps: Mapping[str, Step], at: list[str | int]) -> None:
     def outs(s: Step) -> list[str]:
         if s.kind == "wait":
             return []
-        return [*(t for _, t in s.branches), s.next]
+        return [*(t for _, _, t in s.branches), s.next]
 
     state: dict[str, int] = {}
 
@@ -314,6 +317,12 @@ class _Run:
 
     def holds(self, cond: Cond | None) -> bool:
         return cond is not None and bool(cond(self.scope))
+
+    def branch_holds(self, cond: Cond | None, where: EventFilter | None) -> bool:
+        """`if` on the profile and `where` on the event of this instant (none at a deadline)."""
+        if where is not None and (self.event is None or not where(self.event.msg, self.scope.ctx)):
+            return False
+        return cond is None or self.holds(cond)
 
     def record(self, jid: str, st: dict[str, Any], step: str, action: str, **extra: Any) -> None:
         rec = {"type": "journey", "journey": jid, "step": step, "action": action,
@@ -395,7 +404,8 @@ class _Run:
                 self.send(j, st, step)
                 sid = step.next
             elif step.kind == "branch":
-                sid = next((t for cond, t in step.branches if self.holds(cond)), step.next)
+                sid = next((t for cond, where, t in step.branches if self.branch_holds(cond, where)),
+                           step.next)
                 self.record(j.id, st, step.id, "branched", to=sid)
             elif step.kind == "move":
                 self.end(j, st, "moved", to=step.target)

@@ -782,3 +782,31 @@ def test_merges_match_the_simulation(a: list[Any], b: list[Any], link_at: int, a
     mine = sorted(s[1:] for s in steps)
     assert mine == sorted(one.steps)
     assert len(sends) == len(one.sends) and len(set(sends)) == len(sends)
+
+
+def test_a_branch_can_read_the_event_of_its_instant() -> None:
+    """`where` on a branch reads the event that caused the step; at a deadline there is none."""
+    spec = yaml.safe_load("""
+journeys:
+  - id: orders
+    entry: {event: Order Completed}
+    reentry: always
+    steps:
+      - id: big?
+        branch:
+          - {where: [{field: properties.total, gte: 300}], next: vip}
+        default: wait_1d
+      - {id: vip, send: {channel: webhook}, next: _end}
+      - {id: wait_1d, wait: 1d}
+      - id: big_later?
+        branch:
+          - {where: [{field: properties.total, gte: 0}], next: vip}
+""")
+    book = jn.Book.build(spec["journeys"], CATALOG)
+    events = make_events([("Big Order", 0, "free"), ("Order Completed", 2 * DAY, "free")])
+    steps, _, _ = engine(events, T0 + 5 * DAY, book=book)
+    branched = [(s[1], s[3] - T0) for s in steps if s[2] == "branched"]
+    # the big order goes to vip; the small one waits, and a day later (no event) falls through
+    assert branched == [("big?", 0), ("big?", 2 * DAY), ("big_later?", 3 * DAY)]
+    assert [s[1] for s in steps if s[2] == "sent"] == ["vip"]
+    assert steps[-1][1:3] == ("big_later?", "completed")
