@@ -347,6 +347,7 @@ class _Run:
         self.count(j.id, "", "active", -1)
         self.record(j.id, st, step, action, **extra)
         st.update(step=None, ended=self.now, outcome=action)
+        st.pop("due", None)
         self.touched.add(j.id)
 
     def may_enter(self, j: Journey, st: dict[str, Any]) -> bool:
@@ -431,8 +432,10 @@ class _Run:
             how, nxt = "timeout", step.on_timeout or step.next
         if how is None:
             if step.duration is not None:
-                self.scope.ctx.due(st["since"] + step.duration)
+                st["due"] = st["since"] + step.duration  # kept for when the definition is away
+                self.scope.ctx.due(st["due"])
             return None
+        st.pop("due", None)
         if st.pop("w", False):
             self.count(j.id, step.id, "waiting", -1)
         self.record(j.id, st, step.id, "resumed", how=how)
@@ -506,17 +509,14 @@ def advance(profile: Profile, book: Book, catalog: Catalog, now: int, cause: str
         return out
     run = _Run(profile, book, _Scope(profile, Ctx(now), catalog), now, cause, event,
                acfg or ActivationConfig(), computed, active, partitions, out)
-    for gone in [jid for jid in (states or {}) if jid not in book.journeys]:
-        assert states is not None
-        old = states.pop(gone)  # a deleted journey: its positions go, without a record
-        if old.get("step") is not None:
-            run.count(gone, "", "active", -1)
-        if old.get("w"):
-            run.count(gone, old["step"], "waiting", -1)
+    # positions in journeys not (or no longer) defined stay as they are, inert: a definition
+    # skipped for a while (a segment it reads was deleted) or defined again finds them, at the
+    # latest when the wait they were in would have ended
+    due: list[int] = [st["due"] for jid, st in (states or {}).items()
+                      if jid not in book.journeys and st.get("step") is not None and st.get("due")]
     pid = profile["id"]
     entered = {c["segment"] for c in changes if c.get("type") == "segment" and not c.get("continued")
                and c.get("transition") == "entered" and c.get("profile_id") == pid}
-    due: list[int] = []
     for jid, j in book.journeys.items():
         run.scope.ctx = Ctx(now)
         st = profile.get("journeys", {}).get(jid)

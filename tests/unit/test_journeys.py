@@ -810,3 +810,16 @@ journeys:
     assert branched == [("big?", 0), ("big?", 2 * DAY), ("big_later?", 3 * DAY)]
     assert [s[1] for s in steps if s[2] == "sent"] == ["vip"]
     assert steps[-1][1:3] == ("big_later?", "completed")
+
+
+def test_positions_of_a_deleted_journey_wait_for_it_to_come_back() -> None:
+    _, _, part = engine(make_events([("Signed Up", 0, "free")]), T0 + HOUR)
+    pid = next(iter(part.profiles))
+    without = jn.Book.build([j for j in SPEC["journeys"] if j["id"] == "loyalty"], CATALOG)
+    fx = recheck(pid, part, Env(T0 + DAY, CATALOG, event_time=True, journeys=without), "t", cfg=CFG)
+    assert [c for c in fx.changes if c.get("type") == "journey"] == []
+    assert part.profiles[pid]["journeys"]["onboarding"]["step"] == "wait_2d"
+    # back before the wait would have ended: it ends on time
+    fx = recheck(pid, part, Env(T0 + 3 * DAY, CATALOG, event_time=True, journeys=BOOK), "t", cfg=CFG)
+    assert [(c["step"], c["action"], c["at"]) for c in fx.changes if c.get("type") == "journey"][:2] == [
+        ("wait_2d", "resumed", T0 + 2 * DAY), ("opened?", "branched", T0 + 2 * DAY)]
