@@ -823,3 +823,20 @@ def test_positions_of_a_deleted_journey_wait_for_it_to_come_back() -> None:
     fx = recheck(pid, part, Env(T0 + 3 * DAY, CATALOG, event_time=True, journeys=BOOK), "t", cfg=CFG)
     assert [(c["step"], c["action"], c["at"]) for c in fx.changes if c.get("type") == "journey"][:2] == [
         ("wait_2d", "resumed", T0 + 2 * DAY), ("opened?", "branched", T0 + 2 * DAY)]
+
+
+def test_erasure_takes_positions_and_history_with_the_profile() -> None:
+    _, _, part = engine(make_events([("Signed Up", 0, "free")]), T0 + HOUR)
+    pid = next(iter(part.profiles))
+    assert part.profiles[pid]["journeys"]["onboarding"]["hist"]
+    counts: Counter[tuple[str, str, str]] = Counter()
+    queue: list[Any] = [("user_id:u1", {"k": "P", "op": "erase", "rid": "r1"})]
+    while queue:
+        key, msg = queue.pop(0)
+        fx = handle(key, msg, part, CFG, None, Env(T0 + HOUR, CATALOG, event_time=True, journeys=BOOK))
+        counts.update(fx.journey_counts)
+        queue += fx.send
+    assert pid not in part.profiles
+    assert "onboarding" not in orjson.dumps(part.profiles).decode()
+    assert +Counter({k: -n for k, n in counts.items()}) == Counter({("onboarding", "", "active"): 1,
+                                                                   ("onboarding", "wait_2d", "waiting"): 1})
