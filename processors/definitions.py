@@ -18,9 +18,10 @@ from jsonschema import Draft202012Validator
 import schemas
 from processors.catalog import Catalog
 from processors.config import ConfigError, line_of, load_yaml_with_nodes
+from processors.journeys import Book
 from processors.predicates import DefinitionError, dotted
 
-KINDS = ("segment", "computed_trait", "predict_model")
+KINDS = ("segment", "computed_trait", "predict_model", "journey")
 
 
 def _validator(kind: str) -> Draft202012Validator:
@@ -83,3 +84,26 @@ def named_channels(node: Any) -> set[str]:
     if isinstance(node, list):
         return set().union(*(named_channels(v) for v in node))
     return set()
+
+
+def load_journeys(path: str | Path, base: Catalog | None = None,
+                  book: Book | None = None) -> list[dict[str, Any]]:
+    """The journeys of a file, compiled with its segments and traits (over `base`) to check them."""
+    traits, segments = load_file(path, base)
+    data, root = load_yaml_with_nodes(path, "definitions")
+    items = [dict(j) for j in data.get("journeys", [])]
+    seen: dict[str, int] = {}
+    for i, item in enumerate(items):
+        if item["id"] in seen:
+            raise ConfigError(f"{path}:{line_of(root, ['journeys', i, 'id'])}: at journeys[{i}].id: "
+                              f"expected an id not used above (item {seen[item['id']]}).")
+        seen[item["id"]] = i
+    catalog = (base or Catalog()).extended(traits, segments)
+    try:
+        Book.build([*(s for k, s in (book or Book()).specs.items() if k not in seen), *items], catalog)
+    except DefinitionError as e:
+        at = e.path
+        if len(at) >= 2 and at[0] == "journeys" and at[1] in seen:
+            at = ["journeys", seen[at[1]], *at[2:]]
+        raise ConfigError(f"{path}:{line_of(root, at)}: at {dotted(at)}: expected {e.expected}.") from None
+    return items

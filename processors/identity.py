@@ -36,12 +36,12 @@ delivery may replay any of them.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from processors import activation
+from processors import activation, journeys
 from processors.activation import ActivationConfig
 from processors.catalog import Catalog, transition
 from processors.config import ConfigError, line_of, load_yaml_with_nodes
@@ -106,6 +106,11 @@ class Env:
     """Judge each profile by its own clock (`_t`: its latest event or fired deadline) and `now`
     as the watermark deadlines fire up to; a transition then depends on the profile's own
     events, not on how a run interleaved them with other profiles' events and ticks."""
+    journeys: journeys.Book = field(default_factory=journeys.Book)
+    journey_active: Callable[[str], int] | None = None
+    """customers in a journey on this partition (journey caps); None: caps not enforced"""
+    journey_partitions: int = 1
+    """a journey's cap is shared out over this many partitions"""
 
     def at(self, ts: int | None) -> int:
         if self.now is not None:
@@ -139,6 +144,8 @@ class Effects:
     """"channel:reason" → triggers not sent"""
     results: list[dict[str, Any]] = field(default_factory=list)
     """privacy results for tusk.privacy-results"""
+    journey_counts: journeys.Counts = field(default_factory=Counter)
+    """(journey, step, metric) → change in the live counts"""
 
     def transitions(self, changes: list[dict[str, Any]]) -> None:
         for t in changes:
@@ -302,7 +309,7 @@ def _on_apply(pid: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Eff
             _join_group(profile, tp, cfg, fx)
         tags = fx.env.catalog.observe(profile, tp, now, cfg.profile_limits.retention_ms)
         changes = caught_up + fx.env.catalog.evaluate(profile, now, tags, tp.message_id)
-        _remember_changes(profile, fx, changes[len(caught_up):], source, now)
+        _remember_changes(profile, fx, changes[len(caught_up):], source, now, tp.message_id, tp)
         _tick_clock(profile, now, fx.env)
         _schedule_expiry(profile, cfg)
         store.set_profile(pid, profile)
@@ -322,9 +329,11 @@ RECENT_CHANGES = 4
 
 
 def _remember_changes(profile: Profile, fx: Effects, changes: list[dict[str, Any]],
-                      source: tuple[int, int] | None, now: int) -> None:
+                      source: tuple[int, int] | None, now: int, cause: str | None = None,
+                      event: Touchpoint | None = None) -> None:
     """Decide activations (before the profile is stored: caps live in it), and keep the
-    transitions and triggers of the last few sources, to re-send them if a crash replays one."""
+    transitions and triggers of the last few sources, to re-send them if a crash replays one.
+    With a `cause`, the profile's journeys take their steps at this instant too."""
     specs = fx.env.catalog.segment_specs
     view: list[Mapping[str, Any]] = []
 
@@ -337,11 +346,22 @@ def _remember_changes(profile: Profile, fx: Effects, changes: list[dict[str, Any
     released = activation.release_due(profile, fx.env.activation, now, computed) \
         if profile.get("_pending") else activation.Decisions()
     triggers = decided.triggers + released.triggers
+    steps: list[dict[str, Any]] = []
+    if cause is not None and (fx.env.journeys or profile.get("journeys")):
+        walked = journeys.advance(profile, fx.env.journeys, fx.env.catalog, now, cause, event, changes,
+                                  fx.env.activation, computed, fx.env.journey_active,
+                                  fx.env.journey_partitions)
+        steps, triggers = walked.records, triggers + walked.triggers
+        fx.changes.extend(steps)
+        fx.journey_counts.update(walked.counts)
+        fx.suppressed.update(walked.suppressed)
     fx.triggers.extend(triggers)
     fx.suppressed.update(decided.suppressed + released.suppressed)
     pending = activation.next_release(profile)
-    if pending is not None and (profile.get("_next") is None or pending < profile["_next"]):
-        profile["_next"] = pending
+    for at in (pending, profile.get("_jdue")):
+        if at is not None and (profile.get("_next") is None or at < profile["_next"]):
+            profile["_next"] = at
+    changes = changes + steps
     if (changes or triggers) and source is not None:
         # one source may decide in steps (deadlines caught up, then its event): keep them all
         same = [t for t in profile.get("_tx", []) if t["at"] == list(source)]
@@ -385,9 +405,9 @@ def _tick_clock(profile: Profile, now: int, env: Env) -> None:
 
 def _segment_next(profile: Profile) -> int | None:
     due = [*profile.get("_due", {}).values()]
-    release = activation.next_release(profile)
-    if release is not None:
-        due.append(release)
+    for at in (activation.next_release(profile), profile.get("_jdue")):
+        if at is not None:
+            due.append(at)
     return min(due, default=None)
 
 
@@ -406,7 +426,7 @@ def _catch_up(profile: Profile, upto: int, fx: Effects,
             break
         at = max(at, profile.get("_t") or 0)
         changes = fx.env.catalog.evaluate(profile, at, set(), f"time:{at}")
-        _remember_changes(profile, fx, changes, source, at)
+        _remember_changes(profile, fx, changes, source, at, f"time:{at}")
         profile["_t"] = at
         out += changes
     return out
@@ -455,14 +475,14 @@ def recheck(pid: str, store: Store, env: Env, cause: str, everything: bool = Fal
     previous = profile.get("_next")
     if env.event_time:  # the profile's own instant; then its deadlines up to the watermark
         changes = env.catalog.evaluate(profile, env.clock(profile), None, cause) if everything else []
-        _remember_changes(profile, fx, changes, None, env.clock(profile))
+        _remember_changes(profile, fx, changes, None, env.clock(profile), cause if everything else None)
         changes += _catch_up(profile, now, fx, None)
     else:
         changes = env.catalog.evaluate(profile, now, None if everything else set(), cause)
-        _remember_changes(profile, fx, changes, None, now)
+        _remember_changes(profile, fx, changes, None, now, cause)
     if cfg is not None:
         _schedule_expiry(profile, cfg)
-    if changes or fx.triggers or profile.get("_next") != previous or fx.suppressed:
+    if changes or fx.changes or fx.triggers or profile.get("_next") != previous or fx.suppressed:
         store.set_profile(pid, profile)
     _settled(profile, previous, changes, fx)
     return fx
@@ -557,8 +577,9 @@ def _on_account_traits(pid: str, msg: Message, store: Store, cfg: IdentityConfig
         return
     now = fx.env.clock(profile)
     previous = profile.get("_next")
-    changes = fx.env.catalog.evaluate(profile, now, {"account"}, f"account:{msg['aid']}@{stamp[0]}")
-    _remember_changes(profile, fx, changes, source, now)
+    cause = f"account:{msg['aid']}@{stamp[0]}"
+    changes = fx.env.catalog.evaluate(profile, now, {"account"}, cause)
+    _remember_changes(profile, fx, changes, source, now, cause)
     store.set_profile(pid, profile)
     _settled(profile, previous, changes, fx)
 
@@ -643,12 +664,19 @@ def _on_merge(survivor: str, msg: Message, store: Store, cfg: IdentityConfig, fx
             fx.send.append((msg["req"], {"k": "U", "key": msg["link"]}))
         return
     assert profile is not None
+    # deadlines either side has not reached yet fire first, at their own instants, as a tick would
+    fx.transitions(_catch_up(snap, fx.env.clock(profile, snap), fx, source)
+                   + _catch_up(profile, fx.env.clock(profile, snap), fx, source))
     merged = merge(profile, snap, cfg.profile_limits)
     merged["id"] = survivor
     # the loser's refusals are the survivor's now: it holds what made the loser refuse, and
     # records aimed at a refused profile may still arrive through the loser's redirect
     refused = {**snap.get("_refused", {}), **profile.get("_refused", {})}
     merged["_refused"] = {r: n for r, n in refused.items() if r not in (loser, survivor)}
+    if profile.get("journeys") or snap.get("journeys"):
+        merged["journeys"], dropped = journeys.merge_positions(profile.get("journeys"), snap.get("journeys"),
+                                                               fx.env.journeys)
+        fx.journey_counts.update(dropped)
     now = fx.env.clock(profile, snap)
     _tick_clock(merged, now, fx.env)
     previous = merged.get("_next")
@@ -657,7 +685,7 @@ def _on_merge(survivor: str, msg: Message, store: Store, cfg: IdentityConfig, fx
     was_in = set(snap.get("segments", {}))
     changes += [{**c, "continued": True} if c["transition"] == "entered" and c["segment"] in was_in else c
                 for c in fx.env.catalog.evaluate(merged, now, None, f"merge:{loser}")]
-    _remember_changes(merged, fx, changes, source, now)
+    _remember_changes(merged, fx, changes, source, now, f"merge:{loser}")
     store.set_profile(survivor, merged)
     _settled(merged, previous, changes, fx)
     fx.counts["merged"] += 1

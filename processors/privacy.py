@@ -20,6 +20,7 @@ import hashlib
 from typing import Any
 
 from processors import identity as idn
+from processors import journeys
 from processors.identifiers import key_of
 from processors.profile import public_view
 
@@ -78,6 +79,7 @@ def _on_profile_request(pid: str, msg: idn.Message, store: idn.Store, cfg: idn.I
         fx.send.append((target, {**z, "rid": rid, "reply": pid}))
     for sid in profile.get("segments", {}):
         fx.sizes[sid] -= 1
+    fx.journey_counts.update(journeys.forget(profile, fx.env.journeys))
     if profile.get("_next") is not None:
         fx.schedule.append((pid, profile["_next"], None))
     store.delete_profile(pid)

@@ -15,7 +15,7 @@ from faust.exceptions import FaustError
 from faust.types import TP
 
 from processors import events as ev
-from processors import identity
+from processors import identity, journeys
 from processors.activation import ActivationConfig, load_activation_config
 from processors.definitions import named_channels
 from processors.dlq import dlq_record
@@ -257,7 +257,18 @@ def stored_clock() -> tuple[int, int]:
 
 
 def env_at(now: int) -> identity.Env:
-    return identity.Env(now, READER.catalog, ACTIVATION, event_time=TIME_CLOCK)
+    return identity.Env(now, READER.catalog, ACTIVATION, event_time=TIME_CLOCK, journeys=READER.journeys,
+                        journey_active=journey_active, journey_partitions=N)
+
+
+def journey_stats() -> dict[str, Any]:
+    """This partition's journey counts: {journey: {step: {metric: n}}} (step "" holds `active`)."""
+    raw = meta.data._get(b"j")  # type: ignore[attr-defined]
+    return orjson.loads(raw) if raw else {}
+
+
+def journey_active(jid: str) -> int:
+    return int(journey_stats().get(jid, {}).get("", {}).get("active", 0))
 
 
 def low_watermark(sources: dict[str, list[Any]], count: int) -> int | None:
@@ -370,6 +381,8 @@ async def settle(fx: identity.Effects) -> None:
             if delta:
                 sizes[segment] = sizes.get(segment, 0) + delta
         meta[b"s"] = orjson.dumps(sizes)
+    if any(fx.journey_counts.values()):
+        meta[b"j"] = orjson.dumps(journeys.add_counts(journey_stats(), fx.journey_counts))
     for channel, trigger in fx.triggers:
         OUTBOX.send(await activation_topic(channel), trigger["profile_id"].encode(), orjson.dumps(trigger))
         m.TRIGGERS.labels(channel).inc()

@@ -371,6 +371,10 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--computed", action="store_true")
     de.set_defaults(func=cmd_segments_delete)
 
+    from stream import journeys_cli
+
+    journeys_cli.add_parser(sub, kafka_opts, url_default)
+
     pv = sub.add_parser("privacy", help="export or erase a person's data, by any identifier")
     kafka_opts(pv)
     pv.add_argument("action", choices=["export", "erase"])

@@ -3,7 +3,9 @@
   GET /console                   the page (inline CSS and JS, no build step, nothing fetched from
                                  elsewhere). It looks profiles up by any identifier or id through
                                  /profiles/..., lists segments with live sizes (GET /segments,
-                                 every 5 s) and tails activation triggers (below, every 2 s).
+                                 every 5 s), journeys as funnels of their steps with live counts
+                                 (GET /journeys, every 5 s) and tails activation triggers (below,
+                                 every 2 s).
   GET /console/triggers?after=N  the triggers this worker has seen since it started tailing, newer
                                  than sequence number N: {"epoch", "last", "triggers": [...],
                                  "status"}. `epoch` changes when the worker restarts (sequence
@@ -252,6 +254,8 @@ th { font-size: 12px; color: var(--muted); font-weight: 600; white-space: nowrap
 td code, td .mono, td.mono, td .chip, td button.link { overflow-wrap: anywhere; }
 time { white-space: nowrap; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+#journeys table { margin-bottom: .8rem; }
+#journeys .bar { height: 3px; background: #3b82f6; margin-bottom: 2px; }
 tr.fresh td { animation: fresh 2.5s ease-out; }
 @keyframes fresh { from { background: var(--accent-soft); } to { background: transparent; } }
 code, .mono { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 12px; }
@@ -318,6 +322,11 @@ BODY = """
         </table>
       </div>
       <div id="segments-status" class="muted small"></div>
+    </section>
+    <section class="card">
+      <h2>Journeys <span id="journeys-updated" class="muted small"></span></h2>
+      <div id="journeys" class="scroll"></div>
+      <div id="journeys-status" class="muted small"></div>
     </section>
     <section class="card">
       <h2>Activation triggers <span id="triggers-state" class="muted small"></span></h2>
@@ -496,6 +505,30 @@ async function refreshSegments() {
   $("#segments-updated").textContent = "live \\u00b7 updated " + clock();
 }
 
+async function refreshJourneys() {
+  const r = await api("/journeys");
+  if (r.status !== 200 || !r.body) {
+    $("#journeys-status").textContent = (r.body && r.body.message) || ("HTTP " + r.status);
+    return;
+  }
+  const js = r.body.journeys || [];
+  // each journey as a funnel: one row per step, the bar is how many reached it
+  $("#journeys").replaceChildren(...js.map((j) => {
+    const top = Math.max(1, ...j.steps_live.map((s) => s.entered));
+    const cols = ["entered", "waiting", "converted", "exited"];
+    const title = el("strong", {text: j.id + " \u00b7 " + fmt(j.active) + " in it"});
+    return el("table", {"data-journey": j.id},
+      el("thead", {}, el("tr", {}, el("th", {}, title),
+        ...cols.map((k) => el("th", {class: "num", text: k})))),
+      el("tbody", {}, ...j.steps_live.map((s) => el("tr", {"data-step": s.step},
+        el("td", {title: s.kind || ""}, el("div", {class: "bar",
+          style: "width:" + Math.round(100 * s.entered / top) + "%"}), s.step),
+        ...cols.map((k) => el("td", {class: "num", text: fmt(s[k])}))))));
+  }));
+  $("#journeys-status").textContent = js.length ? "" : "No journeys defined yet.";
+  $("#journeys-updated").textContent = "live \u00b7 updated " + clock();
+}
+
 function triggerRow(t) {
   const title = "trigger " + fmt(t.trigger_id) + "; to: " + (t.to_fields.join(", ") || "\\u2014")
     + "; traits: " + (t.trait_fields.join(", ") || "\\u2014") + "; " + t.topic + "/" + t.partition
@@ -573,6 +606,7 @@ $("#forget-token").addEventListener("click", () => {
   askToken("");
 });
 every(5000, refreshSegments);
+every(5000, refreshJourneys);
 every(2000, refreshTriggers);
 """
 

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
+from processors import journeys
 from processors.catalog import Catalog, parse_topic_key, topic_key
 from processors.definitions import parse_record
 from processors.predicates import DefinitionError
@@ -33,7 +34,7 @@ def build(records: dict[str, dict[str, Any]], base: Catalog | None = None) -> tu
     """A Catalog from topic records (key → value); (catalog, key → why it was skipped)."""
     catalog = base or Catalog()
     skipped: dict[str, str] = {}
-    pending = dict(sorted(records.items()))
+    pending = dict(sorted((k, v) for k, v in records.items() if not k.startswith(journeys.TOPIC_PREFIX)))
     # definitions may refer to others that come later in key order: retry until stable
     progress = True
     while pending and progress:
@@ -52,6 +53,33 @@ def build(records: dict[str, dict[str, Any]], base: Catalog | None = None) -> tu
     return catalog, skipped
 
 
+def build_journeys(records: dict[str, dict[str, Any]],
+                   catalog: Catalog) -> tuple[journeys.Book, dict[str, str]]:
+    """The journeys among topic records, checked against the catalog; (book, key → why skipped)."""
+    book = journeys.Book()
+    skipped: dict[str, str] = {}
+    pending = {k: v for k, v in sorted(records.items()) if k.startswith(journeys.TOPIC_PREFIX)}
+    try:  # all together first: journeys may move customers to each other
+        return journeys.Book.build([parse_record("journey", {**v, "id": k[len(journeys.TOPIC_PREFIX):]})
+                                    for k, v in pending.items()], catalog), {}
+    except DefinitionError:
+        pass  # find the bad ones one by one
+    progress = True
+    while pending and progress:  # journeys may move customers to journeys later in key order
+        progress = False
+        for key, value in list(pending.items()):
+            try:
+                spec = parse_record("journey", {**value, "id": key[len(journeys.TOPIC_PREFIX):]})
+                book = book.put(spec, catalog)
+            except DefinitionError as e:
+                skipped[key] = str(e)
+                continue
+            skipped.pop(key, None)
+            del pending[key]
+            progress = True
+    return book, skipped
+
+
 def fingerprint(catalog: Catalog) -> str:
     """Changes whenever any segment's effective definition changes (drives backfills)."""
     blob = orjson.dumps(sorted(catalog.versions.items()))
@@ -66,6 +94,7 @@ class DefinitionsReader:
         self.base = Catalog(predict=load_predict_config(settings.predict_config)) \
             if settings.predict_config else Catalog()
         self.catalog = self.base
+        self.journeys = journeys.Book()
         self.fingerprint = fingerprint(self.catalog)
         self.skipped: dict[str, str] = {}
         self.on_change = on_change
@@ -124,10 +153,13 @@ class DefinitionsReader:
 
     def _rebuild(self) -> None:
         catalog, skipped = build(self.records, self.base)
+        book, skipped_journeys = build_journeys(self.records, catalog)
+        skipped.update(skipped_journeys)
         for key, why in skipped.items():
             if self.skipped.get(key) != why:
                 log.error("definition %s skipped: %s", key, why)
         self.catalog, self.skipped = catalog, skipped
+        self.journeys = book
         self.fingerprint = fingerprint(catalog)
         if self.on_change is not None:
             self.on_change(catalog)
@@ -157,7 +189,8 @@ def produce_definition(settings: Settings, kind: str, ident: str, spec: dict[str
     p = producer(settings)
     errors: list[Any] = []
     value = None if spec is None else orjson.dumps({"kind": kind, **spec, "id": ident})
-    p.produce(settings.topics.segments, key=topic_key(kind, ident).encode(), value=value,
+    key = journeys.topic_key(ident) if kind == "journey" else topic_key(kind, ident)
+    p.produce(settings.topics.segments, key=key.encode(), value=value,
               on_delivery=lambda err, _msg: errors.append(err) if err else None)
     if p.flush(15) or errors:
         raise RuntimeError(f"the definition {ident!r} was not acknowledged by Kafka: {errors or 'timeout'}")

@@ -253,6 +253,34 @@ def predictions(url: str, settings: Settings) -> None:
                   f"from {PREDICTIONS.relative_to(PREDICTIONS.parents[2])}")
 
 
+JOURNEYS = EXAMPLES.parent / "journeys.yaml"
+
+
+def apply_journeys(settings: Settings) -> None:
+    from processors.definitions import load_journeys
+
+    traits, segments = load_file(JOURNEYS)
+    journeys = load_journeys(JOURNEYS, base=None)
+    for kind, items in (("computed_trait", traits), ("segment", segments), ("journey", journeys)):
+        for spec in items:
+            produce_definition(settings, kind, spec["id"], spec)
+    console.print(f"[green]✓[/] applied the journeys {', '.join(j['id'] for j in journeys)} "
+                  f"from {JOURNEYS.relative_to(JOURNEYS.parents[2])}")
+
+
+def report_journeys(url: str) -> None:
+    """Each journey as a funnel of its steps, with live counts (GET /journeys)."""
+    _, listing = http_get(f"{url}/journeys")
+    for j in listing["journeys"]:
+        t = Table(title=f"journey {j['id']}: {j['active']} in it now", show_header=True)
+        for col in ("step", "kind", "entered", "waiting", "converted", "exited", "completed"):
+            t.add_column(col, justify="left" if col in ("step", "kind") else "right")
+        for s in j["steps_live"]:
+            t.add_row(s["step"], s["kind"] or "", *(str(s[k]) for k in ("entered", "waiting", "converted",
+                                                                         "exited", "completed")))
+        console.print(t)
+
+
 def run_demo(profiles: int = 400, seed: int = 7) -> int:
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="tusk-demo-"))
@@ -279,6 +307,7 @@ def run_demo(profiles: int = 400, seed: int = 7) -> int:
                     produce_definition(settings, kind, spec["id"], spec)
             console.print(f"[green]✓[/] applied {len(traits)} computed traits and {len(segments)} segments "
                           f"from {EXAMPLES.relative_to(EXAMPLES.parents[2])}")
+            apply_journeys(settings)
             url = f"http://127.0.0.1:{port}"
             log = workdir / "worker.log"
             with worker(env, log) as proc:
@@ -301,6 +330,7 @@ def run_demo(profiles: int = 400, seed: int = 7) -> int:
                 time.sleep(2)  # a few ticks: time-relative segments settle at the history's end
                 report(url, produced, seen, examples, time.monotonic() - started)
                 report_activation(url, settings)
+                report_journeys(url)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0

@@ -229,6 +229,7 @@ SCHEMAS: dict[str, str] = {
     "profile-change.schema.json": "records on the profile-changes topic",
     "identity.schema.json": "the file named by `TUSK_IDENTITY_CONFIG`",
     "activation.schema.json": "the file named by `TUSK_ACTIVATION_CONFIG`",
+    "journey-step.schema.json": "journey records on the profile-changes topic (`\"type\": \"journey\"`)",
     "predict.schema.json": "the file named by `TUSK_PREDICT_CONFIG` (what a purchase and a refund are)",
     "predict-model.schema.json": "the `predict:model` record on the segments topic, published by "
                                  "`tusk predict fit`; the answer of `GET /predict/model`",
@@ -406,6 +407,12 @@ WORKER_ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/predict/summaries"): "every customer's purchase summary (frequency, recency, age, monetary) "
         "as of `?until=DATE`, gathered from every worker; 503 while a partition has no worker",
     ("GET", "/predict/model"): "the fitted BG/NBD and Gamma-Gamma model in force; 404 before any fit",
+    ("GET", "/journeys"): "journey definitions in force, with live counts per step summed over workers",
+    ("GET", "/journeys/{ident}"): "one journey and its live counts per step (entered, waiting, converted, "
+        "exited, completed), summed over workers",
+    ("PUT", "/journeys/{ident}"): "create or replace a journey (body: a definition); 422 with the path of "
+        "a bad node",
+    ("DELETE", "/journeys/{ident}"): "delete a journey (its customers' positions go with it)",
     ("GET", "/console"): "the console page (profile lookup, segments, live trigger tail)",
     ("GET", "/console/triggers"): "the console's live tail of triggers (metadata only, no addresses)",
 }

@@ -14,6 +14,7 @@ from yarl import URL
 
 from processors.definitions import parse_record
 from processors.identifiers import key_of, normalise
+from processors.journeys import sum_stats
 from processors.predicates import DefinitionError
 from processors.profile import public_view
 from stream import agents
@@ -143,6 +144,7 @@ KIND_OF_ROUTE = {"segments": "segment", "computed-traits": "computed_trait"}
 def local_state() -> dict[str, Any]:
     """Segment sizes and backfill progress of this worker's active partitions."""
     sizes: dict[str, int] = {}
+    flows: list[dict[str, Any]] = []
     mine = agents.active_partitions()
     fp = agents.READER.fingerprint
     done = 0
@@ -153,7 +155,9 @@ def local_state() -> dict[str, Any]:
         for seg, n in orjson.loads(db.get(b"s") or b"{}").items():
             sizes[seg] = sizes.get(seg, 0) + n
         done += db.get(b"bv") == fp.encode()
-    return {"partitions": mine, "sizes": sizes, "backfilled": done, "fingerprint": fp}
+        flows.append(orjson.loads(db.get(b"j") or b"{}"))
+    return {"partitions": mine, "sizes": sizes, "backfilled": done, "fingerprint": fp,
+            "journeys": sum_stats(flows)}
 
 
 async def cluster_state(request: Request) -> dict[str, Any]:
@@ -176,6 +180,7 @@ async def cluster_state(request: Request) -> dict[str, Any]:
             sizes[seg] = sizes.get(seg, 0) + n
     partitions = sorted({p for st in states for p in st["partitions"]})
     return {"sizes": sizes, "workers": len(states), "partitions": partitions,
+            "journeys": sum_stats([st.get("journeys") or {} for st in states]),
             "backfilled_partitions": sum(st["backfilled"] for st in states
                                          if st["fingerprint"] == agents.READER.fingerprint),
             "partitions_total": agents.N}
@@ -346,3 +351,6 @@ class PredictModel(View):
         if record is None or agents.READER.catalog.predict.model is None:
             return error(self, 404, "not_found", "no model yet: run `tusk predict fit`")
         return json_response(self, record)
+
+
+from stream import journeys_web  # noqa: E402, F401 - GET/PUT/DELETE /journeys
