@@ -118,6 +118,10 @@ class Settings:
     tick_interval_ms: int = 2000
     backfill_batch: int = 500
     kafka_extra: dict[str, str] = field(default_factory=dict)
+    erase_within_ms: int = 7 * 86_400_000
+    """TUSK_ERASE_WITHIN: the broker's copies of erased data are gone within this (stream/topic_configs.py)"""
+    topic_retention_ms: dict[str, int] = field(default_factory=dict)
+    """TUSK_<KIND>_RETENTION given by the operator, by topic kind (stream/topic_configs.py RETENTION)"""
 
     @property
     def topics(self) -> Topics:
@@ -172,4 +176,27 @@ class Settings:
             tick_interval_ms=parse_duration_ms(_env("TUSK_TICK_INTERVAL", "2s"), "TUSK_TICK_INTERVAL"),
             backfill_batch=int_env("TUSK_BACKFILL_BATCH", cls.backfill_batch, 1),
             kafka_extra=extra,
+            erase_within_ms=duration_at_least("TUSK_ERASE_WITHIN", "7d", 1000),
+            topic_retention_ms=retention_env(),
         )
+
+
+RETENTION_KINDS = ("touchpoints", "dlq", "internal", "changes", "activations", "privacy")
+
+
+def retention_env() -> dict[str, int]:
+    """TUSK_TOUCHPOINTS_RETENTION, TUSK_DLQ_RETENTION, … as given (defaults: stream/topic_configs.py)."""
+    out = {}
+    for kind in RETENTION_KINDS:
+        name = f"TUSK_{kind.upper()}_RETENTION"
+        if os.environ.get(name):
+            out[kind] = duration_at_least(name, os.environ[name], 1000)
+    return out
+
+
+def duration_at_least(name: str, default: str, minimum_ms: int) -> int:
+    raw = _env(name, default)
+    value = parse_duration_ms(raw, name)
+    if value < minimum_ms:
+        raise SettingsError(f"{name}={raw!r}: expected at least {minimum_ms} ms.")
+    return value

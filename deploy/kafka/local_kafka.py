@@ -155,7 +155,10 @@ def _metadata_ok(port: int) -> bool:
 
 
 def start(port: int | None = None, workdir: Path | None = None, timeout: float = 90.0,
-          fresh: bool = True) -> LocalKafka:
+          fresh: bool = True,
+          properties: dict[str, str] | None = None) -> LocalKafka:
+    """`properties`: broker settings added to (or overriding) server.properties, e.g. the log
+    cleaner's `log.cleaner.backoff.ms` for a test that watches compaction."""
     java = _require("java", "install a Java 17+ runtime (e.g. `apt-get install openjdk-17-jre-headless`)")
     if _java_major(java) < 17:
         raise LauncherError("Kafka 4 needs Java 17 or newer; `java -version` reports an older one.")
@@ -172,7 +175,10 @@ def start(port: int | None = None, workdir: Path | None = None, timeout: float =
     cport = free_port()
     data, log = workdir / "data", workdir / "kafka.log"
     props = workdir / "server.properties"
-    props.write_text(SERVER_PROPERTIES.format(port=port, cport=cport, data=data))
+    text = SERVER_PROPERTIES.format(port=port, cport=cport, data=data)
+    for name, value in (properties or {}).items():  # a later line wins in a .properties file
+        text += f"{name}={value}\n"
+    props.write_text(text)
     log4j = workdir / "log4j2.yaml"
     log4j.write_text(LOG4J2.format(log=log))
     cp = f"{libs}/*"
