@@ -41,11 +41,16 @@ def mark(store: Any, partition: int | None) -> None:
 
 def purge(db: rocksdict.Rdict) -> None:
     """Flush the memtable (the WAL goes with it) and compact everything to the bottom level,
-    where RocksDB drops deleted values and the tombstones themselves."""
+    where RocksDB drops deleted values and the tombstones themselves; then one more MANIFEST edit."""
     db.flush(True)
     opts = rocksdict.CompactOptions()
     opts.set_bottommost_level_compaction(rocksdict.BottommostLevelCompaction.force())
     db.compact_range(None, None, opts)
+    # the MANIFEST was rewritten at the compaction's edit from the version before it, which still
+    # listed the flushed file (its smallest/largest keys may be a deleted key): one more edit, a
+    # tiny flush, rewrites it from the version after the compaction
+    db.delete(ROLL_KEY)
+    db.flush(True)
 
 
 async def purge_dirty() -> int:
