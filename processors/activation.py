@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from processors.audiences import hashed
+from processors.audiences import ADDRESS_FORMS, hashed
 from processors.config import load_yaml
 from processors.predicates import get_path
 from processors.timeutil import iso, parse_duration_ms
@@ -49,8 +49,14 @@ class Channel:
     address_as: str = "raw"
     """raw addresses in `to`, `hashed` SHA-256 of normalised values, or `both`"""
 
+    def __post_init__(self) -> None:
+        if self.send_to not in SEND_TO:
+            raise ValueError(f"channel {self.name}: send_to must be one of {sorted(SEND_TO)}")
+        if self.address_as not in ADDRESS_FORMS:
+            raise ValueError(f"channel {self.name}: address_as must be one of {list(ADDRESS_FORMS)}")
 
-SEND_TO = {
+
+SEND_TO = {  # the legal meaning of each choice (README, schemas/activation.schema.json)
     "subscribed": "opt-in: only profiles whose subscription state is `subscribed` (GDPR/ePrivacy "
                   "marketing, express consent for SMS)",
     "not_unsubscribed": "opt-out: everyone but profiles that unsubscribed (where the law allows "

@@ -9,6 +9,9 @@ and compacted to its bottom level every E/8 (`purge`), and the MANIFEST is rewri
 change (`max_manifest_file_size` 1 byte: it only lists the live files). Standbys apply each
 changelog record as it comes instead of 1000 at a time.
 
+A partition that moved to another worker leaves its folder behind, a copy no erasure reaches:
+folders of partitions the worker has not held (active or standby) for E/8 are removed.
+
 Kafka: the worker appends a roll marker (a tombstone of topic_configs.ROLL_KEY) to every
 changelog partition it owns every E/8, so that the segments holding shadowed records and
 tombstones close and the log cleaner compacts them even in a quiet partition
@@ -18,7 +21,10 @@ tombstones close and the log cleaner compacts them even in a quiet partition
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+import shutil
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -70,6 +76,43 @@ async def purge_dirty() -> int:
                 log.warning("could not compact %s partition %s", store, partition, exc_info=True)
                 parts_left.add(partition)
     return done
+
+
+UNASSIGNED: dict[tuple[int, int], float] = {}
+"""(id(store), partition) → when its folder was first seen without the partition assigned."""
+
+
+def partitions_on_disk(store: Any) -> list[int]:
+    prefix = f"{store.basename.name}-"
+    found = []
+    for path in store.path.glob(f"{prefix}*.db"):
+        number = path.name[len(prefix):-len(".db")]
+        if number.isdigit():
+            found.append(int(number))
+    return sorted(found)
+
+
+async def drop_unassigned(stores: Iterable[Any], grace_s: float) -> list[str]:
+    """Remove the folders of partitions this worker has not held (active or standby) for
+    `grace_s`: a partition that moved to another worker leaves a copy behind that no erasure
+    reaches. Back within the grace, the folder is reused; later, it is restored afresh."""
+    now = time.monotonic()
+    removed = []
+    for store in stores:
+        async with store.db_lock:  # not while a rebalance opens or closes databases
+            for partition in partitions_on_disk(store):
+                key = (id(store), partition)
+                if partition in store._dbs:
+                    UNASSIGNED.pop(key, None)
+                    continue
+                if now - UNASSIGNED.setdefault(key, now) < grace_s:
+                    continue
+                gc.collect()  # Faust drops a revoked database without closing it
+                path = store.partition_path(partition)
+                shutil.rmtree(path, ignore_errors=True)
+                UNASSIGNED.pop(key, None)
+                removed.append(str(path))
+    return removed
 
 
 def _install() -> None:
@@ -145,3 +188,6 @@ def register(app: Any, settings: Any, owned: Callable[[], list[int]]) -> None:
         n = await purge_dirty()
         if n:
             log.debug("compacted %d table databases after deletes", n)
+        stores = [t.data for t in app.tables.values() if hasattr(t.data, "db_lock")]
+        for path in await drop_unassigned(stores, every):
+            log.info("removed %s: the partition is no longer this worker's", path)

@@ -178,3 +178,10 @@ def test_example_activation_file_loads() -> None:
     assert cfg.channel("receipts").send_to == "anyone" and cfg.channel("ads").address_as == "hashed"
     [(_, receipt)] = one(person(email_sub="unsubscribed"), "receipts", cfg).triggers
     assert receipt["to"] == {"email": "jo@example.com"}
+
+
+def test_a_channel_refuses_unknown_choices() -> None:
+    with pytest.raises(ValueError, match="send_to must be one of"):
+        Channel("email", send_to="everyone")
+    with pytest.raises(ValueError, match="address_as must be one of"):
+        Channel("ads", address_as="salted")

@@ -78,3 +78,28 @@ def test_deletes_and_opened_databases_are_marked_for_a_purge(tmp_path: Path) -> 
     Store.apply_changelog_batch(fake, [event(1, SECRET_KEY, None, 3)], lambda k: k, lambda v: v)
     assert erasure.DIRTY[id(fake)][1] == {1}
     erasure.DIRTY.clear()
+
+
+def test_folders_of_partitions_no_longer_held_are_removed_after_the_grace(tmp_path: Path) -> None:
+    import asyncio
+
+    class Folders:
+        path = tmp_path
+        basename = Path("profiles")
+        db_lock = asyncio.Lock()
+        _dbs: dict[int, object] = {0: object()}
+
+        def partition_path(self, partition: int) -> Path:
+            return tmp_path / f"profiles-{partition}.db"
+
+    store = Folders()
+    for name in ("profiles-0.db", "profiles-1.db", "profiles-12.db", "profiles-backups", "identities-1.db"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "000001.sst").write_bytes(b"someone")
+    erasure.UNASSIGNED.clear()
+    assert asyncio.run(erasure.drop_unassigned([store], 3600)) == []  # noticed, within the grace
+    store._dbs[12] = object()  # partition 12 came back: its folder is kept
+    assert asyncio.run(erasure.drop_unassigned([store], 0)) == [str(tmp_path / "profiles-1.db")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "identities-1.db", "profiles-0.db", "profiles-12.db", "profiles-backups"]
+    erasure.UNASSIGNED.clear()
