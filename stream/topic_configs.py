@@ -19,13 +19,13 @@ Every other topic that can hold personal data is deleted by time (`retention.ms`
 `segment.ms` at most an eighth of it, since Kafka deletes whole segments):
 
   touchpoints   TUSK_TOUCHPOINTS_RETENTION  30d  the raw input (replays, a new worker's backlog)
-  dlq           TUSK_DLQ_RETENTION          30d  rejected input, original bytes: raw input too
+  dlq           TUSK_DLQ_RETENTION          E    rejected input (original bytes) and internal records
   internal      TUSK_INTERNAL_RETENTION     E    identity-protocol records (events, links, …)
   changes       TUSK_CHANGES_RETENTION      E    profile changes (transitions, merges, erasures)
   activations   TUSK_ACTIVATIONS_RETENTION  E    triggers, with addresses and traits
   privacy       TUSK_PRIVACY_RETENTION      E    privacy requests and their results
 
-The topics derived from the input default to E, so the broker's copies of an erased person are
+Every topic but the raw input defaults to E, so the broker's copies of an erased person are
 gone within TUSK_ERASE_WITHIN; consumers of them (workers included) must not lag behind by
 more than that. Existing topics are brought to these configs when a worker starts
 (`enforce`: incremental alter configs, one log line per topic changed).
@@ -43,8 +43,8 @@ log = logging.getLogger(__name__)
 DAY_MS = 86_400_000
 RAW_INPUT_DEFAULT_MS = 30 * DAY_MS
 RETENTION_DEFAULTS: dict[str, int | None] = {
-    "touchpoints": RAW_INPUT_DEFAULT_MS, "dlq": RAW_INPUT_DEFAULT_MS,
-    "internal": None, "changes": None, "activations": None, "privacy": None,
+    "touchpoints": RAW_INPUT_DEFAULT_MS,
+    "dlq": None, "internal": None, "changes": None, "activations": None, "privacy": None,
 }
 """Default retention by topic kind; None: TUSK_ERASE_WITHIN."""
 

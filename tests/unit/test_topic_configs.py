@@ -39,6 +39,7 @@ def test_defaults_bound_every_topic_by_31_days() -> None:
             assert int(conf["segment.ms"]) <= int(conf["retention.ms"]) // 8 + 1, name
     assert configs["tusk.touchpoints"]["retention.ms"] == str(30 * DAY)
     assert configs["tusk.internal.events"]["retention.ms"] == str(7 * DAY)
+    assert configs["tusk.dlq"]["retention.ms"] == str(7 * DAY)
     assert configs["tusk-profiles-changelog"]["cleanup.policy"] == "compact"
     assert configs["tusk.segments"]["cleanup.policy"] == "compact"
     assert config_of(s, "someone-elses-topic") is None
