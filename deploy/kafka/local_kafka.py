@@ -111,6 +111,8 @@ group.initial.rebalance.delay.ms=0
 group.consumer.min.session.timeout.ms=6000
 group.classic.min.session.timeout.ms=6000
 log.cleaner.backoff.ms=1000
+log.retention.check.interval.ms=10000
+log.segment.delete.delay.ms=1000
 log.segment.bytes=16777216
 """
 
