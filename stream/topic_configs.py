@@ -19,16 +19,17 @@ Every other topic that can hold personal data is deleted by time (`retention.ms`
 `segment.ms` at most an eighth of it, since Kafka deletes whole segments):
 
   touchpoints   TUSK_TOUCHPOINTS_RETENTION  30d  the raw input (replays, a new worker's backlog)
-  dlq           TUSK_DLQ_RETENTION          E    rejected input (original bytes) and internal records
-  internal      TUSK_INTERNAL_RETENTION     E    identity-protocol records (events, links, …)
-  changes       TUSK_CHANGES_RETENTION      E    profile changes (transitions, merges, erasures)
-  activations   TUSK_ACTIVATIONS_RETENTION  E    triggers, with addresses and traits
-  privacy       TUSK_PRIVACY_RETENTION      E    privacy requests and their results
+  dlq           TUSK_DLQ_RETENTION          E/2  rejected input (original bytes) and internal records
+  internal      TUSK_INTERNAL_RETENTION     E/2  identity-protocol records (events, links, …)
+  changes       TUSK_CHANGES_RETENTION      E/2  profile changes (transitions, merges, erasures)
+  activations   TUSK_ACTIVATIONS_RETENTION  E/2  triggers, with addresses and traits
+  privacy       TUSK_PRIVACY_RETENTION      E/2  privacy requests and their results
 
-Every topic but the raw input defaults to E, so the broker's copies of an erased person are
-gone within TUSK_ERASE_WITHIN; consumers of them (workers included) must not lag behind by
-more than that. Existing topics are brought to these configs when a worker starts
-(`enforce`: incremental alter configs, one log line per topic changed).
+Every topic but the raw input defaults to E/2 (the other half leaves room for the segment roll
+and the broker's retention check), so the broker's copies of an erased person are gone within
+TUSK_ERASE_WITHIN; consumers of them (workers included) must not lag behind by more than that.
+Existing topics are brought to these configs when a worker starts (`enforce`: incremental alter
+configs, one log line per topic changed).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ RETENTION_DEFAULTS: dict[str, int | None] = {
     "touchpoints": RAW_INPUT_DEFAULT_MS,
     "dlq": None, "internal": None, "changes": None, "activations": None, "privacy": None,
 }
-"""Default retention by topic kind; None: TUSK_ERASE_WITHIN."""
+"""Default retention by topic kind; None: half of TUSK_ERASE_WITHIN."""
 
 ROLL_KEY = b"__tusk_roll"
 """Key of the roll markers (tombstones) appended to changelog partitions."""
@@ -66,7 +67,7 @@ def retention_ms(settings: Settings, kind: str) -> int:
     if given is not None:
         return given
     default = RETENTION_DEFAULTS[kind]
-    return settings.erase_within_ms if default is None else default
+    return max(1000, settings.erase_within_ms // 2) if default is None else default
 
 
 def compacted(settings: Settings) -> dict[str, str]:

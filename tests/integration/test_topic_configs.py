@@ -32,7 +32,7 @@ def test_existing_topics_get_bounded_retention_at_worker_start(tusk_env: TuskEnv
         w = d.add_worker()
         log = w.log.read_text(errors="replace")
         assert f"topic {t.activations('email')} brought to Tusk's retention configs: " in log
-        assert f"retention.ms {90 * DAY} → {2 * DAY}" in log
+        assert f"retention.ms {90 * DAY} → {DAY}" in log  # half the erasure deadline
         assert f"topic {t.touchpoints} brought to Tusk's retention configs" in log
         names = [n for n in admin.list_topics(timeout=10).topics if n.startswith((t.prefix, settings.app_id))]
         described = admin.describe_configs([ConfigResource(ResourceType.TOPIC, n) for n in names])
@@ -46,7 +46,7 @@ def test_existing_topics_get_bounded_retention_at_worker_start(tusk_env: TuskEnv
             else:  # Faust's own leader topic too (the broker's default, 7 days)
                 assert int(conf["retention.ms"]) <= 31 * DAY, (res.name, conf["retention.ms"])
         assert seen[t.touchpoints]["retention.ms"] == str(30 * DAY)
-        assert seen[t.activations("email")]["retention.ms"] == str(2 * DAY)
+        assert seen[t.activations("email")]["retention.ms"] == str(DAY)
         assert seen[f"{settings.app_id}-profiles-changelog"]["max.compaction.lag.ms"] == str(2 * DAY // 8)
         assert {t.routed, t.dlq, t.privacy, t.privacy_results, t.profile_changes, t.segments} <= set(seen)
     finally:
