@@ -9,7 +9,10 @@
                      on an account; then answer Y
   Y  key=profile id  one part done; when none is left, the result is published
 
-The result says what was removed. An erased identifier's later events are
+The result says what was removed; it names the request's identifier only by a salted hash
+(`identifier_sha256`, the hash the suppression list keeps), and an erase result names no
+profile id: a record that outlives the erasure must not re-identify the person. An erased
+identifier's later events are
 dropped while it is on the suppression list (identity.yaml: erased_suppression),
 unless the config allows a fresh profile.
 """
@@ -32,6 +35,11 @@ def suppression_key(key: str) -> str:
     return "x:" + hashlib.sha256(SALT + key.encode()).hexdigest()
 
 
+def identifier_hash(key: str) -> str:
+    """The salted SHA-256 of an identifier key ("email:jo@example.com") that results carry."""
+    return suppression_key(key)[2:]
+
+
 def is_suppressed(key: str, store: idn.Store, now: int) -> bool:
     entry = store.identity(suppression_key(key))
     return entry is not None and entry.startswith("erased:") and int(entry[7:]) > now
@@ -47,9 +55,10 @@ def _on_request(key: str, msg: idn.Message, store: idn.Store, cfg: idn.IdentityC
                 source: tuple[int, int] | None) -> None:
     pid = store.identity(key)
     if pid is None:
-        fx.results.append({"request_id": msg["rid"], "type": msg["op"], "status": "not_found"})
+        fx.results.append({"request_id": msg["rid"], "type": msg["op"], "status": "not_found",
+                           "identifier_sha256": identifier_hash(key)})
         return
-    fx.send.append((pid, {"k": "Q", "op": msg["op"], "rid": msg["rid"]}))
+    fx.send.append((pid, {"k": "Q", "op": msg["op"], "rid": msg["rid"], "ih": identifier_hash(key)}))
 
 
 def _on_profile_request(pid: str, msg: idn.Message, store: idn.Store, cfg: idn.IdentityConfig,
@@ -58,13 +67,15 @@ def _on_profile_request(pid: str, msg: idn.Message, store: idn.Store, cfg: idn.I
     rid = msg["rid"]
     if profile is None:
         if store.request(rid) is None:  # erased already (a replayed Q), or never existed
-            fx.results.append({"request_id": rid, "type": msg["op"], "status": "not_found"})
+            fx.results.append({"request_id": rid, "type": msg["op"], "status": "not_found",
+                               **({"identifier_sha256": msg["ih"]} if msg.get("ih") else {})})
         return
     if msg["op"] == "export":
         view = export_view(profile)
         view["computed"] = fx.env.catalog.computed_view(profile, fx.env.at(None))
         fx.results.append({"request_id": rid, "type": "export", "status": "done",
-                           "profile_id": pid, "profile": view})
+                           "profile_id": pid, "profile": view,
+                           **({"identifier_sha256": msg["ih"]} if msg.get("ih") else {})})
         return
     now = fx.env.at(None)
     until = now + cfg.erased_suppression_ms
@@ -84,8 +95,8 @@ def _on_profile_request(pid: str, msg: idn.Message, store: idn.Store, cfg: idn.I
         fx.schedule.append((pid, profile["_next"], None))
     store.delete_profile(pid)
     fx.changes.append({"type": "erased", "profile_id": pid, "request_id": rid})
-    summary = {"profile_id": pid, "profiles": len(pids), "identifiers": len(keys),
-               "memberships": len(accounts)}
+    summary = {"profiles": len(pids), "identifiers": len(keys), "memberships": len(accounts),
+               **({"identifier_sha256": msg["ih"]} if msg.get("ih") else {})}
     if parts:
         store.set_request(rid, {"pending": len(parts), "summary": summary})
     else:

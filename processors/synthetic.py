@@ -1,7 +1,7 @@
 """A synthetic shop's touchpoint stream, for the demo, tests and benchmarks.
 
 People browse anonymously on one to three devices, some sign up (identify with
-userId, email, phone), order, sometimes refund, and come back on another
+userId, email, phone, subscriptions and consent), order, sometimes refund, and come back on another
 device. A few producer retries repeat a messageId, and a few inputs are
 malformed. Deterministic for a given seed.
 """
@@ -110,11 +110,15 @@ def person_events(rng: random.Random, p: Person, start: datetime, span: timedelt
     if not p.signs_up:
         return out
     device = p.devices[0]
-    traits = {"email": p.email, "first_name": p.first, "last_name": p.last,
-              "subscriptions": {"email": "subscribed"}}
+    # marketing is opt-in: sign-up subscribes to email (and SMS with a phone); two in three
+    # accept advertising cookies, the others decline
+    subscriptions = {"email": "subscribed", "sms": "subscribed" if p.phone else "did_not_subscribe"}
+    traits = {"email": p.email, "first_name": p.first, "last_name": p.last, "subscriptions": subscriptions}
     if p.phone:
         traits["phone"] = p.phone
-    out.append(_event(p, "identify", tick(), device, True, traits=traits))
+    signup = _event(p, "identify", tick(), device, True, traits=traits)
+    signup["context"]["consent"] = {"categoryPreferences": {"Marketing": True, "Advertising": p.n % 3 != 0}}
+    out.append(signup)
     known = True
     for _ in range(p.orders):
         device = rng.choice(p.devices)

@@ -17,6 +17,7 @@ import faust
 from stream import kafka_security
 from stream.outbox import OutboxTable
 from stream.settings import Settings, SettingsError
+from stream.topic_configs import compacted
 
 settings = Settings.from_env()
 topics = settings.topics
@@ -68,14 +69,16 @@ _store_options = {"block_cache_size": settings.block_cache_mb * 1024 * 1024,
                   "block_cache_compressed_size": 1024 * 1024,
                   "write_buffer_size": settings.write_buffer_mb * 1024 * 1024,
                   "max_write_buffer_number": 2}
+# should Faust create a changelog itself: compacted within the erasure deadline
+_changelog_configs = {k: v for k, v in compacted(settings).items() if k != "cleanup.policy"}
 
 identities = app.Table(
     "identities", partitions=settings.partitions, key_type=bytes, value_type=bytes,
-    options=dict(_store_options),
+    options=dict(_store_options), extra_topic_configs=_changelog_configs,
 )
 profiles = app.Table(
     "profiles", partitions=settings.partitions, key_type=bytes, value_type=bytes,
-    options=dict(_store_options),
+    options=dict(_store_options), extra_topic_configs=_changelog_configs,
 )
 
 # Partition-local bookkeeping, written only while handling a record of that partition
@@ -87,5 +90,5 @@ profiles = app.Table(
 #   b"bv"                                                    → fingerprint of definitions backfilled
 meta = app.Table(
     "meta", partitions=settings.partitions, key_type=bytes, value_type=bytes,
-    options=dict(_store_options),
+    options=dict(_store_options), extra_topic_configs=_changelog_configs,
 )

@@ -62,7 +62,7 @@ def seed(settings: Settings, count: int) -> dict[str, Any]:
     app_id = settings.app_id
     topics = {t: f"{app_id}-{t}-changelog" for t in ("identities", "profiles")}
     for name in topics.values():
-        ensure_topic(settings, name, {"cleanup.policy": "compact"})
+        ensure_topic(settings, name)  # compacted, with the erasure deadline (stream/topic_configs.py)
     prod = producer(settings, **{"linger.ms": 50, "batch.size": 1 << 20,
                                  "queue.buffering.max.messages": 500_000})
     shapes = templates()

@@ -88,6 +88,18 @@ SETTINGS: tuple[Setting, ...] = (
             "Settings.recent_events"),
     Setting("TUSK_RETENTION", "105w", "occurrence buckets and recent events older than this are dropped "
             "from profiles (105 weeks: year-over-year comparisons)", "worker", "Settings.retention_ms"),
+    Setting("TUSK_ERASE_WITHIN", "7d", "the erasure deadline kept by Kafka itself: compacted topics get "
+            "segment.ms, max.compaction.lag.ms and delete.retention.ms of an eighth of it, derived topics "
+            "a retention of half of it (stream/topic_configs.py; README, What is gone when)", "worker",
+            "Settings.erase_within_ms"),
+    Setting("TUSK_TOUCHPOINTS_RETENTION", "30d", "retention.ms of the raw input topic", "worker"),
+    *(Setting(f"TUSK_{kind.upper()}_RETENTION", "", f"retention.ms of the {what}; unset: half of "
+              "TUSK_ERASE_WITHIN", "worker")
+      for kind, what in (("dlq", "DLQ (rejected input, original bytes)"),
+                         ("internal", "internal topic (identity-protocol records)"),
+                         ("changes", "profile-changes topic"),
+                         ("activations", "activation topics (triggers, with addresses)"),
+                         ("privacy", "privacy request and result topics"))),
     Setting("TUSK_PROFILE_TTL", "", "unset: off; set (e.g. 730d): a profile without events for that long "
             "is erased like a privacy request", "worker", "Settings.profile_ttl_ms"),
     Setting("TUSK_IDENTITY_CONFIG", "", "identity.yaml (schema identity.schema.json); unset: the defaults",
@@ -161,10 +173,13 @@ class Topic:
 
 
 TOPICS: dict[str, Topic] = {
-    "touchpoints": Topic("any (the collector and `tusk produce` use userId, else anonymousId)",
+    "touchpoints": Topic("any; the collector and `tusk produce` use the routing identifier (`user_id:u1`: "
+                         "the highest-priority identifier), which lets a worker apply the event without "
+                         "the internal hop",
                          "a touchpoint event, [touchpoint](messages.md#touchpoint)", "producers, collector"),
     "dlq": Topic("the input's key", "rejected input and why, [dlq](messages.md#dlq)", "workers"),
-    "segments": Topic("segment id, or `computed:<id>` for a computed trait", "a definition "
+    "segments": Topic("segment id, `computed:<id>` for a computed trait, `journey:<id>` for a journey, "
+                      "`predict:model` for the fitted prediction model", "a definition "
                       "([definitions](messages.md#definitions)), null deletes it", "CLI, HTTP API"),
     "profile_changes": Topic("profile id", "a segment entry or exit, a merge, the end of a membership, "
                              "an erasure: [profile-change](messages.md#profile-change)", "workers"),

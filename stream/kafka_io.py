@@ -82,21 +82,12 @@ TABLES = ("identities", "profiles", "meta")
 
 
 def contract_topics(settings: Settings) -> dict[str, dict[str, str]]:
-    """Topic name → config, for every topic users read or write (docs/reference/topics.md)."""
-    t = settings.topics
-    compacted = {"cleanup.policy": "compact"}
-    return {
-        t.touchpoints: {},
-        t.dlq: {},
-        t.segments: compacted,
-        t.profile_changes: {},
-        t.privacy: {},
-        t.privacy_results: {},
-        t.routed: {},
-        # Faust's changelogs, created up front: a worker that starts before Faust has
-        # made them sees "0 partitions" and cannot write its tables
-        **{f"{settings.app_id}-{table}-changelog": compacted for table in TABLES},
-    }
+    """Topic name → config, for every topic users read or write (docs/reference/topics.md), and Faust's
+    changelogs, created up front: a worker that starts before Faust has made them sees
+    "0 partitions" and cannot write its tables. Configs: stream/topic_configs.py."""
+    from stream.topic_configs import topic_configs
+
+    return topic_configs(settings)
 
 
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
@@ -125,9 +116,13 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
 def ensure_topic(settings: Settings, name: str, config: dict[str, str] | None = None,
                  timeout: float = 30.0) -> None:
     """Create one topic if it does not exist (partitions and replication of the cluster)."""
+    from stream.topic_configs import config_of
+
     admin = connect(settings, timeout)
     if name in admin.list_topics(timeout=timeout).topics:
         return
+    if config is None:  # one of Tusk's topics (an activation topic): its retention
+        config = config_of(settings, name)
     fut = admin.create_topics([NewTopic(name, settings.partitions, settings.replication,
                                         config=config or {})], request_timeout=timeout)[name]
     try:

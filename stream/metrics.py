@@ -54,7 +54,7 @@ DEFINITIONS_SKIPPED = Gauge(
 TRIGGERS = Counter("tusk_triggers_total", "Activation triggers published, by channel", ["channel"])
 SUPPRESSED = Counter(
     "tusk_triggers_suppressed_total",
-    "Triggers not sent, by channel and reason (unsubscribed, no_consent, no_address, capped, "
+    "Triggers not sent, by channel and reason (unsubscribed, not_subscribed, no_consent, no_address, capped, "
     "left_segment, already_member)", ["channel", "reason"])
 CONSUMER_LAG = Gauge(
     "tusk_consumer_lag_records", "Records not yet processed, per input/internal topic partition this "

@@ -20,9 +20,11 @@ import rocksdict
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from faust.types import TP
 
+from stream.erasure import mark
 from stream.kafka_io import client_config, watermarks
 from stream.memory import release_freed_memory
 from stream.settings import Settings
+from stream.topic_configs import ROLL_KEY
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,8 @@ def restore(store: Any, topic: str, partitions: list[int], settings: Settings,
                     batch = batches[p] = rocksdict.WriteBatch(raw_mode=True)
                 if value is None:
                     batch.delete(key)
+                    if key != ROLL_KEY:
+                        mark(store, p)  # a deleted key's old value may sit in the database
                 else:
                     batch.put(key, value)
                 last[p] = offset

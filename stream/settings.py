@@ -51,6 +51,28 @@ def _choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
+RETENTION_SETTINGS = {"touchpoints": "TUSK_TOUCHPOINTS_RETENTION", "dlq": "TUSK_DLQ_RETENTION",
+                      "internal": "TUSK_INTERNAL_RETENTION", "changes": "TUSK_CHANGES_RETENTION",
+                      "activations": "TUSK_ACTIVATIONS_RETENTION", "privacy": "TUSK_PRIVACY_RETENTION"}
+
+
+def retention_env() -> dict[str, int]:
+    """The TUSK_*_RETENTION settings given, by topic kind (defaults: stream/topic_configs.py)."""
+    out = {}
+    for kind, name in RETENTION_SETTINGS.items():
+        if os.environ.get(name):
+            out[kind] = duration_at_least(name, os.environ[name], 1000)
+    return out
+
+
+def duration_at_least(name: str, default: str, minimum_ms: int) -> int:
+    raw = _env(name, default)
+    value = parse_duration_ms(raw, name)
+    if value < minimum_ms:
+        raise SettingsError(f"{name}={raw!r}: expected at least {minimum_ms} ms.")
+    return value
+
+
 @dataclass(frozen=True)
 class Topics:
     prefix: str
@@ -114,6 +136,10 @@ class Settings:
     identity_config: Path | None = None
     retention_ms: int = 105 * 7 * 86_400_000
     profile_ttl_ms: int | None = None
+    erase_within_ms: int = 7 * 86_400_000
+    """TUSK_ERASE_WITHIN: the broker's copies of erased data are gone within this (stream/topic_configs.py)"""
+    topic_retention_ms: dict[str, int] = field(default_factory=dict)
+    """TUSK_<KIND>_RETENTION as given, by topic kind (defaults: topic_configs.RETENTION_DEFAULTS)"""
     activation_config: Path | None = None
     clock: str = "wall"
     """wall: segments judge time by the wall clock; event: by the event-time watermark (replays)"""
@@ -180,6 +206,8 @@ class Settings:
             retention_ms=parse_duration_ms(_env("TUSK_RETENTION", "105w"), "TUSK_RETENTION"),
             profile_ttl_ms=parse_duration_ms(os.environ["TUSK_PROFILE_TTL"], "TUSK_PROFILE_TTL")
             if os.environ.get("TUSK_PROFILE_TTL") else None,
+            erase_within_ms=duration_at_least("TUSK_ERASE_WITHIN", "7d", 1000),
+            topic_retention_ms=retention_env(),
             activation_config=Path(os.environ["TUSK_ACTIVATION_CONFIG"])
             if os.environ.get("TUSK_ACTIVATION_CONFIG") else None,
             clock=_choice("TUSK_CLOCK", cls.clock, ("wall", "event")),
@@ -189,3 +217,4 @@ class Settings:
             predict_config=Path(os.environ["TUSK_PREDICT_CONFIG"])
             if os.environ.get("TUSK_PREDICT_CONFIG") else None,
         )
+

@@ -16,7 +16,14 @@ def run(settings: Settings) -> None:
     limit_arenas()
     install()  # Faust's per-record drain cost (stream/faust_adapter.py)
     settings.datadir.mkdir(parents=True, exist_ok=True)
-    from stream import agents, api_auth, console, web  # noqa: F401 - agents, views, TUSK_API_TOKEN
+    from stream import (  # noqa: F401 - agents, views, TUSK_API_TOKEN
+        agents,
+        api_auth,
+        console,
+        erasure,
+        topic_configs,
+        web,
+    )
     from stream.app import app
     from stream.outbox import OUTBOX
 
@@ -25,6 +32,13 @@ def run(settings: Settings) -> None:
         raise SettingsError(f"the worker's Faust consumer (aiokafka) cannot log in to {settings.bootstrap} "
                             f"({kafka_security.login(settings.kafka_extra)}): {problem}; check the "
                             f"TUSK_KAFKA_* settings (docs/kafka-security.md).")
+    try:  # topics created before these settings (or by hand) get the erasure deadline too
+        topic_configs.enforce(settings)
+    except Exception as e:
+        raise SystemExit(f"tusk: cannot set the retention configs of Tusk's topics on "
+                         f"{settings.bootstrap}: {e}") from e
+    erasure.register(app, settings, agents.active_partitions)
+
     agents.READER.start()  # every definition known before the first event
     OUTBOX.start(settings)
     OUTBOX.attach(app)

@@ -142,6 +142,8 @@ group.initial.rebalance.delay.ms=0
 group.consumer.min.session.timeout.ms=6000
 group.classic.min.session.timeout.ms=6000
 log.cleaner.backoff.ms=1000
+log.retention.check.interval.ms=10000
+log.segment.delete.delay.ms=1000
 log.segment.bytes=16777216
 """
 
@@ -267,11 +269,13 @@ def _metadata_ok(conf: dict[str, str]) -> bool:
 
 def start(port: int | None = None, workdir: Path | None = None, timeout: float = 90.0,
           fresh: bool = True, sasl_users: dict[str, str] | None = None,
-          mechanism: str = "SCRAM-SHA-256", tls: bool = False) -> LocalKafka:
+          mechanism: str = "SCRAM-SHA-256", tls: bool = False,
+          properties: dict[str, str] | None = None) -> LocalKafka:
     """Start a broker; with `sasl_users` (user → password) its client listener is SASL_PLAINTEXT
     with `mechanism` and only those users (and the broker itself) can log in; with `tls` the
     listener is SSL (SASL_SSL with users), its certificate signed by a CA made for it
-    (`LocalKafka.ca`)."""
+    (`LocalKafka.ca`). `properties`: broker settings added to (or overriding) server.properties,
+    e.g. the log cleaner's `log.cleaner.backoff.ms` for a test that watches compaction."""
     java = _require("java", "install a Java 17+ runtime (e.g. `apt-get install openjdk-17-jre-headless`)")
     if _java_major(java) < 17:
         raise LauncherError("Kafka 4 needs Java 17 or newer; `java -version` reports an older one.")
@@ -305,6 +309,8 @@ def start(port: int | None = None, workdir: Path | None = None, timeout: float =
                 scram += ["--add-scram",
                           f"{mechanism}=[name={_jaas_quote(user)},password={_jaas_quote(password)}]"]
         ready_conf = client_config(f"127.0.0.1:{port}", (mechanism, BROKER_USER, broker_password), ca)
+    for name, value in (properties or {}).items():  # a later line wins in a .properties file
+        text += f"{name}={value}\n"
     props.write_text(text)
     log4j = workdir / "log4j2.yaml"
     log4j.write_text(LOG4J2.format(log=log))

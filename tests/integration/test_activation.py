@@ -46,16 +46,23 @@ def stream() -> list[bytes]:
     out = [
         ev("a1", type="identify", userId="ann-5501", traits={"email": "Ann.Lee@Example.com",
                                                               "phone": "+14155552671", "first_name": "Annika",
-                                                         "subscriptions": {"email": "subscribed"}},
+                                                         "subscriptions": {"email": "subscribed",
+                                                                           "sms": "subscribed"}},
            context={"consent": {"categoryPreferences": {"Marketing": True}}}),
         ev("a2", type="track", event="Order Completed", userId="ann-5501", properties={"revenue": 150},
            ts="2024-05-01T11:00:00Z"),
         ev("b1", type="identify", userId="bob", traits={"email": "bob@example.com", "phone": "+14155550100",
-                                                         "subscriptions": {"email": "unsubscribed"}}),
+                                                         "subscriptions": {"email": "unsubscribed",
+                                                                           "sms": "subscribed"}}),
         ev("b2", type="track", event="Order Completed", userId="bob", properties={"revenue": 500},
            ts="2024-05-01T11:00:00Z"),
         ev("c1", type="track", event="Order Completed", userId="cyd", properties={"revenue": 5},
-           context={"traits": {"email": "cyd@example.com"}}),
+           context={"traits": {"email": "cyd@example.com",
+                               "subscriptions": {"email": "subscribed", "sms": "subscribed"}}}),
+        # eve never subscribed: marketing is opt-in, she gets no email or sms
+        ev("e1", type="identify", userId="eve", traits={"email": "eve@example.com", "phone": "+14155550123"}),
+        ev("e2", type="track", event="Order Completed", userId="eve", properties={"revenue": 7},
+           ts="2024-05-01T11:00:00Z"),
     ]
     for i in range(10):  # a burst of entries for one profile, capped at one trigger a day
         out.append(ev(f"d{i}", type="identify", userId="dee", traits={"state": "on" if i % 2 == 0 else "off"},
@@ -110,11 +117,15 @@ def test_triggers_consent_caps_replay_and_erase(tusk_env: TuskEnv, tmp_path: Pat
         # cyd has no phone: sms suppressed as no_address; email (no consent recorded) flows
         cyd_t = {(t["segment"], t["channel"]) for t in got if t["profile_id"] == cyd["id"]}
         assert cyd_t == {("buyers", "email")}
+        _, eve = w.profile("user_id", "eve")
+        assert not [t for t in got if t["profile_id"] == eve["id"]]
         dee_t = [t for t in got if t["profile_id"] == dee["id"]]
         assert len(dee_t) == 1 and dee_t[0]["channel"] == "webhook"
         m = d.totals()
         assert m['tusk_triggers_suppressed_total{channel=email,reason=unsubscribed}'] == 2
         assert m['tusk_triggers_suppressed_total{channel=sms,reason=no_address}'] == 1
+        assert m['tusk_triggers_suppressed_total{channel=email,reason=not_subscribed}'] == 1
+        assert m['tusk_triggers_suppressed_total{channel=sms,reason=not_subscribed}'] == 1
         assert m['tusk_triggers_suppressed_total{channel=webhook,reason=capped}'] == 4
 
         # replay the same input after a restart: no new trigger ids

@@ -44,7 +44,10 @@ events_st = st.lists(st.tuples(st.sampled_from(NAMES), st.integers(0, 40 * DAY),
 def encoded(i: int, name: str, ts: int, amount: int) -> dict[str, Any]:
     raw = orjson.dumps({"type": "track", "event": name, "userId": "u1", "messageId": f"m{i}",
                         "timestamp": iso(ts), "properties": {"revenue": amount, "total": amount},
-                        "context": {"traits": {"email": "u1@example.com"}}})
+                        # subscribed and consenting: marketing is opt-in, the triggers must flow
+                        "context": {"traits": {"email": "u1@example.com",
+                                               "subscriptions": {"email": "subscribed"}},
+                                    "consent": {"categoryPreferences": {"Advertising": True}}}})
     tp = ev.validate(raw, record_ts_ms=ts)
     assert isinstance(tp, ev.Touchpoint)
     return {"m": tp.msg, "ts": tp.ts, "ids": tp.identifiers}

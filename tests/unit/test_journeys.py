@@ -132,6 +132,8 @@ def make_events(raw: list[tuple[str, int, str]], user: str = "u1") -> list[dict[
             e["traits"] = {"plan": plan}
         if kind == "Unsubscribed":
             e["traits"] = {"subscriptions": {"email": "unsubscribed"}}
+        if kind == "Signed Up":  # signing up subscribes (marketing email is opt-in)
+            e["traits"] = {"subscriptions": {"email": "subscribed"}}
         out.append(e)
     return out
 
@@ -220,7 +222,8 @@ class Sim:
             if "send" in s:
                 ch = s["send"]["channel"]
                 subs = self.trait("subscriptions") or {}
-                if sid in p.get("other_sent", ()) or (ch == "email" and subs.get("email") == "unsubscribed"):
+                # marketing email goes only to the subscribed (opt-in); webhooks to anyone
+                if sid in p.get("other_sent", ()) or (ch == "email" and subs.get("email") != "subscribed"):
                     self.note(jid, sid, "suppressed", t, cause)
                 else:
                     self.note(jid, sid, "sent", t, cause)
