@@ -214,13 +214,18 @@ def _arrived(pid: str, msg: Message, store: Store, fx: Effects,
         return False
     if is_redirect(profile) and profile is not None and msg.get("refused") == profile["nonce"]:
         # bounced by the survivor that refused this freeze: restore (X may be late or lost)
-        _restore(pid, profile, store, fx)
+        _restore(pid, profile, store, fx, source)
         return True
+    if not is_redirect(profile):
+        _replayed_restore(profile, fx, source)
     if is_redirect(profile):
         assert profile is not None
         if _is_replay_of(profile, source):
             # replaying the message that froze this profile: its M may have been lost
             fx.send.append(_merge_message(profile))
+        if msg["k"] == "U":  # meant for this profile, not for the one it is merging into
+            _unlink_frozen(pid, profile, msg, store, fx)
+            return False
         fx.counts["redirect_followed"] += 1
         fx.send.append((profile["redirect"], {**msg, "via": [*via, pid], "hops": msg.get("hops", 0) + 1}))
         return False
@@ -233,12 +238,35 @@ def _arrived(pid: str, msg: Message, store: Store, fx: Effects,
     return True
 
 
-def _restore(pid: str, redirect: Profile, store: Store, fx: Effects) -> None:
+def _restore(pid: str, redirect: Profile, store: Store, fx: Effects,
+             source: tuple[int, int] | None) -> None:
     restored = redirect["snap"]
     refused_by = [r for r in restored.get("_refused_by", []) if r != redirect["redirect"]]
     restored["_refused_by"] = [*refused_by[-MAX_REFUSED + 1:], redirect["redirect"]]
+    restored["_restored_at"] = list(source) if source else None
     store.set_profile(pid, restored)
     fx.counts["restored"] += 1
+    _verify_links(restored, fx)
+
+
+def _verify_links(profile: Profile, fx: Effects) -> None:
+    """Ask every identifier a profile lists to confirm it, after a refused merge.
+
+    Both sides of a refused merge may list identifiers whose links were decided on the
+    assumption that the merge would happen: the loser's own (a freeze that reached the
+    survivor through the loser's redirect is dropped there), and the survivor's (a record
+    forwarded through the loser's redirect got ahead of the merge and was applied there).
+    Each identifier that points elsewhere answers with a freeze toward its holder, which
+    the known refusal turns into an unlink (U); one that points nowhere is claimed."""
+    for kind, values in sorted(profile["identities"].items()):
+        for value in values:
+            fx.send.append((key_of((kind, value)), {"k": "L", "pid": profile["id"]}))
+
+
+def _replayed_restore(profile: Profile | None, fx: Effects, source: tuple[int, int] | None) -> None:
+    """The record that restored `profile` is replayed: its verifications may have been lost."""
+    if profile is not None and source is not None and profile.get("_restored_at") == list(source):
+        _verify_links(profile, fx)
 
 
 def _on_event(key: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effects,
@@ -583,7 +611,7 @@ def _on_freeze(holder: str, msg: Message, store: Store, cfg: IdentityConfig, fx:
         # this pair was refused before (a limit): do not freeze again, just unlink
         fx.counts["merge_refused:known"] += 1
         if msg.get("req") and msg.get("link"):
-            fx.send.append((msg["req"], {"k": "U", "key": msg["link"]}))
+            fx.send.append((msg["req"], _unlink_message(msg["link"], msg["req"], holder, other)))
         return
     if loser != holder:  # the other one must freeze toward us
         fx.send.append((loser, {"k": "F", "s": survivor, "link": msg.get("link"),
@@ -633,7 +661,11 @@ def _on_merge(survivor: str, msg: Message, store: Store, cfg: IdentityConfig, fx
             store.set_profile(survivor, profile)
         fx.send.append((loser, {"k": "X", "snap": snap, "nonce": msg["nonce"]}))
         if msg.get("req") and msg.get("link"):
-            fx.send.append((msg["req"], {"k": "U", "key": msg["link"]}))
+            fx.send.append((msg["req"], _unlink_message(msg["link"], msg["req"], survivor, loser)))
+        if profile is not None:
+            # records that came through the loser's redirect before this refusal may have
+            # left identifiers here that belong to the loser: have each confirmed
+            _verify_links(profile, fx)
         return
     assert profile is not None
     merged = merge(profile, snap, cfg.profile_limits)
@@ -666,7 +698,39 @@ def _on_restore(loser: str, msg: Message, store: Store, cfg: IdentityConfig, fx:
                 source: tuple[int, int] | None) -> None:
     profile = store.profile(loser)
     if is_redirect(profile) and profile is not None and profile.get("nonce") == msg["nonce"]:
-        _restore(loser, profile, store, fx)
+        _restore(loser, profile, store, fx, source)
+    elif not is_redirect(profile):
+        _replayed_restore(profile, fx, source)
+
+
+def _unlink_message(key: str, req: str, a: str, b: str) -> Message:
+    """U: `req` drops `key`, which belongs to the other of the refused pair (a, b)."""
+    return {"k": "U", "key": key, "h": b if req == a else a}
+
+
+def _drop_identifier(profile: Profile, msg: Message) -> bool:
+    """Remove msg["key"] from the profile, unless the U is stale: the profile has since
+    absorbed the key's holder (the key is legitimately its own now)."""
+    holder = msg.get("h")
+    if holder is not None and (holder == profile["id"] or holder in profile["merged_from"]):
+        return False
+    kind, value = parse_key(msg["key"])
+    values = profile["identities"].get(kind, [])
+    if value not in values:
+        return False
+    values.remove(value)
+    if not values:
+        del profile["identities"][kind]
+    return True
+
+
+def _unlink_frozen(pid: str, redirect: Profile, msg: Message, store: Store, fx: Effects) -> None:
+    """U for a frozen profile: drop the key from the snapshot a refusal would restore. (If
+    the merge goes through, the M carried the key already: the survivor's R finds the key
+    held by a third profile and asks for that link like an L would.)"""
+    if _drop_identifier(redirect["snap"], msg):
+        store.set_profile(pid, redirect)
+        fx.counts["identity_unlinked"] += 1
 
 
 def _on_unlink(pid: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effects,
@@ -674,26 +738,50 @@ def _on_unlink(pid: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Ef
     profile = store.profile(pid)
     if profile is None:
         return
-    kind, value = parse_key(msg["key"])
-    values = profile["identities"].get(kind, [])
-    if value in values:
-        values.remove(value)
-        if not values:
-            del profile["identities"][kind]
+    if _drop_identifier(profile, msg):
         store.set_profile(pid, profile)
         fx.counts["identity_unlinked"] += 1
+        # the key's own partition decides: if it points here after all (a claim or a
+        # repoint sent before this drop, FIFO ahead of the check), it gives the key back
+        fx.send.append((msg["key"], {"k": "C", "pid": pid}))
+
+
+def _on_check(key: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effects,
+              source: tuple[int, int] | None) -> None:
+    """C: a profile dropped this key; if the key points at it, it must list the key."""
+    if store.identity(key) == msg["pid"]:
+        fx.send.append((msg["pid"], {"k": "I", "key": key}))
+
+
+def _on_identity_back(pid: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effects,
+                      source: tuple[int, int] | None) -> None:
+    """I: the key points at this profile (its partition says so): list it."""
+    from processors.profile import add_identities
+
+    profile = store.profile(pid)
+    if profile is not None and add_identities(profile, [parse_key(msg["key"])]):
+        store.set_profile(pid, profile)
+        fx.counts["identity_relinked"] += 1
+
+
 
 
 def _on_repoint(key: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effects,
                 source: tuple[int, int] | None) -> None:
-    if store.identity(key) == msg["from"]:
+    current = store.identity(key)
+    if current == msg["from"] or current is None:
         store.set_identity(key, msg["to"])
+    elif current != msg["to"]:
+        # the merged snapshot listed a key a third profile holds (a link the loser had
+        # taken optimistically, or one unlinked from it after it froze): the survivor
+        # lists it now, so ask for that link as the loser's L would have
+        _on_link(key, {"k": "L", "pid": msg["to"]}, store, cfg, fx, source)
 
 
-PROFILE_KEYED = frozenset("AFMUKQ")
+PROFILE_KEYED = frozenset("AFMUKQI")
 HANDLERS: dict[str, Any] = {
     "E": _on_event, "A": _on_apply, "L": _on_link, "F": _on_freeze, "M": _on_merge,
-    "X": _on_restore, "U": _on_unlink, "R": _on_repoint, "G": _on_group_traits,
+    "X": _on_restore, "U": _on_unlink, "C": _on_check, "I": _on_identity_back, "R": _on_repoint, "G": _on_group_traits,
     "K": _on_account_traits,
 }
 
