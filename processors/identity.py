@@ -235,7 +235,68 @@ def _arrived(pid: str, msg: Message, store: Store, fx: Effects,
             fx.send.append((hop, {**msg, "via": via[:i], "refused": refused[hop],
                                   "hops": msg.get("hops", 0) + 1}))
             return False
+    if msg["k"] == "A" and profile is not None and _park(pid, profile, msg, store, fx):
+        return False
     return True
+
+
+MAX_PARKED = 256
+"""Events held by one profile while the merges they came through are in flight."""
+
+
+def _park(pid: str, profile: Profile, msg: Message, store: Store, fx: Effects) -> bool:
+    """Hold an event that came through a redirect whose merge has not landed here yet.
+
+    It overtook its M (the M took a detour through a survivor that was frozen itself):
+    applied now, it would count here even if that merge is refused, and a redelivered
+    copy that arrives after the refusal would count on the restored loser too. It waits
+    for the M: applied when the merge lands, sent back when it is refused."""
+    merged = profile["merged_from"]
+    hop = next((h for h in msg.get("via") or [] if h != pid and h not in merged), None)
+    if hop is None:
+        return False
+    parked: dict[str, list[Message]] = profile.setdefault("_parked", {})
+    if sum(len(q) for q in parked.values()) >= MAX_PARKED:
+        fx.counts["park_full"] += 1
+        return False
+    mid = msg["ev"]["m"]["messageId"]
+    queue = parked.setdefault(hop, [])
+    if all(m["ev"]["m"]["messageId"] != mid for m in queue):
+        queue.append({k: v for k, v in msg.items() if k != "refused"})
+    store.set_profile(pid, profile)
+    fx.counts["parked"] += 1
+    return True
+
+
+def _release_parked(pid: str, store: Store, cfg: IdentityConfig, fx: Effects) -> list[tuple[str, Message]]:
+    """After a merge landed or was refused here: apply the parked events whose merges have
+    all landed (deduplicated by messageId; their links are re-sent by _verify_links if the
+    call is replayed), send back those that came through a profile refused since (through
+    _arrived, as any record would be), keep the rest. Returns what was sent back."""
+    profile = store.profile(pid)
+    if profile is None or not profile.get("_parked"):
+        return []
+    merged, refused = set(profile["merged_from"]), profile.get("_refused", {})
+    waiting: dict[str, list[Message]] = {}
+    ready: list[Message] = []
+    for queue in profile.pop("_parked").values():
+        for m in queue:
+            via = m.get("via") or []
+            hop = next((h for h in via if h != pid and h not in merged), None)
+            if hop is None or any(h in refused for h in via):
+                ready.append(m)
+            else:
+                waiting.setdefault(hop, []).append(m)
+    if not ready:
+        return []
+    if waiting:
+        profile["_parked"] = waiting
+    store.set_profile(pid, profile)
+    before = len(fx.send)
+    for m in ready:
+        if _arrived(pid, m, store, fx, None):
+            _on_apply(pid, m, store, cfg, fx, None)
+    return [out for out in fx.send[before:] if out[1].get("refused")]
 
 
 def _restore(pid: str, redirect: Profile, store: Store, fx: Effects,
@@ -645,6 +706,8 @@ def _on_merge(survivor: str, msg: Message, store: Store, cfg: IdentityConfig, fx
     loser = snap["id"]
     profile = store.profile(survivor)
     if profile is not None and loser in profile["merged_from"]:
+        if source is not None and profile.get("_merged_at") == list(source):
+            _verify_links(profile, fx)  # replayed: the links of unparked events may be lost
         return  # replayed merge
     if profile is not None and loser in profile.get("_refused", ()):
         refused_by: str | None = "replayed"  # send X and U again: they may have been lost
@@ -659,6 +722,15 @@ def _on_merge(survivor: str, msg: Message, store: Store, cfg: IdentityConfig, fx
                 refused.pop(next(iter(refused)))
             profile["_refused"] = {**refused, loser: msg["nonce"]}
             store.set_profile(survivor, profile)
+            bounced = _release_parked(survivor, store, cfg, fx)
+            if bounced:  # kept, to be sent again if this record is replayed
+                profile = store.profile(survivor)
+                assert profile is not None
+                profile["_bounced"] = {"at": list(source) if source else None, "sends": bounced}
+                store.set_profile(survivor, profile)
+        elif profile is not None and source is not None \
+                and profile.get("_bounced", {}).get("at") == list(source):
+            fx.send.extend((k, m) for k, m in profile["_bounced"]["sends"])
         fx.send.append((loser, {"k": "X", "snap": snap, "nonce": msg["nonce"]}))
         if msg.get("req") and msg.get("link"):
             fx.send.append((msg["req"], _unlink_message(msg["link"], msg["req"], survivor, loser)))
@@ -674,6 +746,12 @@ def _on_merge(survivor: str, msg: Message, store: Store, cfg: IdentityConfig, fx
     # records aimed at a refused profile may still arrive through the loser's redirect
     refused = {**snap.get("_refused", {}), **profile.get("_refused", {})}
     merged["_refused"] = {r: n for r, n in refused.items() if r not in (loser, survivor)}
+    parked = {**snap.get("_parked", {})}
+    for hop, queue in profile.get("_parked", {}).items():
+        parked[hop] = parked.get(hop, []) + queue
+    if parked:
+        merged["_parked"] = parked
+    merged["_merged_at"] = list(source) if source else None
     now = fx.env.clock(profile, snap)
     _tick_clock(merged, now, fx.env)
     previous = merged.get("_next")
@@ -692,6 +770,7 @@ def _on_merge(survivor: str, msg: Message, store: Store, cfg: IdentityConfig, fx
         keys.add(msg["link"])
     for k in sorted(keys):
         fx.send.append((k, {"k": "R", "from": loser, "to": survivor}))
+    _release_parked(survivor, store, cfg, fx)
 
 
 def _on_restore(loser: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effects,
@@ -741,9 +820,10 @@ def _on_unlink(pid: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Ef
     if _drop_identifier(profile, msg):
         store.set_profile(pid, profile)
         fx.counts["identity_unlinked"] += 1
-        # the key's own partition decides: if it points here after all (a claim or a
-        # repoint sent before this drop, FIFO ahead of the check), it gives the key back
-        fx.send.append((msg["key"], {"k": "C", "pid": pid}))
+    # the key's own partition decides: if it points here after all (a claim or a repoint
+    # sent before this drop, FIFO ahead of the check), it gives the key back. Sent even
+    # when nothing was dropped: this may be a replay whose first check was lost.
+    fx.send.append((msg["key"], {"k": "C", "pid": pid}))
 
 
 def _on_check(key: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effects,
