@@ -18,14 +18,23 @@ send next. Kinds:
   M  key=survivor    merge the shipped loser in, unless a per-profile limit would
                      break; then give the loser back (X) and unlink the identifier
   X  key=loser       restore a loser whose merge was refused
-  U  key=profile     drop an identifier the profile had taken optimistically
-  R  key=identifier  repoint an identifier from a merged loser to its survivor
+  U  key=profile     drop an identifier the profile had taken optimistically (a frozen
+                     profile drops it from its snapshot; stale once it absorbed the holder)
+  C  key=identifier  "P dropped me": if the identifier points at P after all, answer I
+  I  key=profile     list an identifier its partition says points here
+  R  key=identifier  repoint an identifier from a merged loser to its survivor (held by a
+                     third profile: ask for that link, as an L would)
   G  key=account     group traits onto the account profile (and remember the member)
   K  key=profile     an account's traits, copied onto a member's membership
 
 Segments and computed traits (processors/catalog.py) run wherever a profile
 changes: on A, M and K, and on re-checks (time passing, backfill) that the
 stream layer asks for through recheck(). Their entries/exits are `changes`.
+
+With per-profile limits a merge may be refused; then both sides ask every identifier
+they list to confirm it (links decided while the merge was assumed), and an event that
+came through a redirect ahead of that redirect's merge waits in the survivor (`_parked`)
+until the merge lands or is refused (then it goes back to the restored loser).
 
 The survivor of a merge is the smaller profile id, so redirect chains only
 ever go downwards and cannot loop, and the outcome does not depend on which
@@ -235,9 +244,8 @@ def _arrived(pid: str, msg: Message, store: Store, fx: Effects,
             fx.send.append((hop, {**msg, "via": via[:i], "refused": refused[hop],
                                   "hops": msg.get("hops", 0) + 1}))
             return False
-    if msg["k"] == "A" and profile is not None and _park(pid, profile, msg, store, fx):
-        return False
-    return True
+    parked = msg["k"] == "A" and profile is not None and _park(pid, profile, msg, store, fx)
+    return not parked
 
 
 MAX_PARKED = 256
@@ -861,8 +869,8 @@ def _on_repoint(key: str, msg: Message, store: Store, cfg: IdentityConfig, fx: E
 PROFILE_KEYED = frozenset("AFMUKQI")
 HANDLERS: dict[str, Any] = {
     "E": _on_event, "A": _on_apply, "L": _on_link, "F": _on_freeze, "M": _on_merge,
-    "X": _on_restore, "U": _on_unlink, "C": _on_check, "I": _on_identity_back, "R": _on_repoint, "G": _on_group_traits,
-    "K": _on_account_traits,
+    "X": _on_restore, "U": _on_unlink, "R": _on_repoint, "G": _on_group_traits,
+    "K": _on_account_traits, "C": _on_check, "I": _on_identity_back,
 }
 
 
