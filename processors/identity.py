@@ -24,6 +24,7 @@ send next. Kinds:
   I  key=profile     list an identifier its partition says points here
   R  key=identifier  repoint an identifier from a merged loser to its survivor (held by a
                      third profile: ask for that link, as an L would)
+  O  key=identifier  an operator's quarantine release (processors/quarantine.py)
   G  key=account     group traits onto the account profile (and remember the member)
   K  key=profile     an account's traits, copied onto a member's membership
 
@@ -50,7 +51,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from processors import activation
+from processors import activation, quarantine
 from processors.activation import ActivationConfig
 from processors.catalog import Catalog, transition
 from processors.config import load_yaml
@@ -66,6 +67,7 @@ from processors.identifiers import (
 from processors.merge import merge
 from processors.partitioning import mint_profile_id, partition_for
 from processors.profile import Outcome, Profile, ProfileLimits, apply, is_duplicate, new_profile
+from processors.quarantine import QuarantineConfig
 from processors.timeutil import parse_duration_ms
 
 Message = dict[str, Any]
@@ -84,6 +86,8 @@ class IdentityConfig:
     erased_suppression_ms: int = 30 * 86_400_000
     """How long an erased identifier's events are dropped (0: a later event starts afresh)."""
     profile_limits: ProfileLimits = field(default_factory=ProfileLimits)
+    quarantine: QuarantineConfig = field(default_factory=QuarantineConfig)
+    """The over-merge guard (processors/quarantine.py)."""
 
 
 class Store(Protocol):
@@ -168,7 +172,8 @@ def load_identity_config(path: str | Path, partitions: int,
                           exclusive_memberships=bool(data.get("exclusive_memberships", False)),
                           erased_suppression_ms=parse_duration_ms(str(data.get("erased_suppression", "30d")))
                           if data.get("erased_suppression") not in (0, "0", False) else 0,
-                          profile_limits=profile_limits or ProfileLimits())
+                          profile_limits=profile_limits or ProfileLimits(),
+                          quarantine=quarantine.config_from(data.get("quarantine"), parse_duration_ms))
 
 
 def event_message(encoded: Mapping[str, Any]) -> Message:
@@ -340,6 +345,14 @@ def _replayed_restore(profile: Profile | None, fx: Effects, source: tuple[int, i
 
 def _on_event(key: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effects,
               source: tuple[int, int] | None) -> None:
+    if cfg.quarantine.enabled and quarantine.is_quarantined(store, key):
+        # a quarantined value says nothing about who this is: route by the next identifier
+        keys = [key_of((k, v)) for k, v in msg["ev"]["ids"]]
+        rest = keys[keys.index(key) + 1:] if key in keys else []
+        if rest:
+            fx.counts["quarantine_rerouted"] += 1
+            fx.send.append((rest[0], msg))
+            return
     pid = store.identity(key)
     if pid is None and cfg.erased_suppression_ms and privacy.is_suppressed(
             key, store, fx.env.at(msg["ev"]["ts"])):
@@ -405,7 +418,16 @@ def _on_apply(pid: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Eff
             fx.send.append(_group_traits_message(tp, cfg, pid))
         _replay_changes(profile, fx, source)
     for ident in links:
-        fx.send.append((key_of(ident), {"k": "L", "pid": pid}))
+        fx.send.append((key_of(ident), _link_message(pid, profile, ident, tp.ts, cfg)))
+
+
+def _link_message(pid: str, profile: Profile, ident: Identifier, ts: int, cfg: IdentityConfig) -> Message:
+    """L, with who claims (the profile's anchor) and when, where the over-merge guard counts."""
+    msg: Message = {"k": "L", "pid": pid}
+    if cfg.quarantine.threshold(ident[0]) is not None:
+        msg["w"] = quarantine.anchor(profile["identities"], ident[0], cfg.rules)
+        msg["ts"] = ts
+    return msg
 
 
 RECENT_CHANGES = 4
@@ -660,12 +682,38 @@ def _on_link(key: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effe
     if current is None and cfg.erased_suppression_ms and privacy.is_suppressed(key, store, fx.env.at(None)):
         fx.counts["erased_suppressed"] += 1
         return
+    if cfg.quarantine.enabled and _quarantined(key, msg, current, store, cfg, fx):
+        return
     if current is None:
         store.set_identity(key, pid)
         fx.counts["identity_linked"] += 1
     elif current != pid:
         survivor, loser = sorted((current, pid))
         fx.send.append((loser, {"k": "F", "s": survivor, "link": key, "req": pid}))
+
+
+def _quarantined(key: str, msg: Message, current: str | None, store: Store, cfg: IdentityConfig,
+                 fx: Effects) -> bool:
+    """Count this claim for the over-merge guard; True when the key may not merge any more
+    (the claimant keeps it as a plain attribute; the holder keeps the key)."""
+    record = quarantine.claim(store, key, msg.get("w"), msg.get("ts"), cfg.quarantine, current or msg["pid"])
+    if record is not None:
+        fx.changes.append(quarantine.change_record(key, record))
+        fx.counts[f"quarantined:{parse_key(key)[0]}"] += 1
+    if current is None or current == msg["pid"] or not quarantine.is_quarantined(store, key):
+        return False
+    fx.counts[f"quarantine_blocked:{parse_key(key)[0]}"] += 1
+    return True
+
+
+def _on_quarantine_op(key: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effects,
+                      source: tuple[int, int] | None) -> None:
+    """O: an operator's release of a quarantined identifier (on its own partition)."""
+    if msg.get("op") == "release" and quarantine.release(store, key):
+        fx.counts["quarantine_released"] += 1
+        kind, value = parse_key(key)
+        fx.changes.append({"type": "identifier_released", "profile_id": store.identity(key) or key,
+                           "identifier_type": kind, "identifier": value})
 
 
 def _on_freeze(holder: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effects,
@@ -870,7 +918,7 @@ PROFILE_KEYED = frozenset("AFMUKQI")
 HANDLERS: dict[str, Any] = {
     "E": _on_event, "A": _on_apply, "L": _on_link, "F": _on_freeze, "M": _on_merge,
     "X": _on_restore, "U": _on_unlink, "R": _on_repoint, "G": _on_group_traits,
-    "K": _on_account_traits, "C": _on_check, "I": _on_identity_back,
+    "K": _on_account_traits, "C": _on_check, "I": _on_identity_back, "O": _on_quarantine_op,
 }
 
 

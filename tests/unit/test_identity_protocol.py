@@ -22,6 +22,7 @@ from processors import events as ev
 from processors.identifiers import IdentityRules, key_of, routing_key
 from processors.identity import Env, IdentityConfig, event_message, handle, is_redirect, runs_inline
 from processors.partitioning import partition_for
+from processors.quarantine import QuarantineConfig
 from tests.graph import components as graph_components
 
 
@@ -138,6 +139,8 @@ class Cluster:
         raise AssertionError("redirect loop")
 
 
+NO_GUARD = QuarantineConfig(enabled=False)
+"""Connected components are the answer only without the over-merge guard (test_quarantine.py)."""
 REPLAY_WITH_LIMITS = 0.0
 """Limits under crash replays still fail on ~1% of random schedules (issue 14 report): open."""
 
@@ -171,8 +174,9 @@ def event_lists() -> st.SearchStrategy[list[list[tuple[str, str]]]]:
 
 
 def play(idents: list[list[tuple[str, str]]], partitions: int, seed: int,
-         replay: float = 0.0, limits: dict[str, int] | None = None) -> Cluster:
-    cfg = IdentityConfig(partitions=partitions, limits=limits or {})
+         replay: float = 0.0, limits: dict[str, int] | None = None,
+         guard: QuarantineConfig = NO_GUARD) -> Cluster:
+    cfg = IdentityConfig(partitions=partitions, limits=limits or {}, quarantine=guard)
     rng = random.Random(seed)
     cluster = Cluster(cfg, rng, replay)
     order = list(range(len(idents)))
