@@ -346,6 +346,10 @@ def build_parser() -> argparse.ArgumentParser:
     pv.add_argument("--timeout", type=float, default=60.0)
     pv.set_defaults(func=cmd_privacy)
 
+    from stream import identity_cli
+
+    identity_cli.register(sub, url_default)
+
     d = sub.add_parser("demo", help="local Kafka + a worker + a synthetic shop's stream, then a report")
     d.add_argument("--bootstrap", help="use this Kafka instead of starting a local one")
     d.add_argument("--profiles", type=int, default=400, help="synthetic customers (default 400)")
