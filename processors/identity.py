@@ -105,6 +105,8 @@ class Store(Protocol):
 
 MAX_HOPS = 32
 """A record forwarded or bounced more often than this is dead-lettered, not circulated."""
+MAX_STALE = 1024
+"""Round trips of a record bounced by an earlier refusal (see _arrived) before it counts hops."""
 
 
 @dataclass(frozen=True)
@@ -241,6 +243,14 @@ def _arrived(pid: str, msg: Message, store: Store, fx: Effects,
             _unlink_frozen(pid, profile, msg, store, fx)
             return False
         fx.counts["redirect_followed"] += 1
+        if msg.get("refused") and msg.get("stale", 0) < MAX_STALE:
+            # sent back by a profile that refused an earlier freeze of this one; this freeze
+            # leads there again, and its M will be refused there too: the round trips last
+            # until that M arrives, and do not count as hops (a loop would)
+            out = {**msg, "via": [*via, pid], "stale": msg.get("stale", 0) + 1}
+            out.pop("refused")
+            fx.send.append((profile["redirect"], out))
+            return False
         fx.send.append((profile["redirect"], {**msg, "via": [*via, pid], "hops": msg.get("hops", 0) + 1}))
         return False
     refused: dict[str, str] = profile.get("_refused", {}) if profile is not None else {}
@@ -787,6 +797,12 @@ def _on_merge(survivor: str, msg: Message, store: Store, cfg: IdentityConfig, fx
         elif profile is not None and source is not None \
                 and profile.get("_bounced", {}).get("at") == list(source):
             fx.send.extend((k, m) for k, m in profile["_bounced"]["sends"])
+        elif profile is not None and profile["_refused"].get(loser) != msg["nonce"]:
+            # the loser froze again toward a profile that had refused it (or inherited that
+            # refusal): records bounced from here must carry this freeze's nonce, or the
+            # frozen loser forwards them straight back until they die of hops
+            profile["_refused"][loser] = msg["nonce"]
+            store.set_profile(survivor, profile)
         fx.send.append((loser, {"k": "X", "snap": snap, "nonce": msg["nonce"]}))
         if msg.get("req") and msg.get("link"):
             fx.send.append((msg["req"], _unlink_message(msg["link"], msg["req"], survivor, loser)))
