@@ -51,7 +51,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from processors import activation, quarantine
+from processors import activation, explain, quarantine
 from processors.activation import ActivationConfig
 from processors.catalog import Catalog, transition
 from processors.config import load_yaml
@@ -411,6 +411,8 @@ def _on_apply(pid: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Eff
     fx.outcome = outcome
     if outcome is Outcome.APPLIED:
         links = [i for i in new if key_of(i) not in known]
+        explain.record_links(profile, [key_of(i) for i in new], tp.message_id, tp.ts, tp.type,
+                             msg["known"][0] if msg.get("known") else None)
         if tp.type == "group":
             _join_group(profile, tp, cfg, fx)
         tags = fx.env.catalog.observe(profile, tp, now, cfg.profile_limits.retention_ms)
@@ -824,6 +826,11 @@ def _on_merge(survivor: str, msg: Message, store: Store, cfg: IdentityConfig, fx
     if parked:
         merged["_parked"] = parked
     merged["_merged_at"] = list(source) if source else None
+    link_prov = {**snap.get("_prov", {}), **profile.get("_prov", {})}.get(msg.get("link") or "")
+    merged.update(explain.merged_history(profile, snap, {
+        "survivor": survivor, "loser": loser, "link": msg.get("link"), "at": fx.env.clock(profile, snap),
+        "event": None if link_prov is None else {"messageId": link_prov[0], "time": link_prov[1],
+                                                 "event_type": link_prov[2]}}))
     now = fx.env.clock(profile, snap)
     _tick_clock(merged, now, fx.env)
     previous = merged.get("_next")

@@ -13,7 +13,7 @@ def run(settings: Settings) -> None:
 
     limit_arenas()
     settings.datadir.mkdir(parents=True, exist_ok=True)
-    from stream import agents, api_auth, console, quarantine_web, web  # noqa: F401 - agents, views, TUSK_API_TOKEN
+    from stream import agents, api_auth, console, explain_web, quarantine_web, web  # noqa: F401 - views
     from stream.app import app
     from stream.outbox import OUTBOX
 

@@ -43,6 +43,13 @@ def test_junk_is_quarantined_listed_and_released(tusk_env: TuskEnv, tmp_path: An
         records = [orjson.loads(m.value()) for m in d.read(d.settings.topics.profile_changes)]
         changes = [c for c in records if c.get("type") == "identifier_quarantined"]
         assert {f"{c['identifier_type']}:{c['identifier']}" for c in changes} == listed
+        for worker in d.workers:  # explain answers from any worker, for every identifier
+            status, report = worker.get("/profiles/user_id/user-0001/explain")
+            assert status == 200, report
+            assert report["identifiers"] and all(i["linked_by"] for i in report["identifiers"]), report
+            status, plain = worker.get("/profiles/user_id/user-0001")
+            assert status == 200 and report["profile_id"] == plain["id"]
+            assert {m["merged"] for m in report["merges"]} == set(plain["merged_from"])
         released = sorted(listed)[0]
         status, reply = post(d.workers[1].url + "/identity/quarantine/release", {"identifier": released})
         assert status == 202 and reply["identifier"] == released
