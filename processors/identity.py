@@ -88,6 +88,10 @@ class IdentityConfig:
     profile_limits: ProfileLimits = field(default_factory=ProfileLimits)
     quarantine: QuarantineConfig = field(default_factory=QuarantineConfig)
     """The over-merge guard (processors/quarantine.py)."""
+    max_merges: int | None = 100
+    """Most profiles merged into one (Segment's limit); a merge past it is refused."""
+    max_identifiers: int | None = 1000
+    """Most identifier values one profile holds, all types together."""
 
 
 class Store(Protocol):
@@ -175,7 +179,9 @@ def load_identity_config(path: str | Path, partitions: int,
                           erased_suppression_ms=parse_duration_ms(str(data.get("erased_suppression", "30d")))
                           if data.get("erased_suppression") not in (0, "0", False) else 0,
                           profile_limits=profile_limits or ProfileLimits(),
-                          quarantine=quarantine.config_from(data.get("quarantine"), parse_duration_ms))
+                          quarantine=quarantine.config_from(data.get("quarantine"), parse_duration_ms),
+                          max_merges=data.get("max_merges", 100) or None,
+                          max_identifiers=data.get("max_identifiers", 1000) or None)
 
 
 def event_message(encoded: Mapping[str, Any]) -> Message:
@@ -196,12 +202,20 @@ def account_id(group_id: str, partitions: int) -> str:
     return mint_profile_id(f"{ACCOUNT_KEY}:{group_id}", partitions)
 
 
-def can_merge(a: Profile, b: Profile, limits: Mapping[str, int]) -> str | None:
-    """None when a and b may become one profile, else the identifier type that forbids it."""
+def can_merge(a: Profile, b: Profile, limits: Mapping[str, int],
+              max_merges: int | None = None, max_identifiers: int | None = None) -> str | None:
+    """None when a and b may become one profile, else what forbids it: an identifier type
+    whose limit would break, `max_merges` or `max_identifiers`."""
     for kind, most in limits.items():
         values = set(a["identities"].get(kind, ())) | set(b["identities"].get(kind, ()))
         if len(values) > most:
             return kind
+    if max_merges is not None and len(set(a["merged_from"]) | set(b["merged_from"])) + 1 > max_merges:
+        return "max_merges"
+    if max_identifiers is not None:
+        values = {(k, v) for p in (a, b) for k, vs in p["identities"].items() for v in vs}
+        if len(values) > max_identifiers:
+            return "max_identifiers"
     return None
 
 
@@ -375,6 +389,14 @@ def _on_event(key: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Eff
     fx.send.append((pid, {"k": "A", "ev": msg["ev"], "known": [key], "via": []}))
 
 
+def _limit_of(reason: str, cfg: IdentityConfig) -> int | None:
+    if reason == "max_merges":
+        return cfg.max_merges
+    if reason == "max_identifiers":
+        return cfg.max_identifiers
+    return cfg.limits.get(reason)
+
+
 def _allowed_identifiers(profile: Profile, tp: Touchpoint, cfg: IdentityConfig,
                          fx: Effects) -> tuple[list[Identifier], list[Identifier]]:
     """(identifiers the profile keeps, those of them that are new to it), limits applied."""
@@ -382,6 +404,7 @@ def _allowed_identifiers(profile: Profile, tp: Touchpoint, cfg: IdentityConfig,
     added: Counter[str] = Counter()
     keep: list[Identifier] = []
     new: list[Identifier] = []
+    total = sum(len(vs) for vs in have.values())
     for kind, value in tp.identifiers:
         if value in have.get(kind, ()):
             keep.append((kind, value))
@@ -389,11 +412,22 @@ def _allowed_identifiers(profile: Profile, tp: Touchpoint, cfg: IdentityConfig,
         most = cfg.limits.get(kind)
         if most is not None and len(have.get(kind, ())) + added[kind] >= most:
             fx.counts[f"limit_refused:{kind}"] += 1
+            _refused_identifier(profile, kind, value, kind, most, tp, fx)
+            continue
+        if cfg.max_identifiers is not None and total + sum(added.values()) >= cfg.max_identifiers:
+            fx.counts["limit_refused:max_identifiers"] += 1
+            _refused_identifier(profile, kind, value, "max_identifiers", cfg.max_identifiers, tp, fx)
             continue
         added[kind] += 1
         keep.append((kind, value))
         new.append((kind, value))
     return keep, new
+
+
+def _refused_identifier(profile: Profile, kind: str, value: str, reason: str, limit: int,
+                        tp: Touchpoint, fx: Effects) -> None:
+    fx.changes.append({"type": "identifier_refused", "profile_id": profile["id"], "identifier_type": kind,
+                       "identifier": value, "reason": reason, "limit": limit, "messageId": tp.message_id})
 
 
 def _on_apply(pid: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effects,
@@ -409,6 +443,8 @@ def _on_apply(pid: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Eff
     caught_up = [] if is_duplicate(profile, tp, source) else _catch_up(profile, now, fx, source)
     outcome = apply(profile, replace(tp, identifiers=keep), cfg.profile_limits, source)
     fx.outcome = outcome
+    if outcome is not Outcome.APPLIED:  # refusals were recorded when the event was applied
+        fx.changes[:] = [c for c in fx.changes if c.get("type") != "identifier_refused"]
     if outcome is Outcome.APPLIED:
         links = [i for i in new if key_of(i) not in known]
         explain.record_links(profile, [key_of(i) for i in new], tp.message_id, tp.ts, tp.type,
@@ -780,10 +816,14 @@ def _on_merge(survivor: str, msg: Message, store: Store, cfg: IdentityConfig, fx
     if profile is not None and loser in profile.get("_refused", ()):
         refused_by: str | None = "replayed"  # send X and U again: they may have been lost
     else:
-        refused_by = "erased" if profile is None else can_merge(profile, snap, cfg.limits)
+        refused_by = "erased" if profile is None else can_merge(profile, snap, cfg.limits, cfg.max_merges,
+                                                               cfg.max_identifiers)
     if refused_by is not None:
         if refused_by != "replayed":
             fx.counts[f"merge_refused:{refused_by}"] += 1
+            fx.changes.append({"type": "merge_refused", "profile_id": survivor, "merged_id": loser,
+                               "reason": refused_by, "link": msg.get("link"),
+                               "limit": _limit_of(refused_by, cfg)})
         if profile is not None and refused_by != "replayed":
             refused = {r: n for r, n in profile.get("_refused", {}).items() if r != loser}
             while len(refused) >= MAX_REFUSED:
