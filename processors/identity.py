@@ -811,7 +811,9 @@ def _on_merge(survivor: str, msg: Message, store: Store, cfg: IdentityConfig, fx
     profile = store.profile(survivor)
     if profile is not None and loser in profile["merged_from"]:
         if source is not None and profile.get("_merged_at") == list(source):
-            _verify_links(profile, fx)  # replayed: the links of unparked events may be lost
+            # replayed: the repoints and the links of unparked events may have been lost
+            _repoint(snap, loser, survivor, msg, fx)
+            _verify_links(profile, fx)
         return  # replayed merge
     if profile is not None and loser in profile.get("_refused", ()):
         refused_by: str | None = "replayed"  # send X and U again: they may have been lost
@@ -884,12 +886,16 @@ def _on_merge(survivor: str, msg: Message, store: Store, cfg: IdentityConfig, fx
     _settled(merged, previous, changes, fx)
     fx.counts["merged"] += 1
     fx.changes.append({"type": "merged", "profile_id": survivor, "merged_id": loser})
+    _repoint(snap, loser, survivor, msg, fx)
+    _release_parked(survivor, store, cfg, fx)
+
+
+def _repoint(snap: Profile, loser: str, survivor: str, msg: Message, fx: Effects) -> None:
     keys = {key_of((k, v)) for k, vs in snap["identities"].items() for v in vs}
     if msg.get("link"):
         keys.add(msg["link"])
     for k in sorted(keys):
         fx.send.append((k, {"k": "R", "from": loser, "to": survivor}))
-    _release_parked(survivor, store, cfg, fx)
 
 
 def _on_restore(loser: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effects,
