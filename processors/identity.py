@@ -369,7 +369,7 @@ def _replayed_restore(profile: Profile | None, fx: Effects, source: tuple[int, i
 
 def _on_event(key: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effects,
               source: tuple[int, int] | None) -> None:
-    if cfg.quarantine.enabled and quarantine.is_quarantined(store, key):
+    if cfg.quarantine.threshold(parse_key(key)[0]) is not None and quarantine.is_quarantined(store, key):
         # a quarantined value says nothing about who this is: route by the next identifier
         keys = [key_of((k, v)) for k, v in msg["ev"]["ids"]]
         rest = keys[keys.index(key) + 1:] if key in keys else []
