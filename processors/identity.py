@@ -18,14 +18,24 @@ send next. Kinds:
   M  key=survivor    merge the shipped loser in, unless a per-profile limit would
                      break; then give the loser back (X) and unlink the identifier
   X  key=loser       restore a loser whose merge was refused
-  U  key=profile     drop an identifier the profile had taken optimistically
-  R  key=identifier  repoint an identifier from a merged loser to its survivor
+  U  key=profile     drop an identifier the profile had taken optimistically (a frozen
+                     profile drops it from its snapshot; stale once it absorbed the holder)
+  C  key=identifier  "P dropped me": if the identifier points at P after all, answer I
+  I  key=profile     list an identifier its partition says points here
+  R  key=identifier  repoint an identifier from a merged loser to its survivor (held by a
+                     third profile: ask for that link, as an L would)
+  O  key=identifier  an operator's quarantine release (processors/quarantine.py)
   G  key=account     group traits onto the account profile (and remember the member)
   K  key=profile     an account's traits, copied onto a member's membership
 
 Segments and computed traits (processors/catalog.py) run wherever a profile
 changes: on A, M and K, and on re-checks (time passing, backfill) that the
 stream layer asks for through recheck(). Their entries/exits are `changes`.
+
+With per-profile limits a merge may be refused; then both sides ask every identifier
+they list to confirm it (links decided while the merge was assumed), and an event that
+came through a redirect ahead of that redirect's merge waits in the survivor (`_parked`)
+until the merge lands or is refused (then it goes back to the restored loser).
 
 The survivor of a merge is the smaller profile id, so redirect chains only
 ever go downwards and cannot loop, and the outcome does not depend on which
@@ -41,7 +51,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from processors import activation, journeys
+from processors import activation, explain, journeys, quarantine
 from processors.activation import ActivationConfig
 from processors.catalog import Catalog, transition
 from processors.config import ConfigError, line_of, load_yaml_with_nodes
@@ -57,6 +67,7 @@ from processors.identifiers import (
 from processors.merge import merge
 from processors.partitioning import mint_profile_id, partition_for
 from processors.profile import Outcome, Profile, ProfileLimits, apply, is_duplicate, new_profile
+from processors.quarantine import QuarantineConfig
 from processors.timeutil import parse_duration_ms
 from processors.trust import TrustError, parse_trust
 
@@ -76,6 +87,12 @@ class IdentityConfig:
     erased_suppression_ms: int = 30 * 86_400_000
     """How long an erased identifier's events are dropped (0: a later event starts afresh)."""
     profile_limits: ProfileLimits = field(default_factory=ProfileLimits)
+    quarantine: QuarantineConfig = field(default_factory=QuarantineConfig)
+    """The over-merge guard (processors/quarantine.py)."""
+    max_merges: int | None = 100
+    """Most profiles merged into one (Segment's limit); a merge past it is refused."""
+    max_identifiers: int | None = 1000
+    """Most identifier values one profile holds, all types together."""
 
 
 class Store(Protocol):
@@ -93,6 +110,8 @@ class Store(Protocol):
 
 MAX_HOPS = 32
 """A record forwarded or bounced more often than this is dead-lettered, not circulated."""
+MAX_STALE = 1024
+"""Round trips of a record bounced by an earlier refusal (see _arrived) before it counts hops."""
 
 
 @dataclass(frozen=True)
@@ -173,7 +192,10 @@ def load_identity_config(path: str | Path, partitions: int,
                           erased_suppression_ms=parse_duration_ms(str(data.get("erased_suppression", "30d")))
                           if data.get("erased_suppression") not in (0, "0", False) else 0,
                           profile_limits=replace(profile_limits or ProfileLimits(),
-                                                 trust=trust))
+                                                 trust=trust),
+                          quarantine=quarantine.config_from(data.get("quarantine"), parse_duration_ms),
+                          max_merges=data.get("max_merges", 100) or None,
+                          max_identifiers=data.get("max_identifiers", 1000) or None)
 
 
 def event_message(encoded: Mapping[str, Any]) -> Message:
@@ -194,12 +216,20 @@ def account_id(group_id: str, partitions: int) -> str:
     return mint_profile_id(f"{ACCOUNT_KEY}:{group_id}", partitions)
 
 
-def can_merge(a: Profile, b: Profile, limits: Mapping[str, int]) -> str | None:
-    """None when a and b may become one profile, else the identifier type that forbids it."""
+def can_merge(a: Profile, b: Profile, limits: Mapping[str, int],
+              max_merges: int | None = None, max_identifiers: int | None = None) -> str | None:
+    """None when a and b may become one profile, else what forbids it: an identifier type
+    whose limit would break, `max_merges` or `max_identifiers`."""
     for kind, most in limits.items():
         values = set(a["identities"].get(kind, ())) | set(b["identities"].get(kind, ()))
         if len(values) > most:
             return kind
+    if max_merges is not None and len(set(a["merged_from"]) | set(b["merged_from"])) + 1 > max_merges:
+        return "max_merges"
+    if max_identifiers is not None:
+        values = {(k, v) for p in (a, b) for k, vs in p["identities"].items() for v in vs}
+        if len(values) > max_identifiers:
+            return "max_identifiers"
     return None
 
 
@@ -228,14 +258,27 @@ def _arrived(pid: str, msg: Message, store: Store, fx: Effects,
         return False
     if is_redirect(profile) and profile is not None and msg.get("refused") == profile["nonce"]:
         # bounced by the survivor that refused this freeze: restore (X may be late or lost)
-        _restore(pid, profile, store, fx)
+        _restore(pid, profile, store, fx, source)
         return True
+    if not is_redirect(profile):
+        _replayed_restore(profile, fx, source)
     if is_redirect(profile):
         assert profile is not None
         if _is_replay_of(profile, source):
             # replaying the message that froze this profile: its M may have been lost
             fx.send.append(_merge_message(profile))
+        if msg["k"] == "U":  # meant for this profile, not for the one it is merging into
+            _unlink_frozen(pid, profile, msg, store, fx)
+            return False
         fx.counts["redirect_followed"] += 1
+        if msg.get("refused") and msg.get("stale", 0) < MAX_STALE:
+            # sent back by a profile that refused an earlier freeze of this one; this freeze
+            # leads there again, and its M will be refused there too: the round trips last
+            # until that M arrives, and do not count as hops (a loop would)
+            out = {**msg, "via": [*via, pid], "stale": msg.get("stale", 0) + 1}
+            out.pop("refused")
+            fx.send.append((profile["redirect"], out))
+            return False
         fx.send.append((profile["redirect"], {**msg, "via": [*via, pid], "hops": msg.get("hops", 0) + 1}))
         return False
     refused: dict[str, str] = profile.get("_refused", {}) if profile is not None else {}
@@ -244,19 +287,110 @@ def _arrived(pid: str, msg: Message, store: Store, fx: Effects,
             fx.send.append((hop, {**msg, "via": via[:i], "refused": refused[hop],
                                   "hops": msg.get("hops", 0) + 1}))
             return False
+    parked = msg["k"] == "A" and profile is not None and _park(pid, profile, msg, store, fx)
+    return not parked
+
+
+MAX_PARKED = 256
+"""Events held by one profile while the merges they came through are in flight."""
+
+
+def _park(pid: str, profile: Profile, msg: Message, store: Store, fx: Effects) -> bool:
+    """Hold an event that came through a redirect whose merge has not landed here yet.
+
+    It overtook its M (the M took a detour through a survivor that was frozen itself):
+    applied now, it would count here even if that merge is refused, and a redelivered
+    copy that arrives after the refusal would count on the restored loser too. It waits
+    for the M: applied when the merge lands, sent back when it is refused."""
+    merged = profile["merged_from"]
+    hop = next((h for h in msg.get("via") or [] if h != pid and h not in merged), None)
+    if hop is None:
+        return False
+    parked: dict[str, list[Message]] = profile.setdefault("_parked", {})
+    if sum(len(q) for q in parked.values()) >= MAX_PARKED:
+        fx.counts["park_full"] += 1
+        return False
+    mid = msg["ev"]["m"]["messageId"]
+    queue = parked.setdefault(hop, [])
+    if all(m["ev"]["m"]["messageId"] != mid for m in queue):
+        queue.append({k: v for k, v in msg.items() if k != "refused"})
+    store.set_profile(pid, profile)
+    fx.counts["parked"] += 1
     return True
 
 
-def _restore(pid: str, redirect: Profile, store: Store, fx: Effects) -> None:
+def _release_parked(pid: str, store: Store, cfg: IdentityConfig, fx: Effects) -> list[tuple[str, Message]]:
+    """After a merge landed or was refused here: apply the parked events whose merges have
+    all landed (deduplicated by messageId; their links are re-sent by _verify_links if the
+    call is replayed), send back those that came through a profile refused since (through
+    _arrived, as any record would be), keep the rest. Returns what was sent back."""
+    profile = store.profile(pid)
+    if profile is None or not profile.get("_parked"):
+        return []
+    merged, refused = set(profile["merged_from"]), profile.get("_refused", {})
+    waiting: dict[str, list[Message]] = {}
+    ready: list[Message] = []
+    for queue in profile.pop("_parked").values():
+        for m in queue:
+            via = m.get("via") or []
+            hop = next((h for h in via if h != pid and h not in merged), None)
+            if hop is None or any(h in refused for h in via):
+                ready.append(m)
+            else:
+                waiting.setdefault(hop, []).append(m)
+    if not ready:
+        return []
+    if waiting:
+        profile["_parked"] = waiting
+    store.set_profile(pid, profile)
+    before = len(fx.send)
+    for m in ready:
+        if _arrived(pid, m, store, fx, None):
+            _on_apply(pid, m, store, cfg, fx, None)
+    return [out for out in fx.send[before:] if out[1].get("refused")]
+
+
+def _restore(pid: str, redirect: Profile, store: Store, fx: Effects,
+             source: tuple[int, int] | None) -> None:
     restored = redirect["snap"]
     refused_by = [r for r in restored.get("_refused_by", []) if r != redirect["redirect"]]
     restored["_refused_by"] = [*refused_by[-MAX_REFUSED + 1:], redirect["redirect"]]
+    restored["_restored_at"] = list(source) if source else None
     store.set_profile(pid, restored)
     fx.counts["restored"] += 1
+    _verify_links(restored, fx)
+
+
+def _verify_links(profile: Profile, fx: Effects) -> None:
+    """Ask every identifier a profile lists to confirm it, after a refused merge.
+
+    Both sides of a refused merge may list identifiers whose links were decided on the
+    assumption that the merge would happen: the loser's own (a freeze that reached the
+    survivor through the loser's redirect is dropped there), and the survivor's (a record
+    forwarded through the loser's redirect got ahead of the merge and was applied there).
+    Each identifier that points elsewhere answers with a freeze toward its holder, which
+    the known refusal turns into an unlink (U); one that points nowhere is claimed."""
+    for kind, values in sorted(profile["identities"].items()):
+        for value in values:
+            fx.send.append((key_of((kind, value)), {"k": "L", "pid": profile["id"]}))
+
+
+def _replayed_restore(profile: Profile | None, fx: Effects, source: tuple[int, int] | None) -> None:
+    """The record that restored `profile` is replayed: its verifications may have been lost."""
+    if profile is not None and source is not None and profile.get("_restored_at") == list(source):
+        _verify_links(profile, fx)
 
 
 def _on_event(key: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effects,
               source: tuple[int, int] | None) -> None:
+    if cfg.quarantine.threshold(parse_key(key)[0]) is not None and quarantine.is_quarantined(store, key):
+        # a quarantined value says nothing about who this is: route by the next identifier
+        keys = [key_of((k, v)) for k, v in msg["ev"]["ids"]]
+        rest = keys[keys.index(key) + 1:] if key in keys else []
+        if rest:
+            fx.counts["quarantine_rerouted"] += 1
+            fx.send.append((rest[0], msg))
+            return
     pid = store.identity(key)
     if pid is None and cfg.erased_suppression_ms and privacy.is_suppressed(
             key, store, fx.env.at(msg["ev"]["ts"])):
@@ -269,6 +403,14 @@ def _on_event(key: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Eff
     fx.send.append((pid, {"k": "A", "ev": msg["ev"], "known": [key], "via": []}))
 
 
+def _limit_of(reason: str, cfg: IdentityConfig) -> int | None:
+    if reason == "max_merges":
+        return cfg.max_merges
+    if reason == "max_identifiers":
+        return cfg.max_identifiers
+    return cfg.limits.get(reason)
+
+
 def _allowed_identifiers(profile: Profile, tp: Touchpoint, cfg: IdentityConfig,
                          fx: Effects) -> tuple[list[Identifier], list[Identifier]]:
     """(identifiers the profile keeps, those of them that are new to it), limits applied."""
@@ -276,6 +418,7 @@ def _allowed_identifiers(profile: Profile, tp: Touchpoint, cfg: IdentityConfig,
     added: Counter[str] = Counter()
     keep: list[Identifier] = []
     new: list[Identifier] = []
+    total = sum(len(vs) for vs in have.values())
     for kind, value in tp.identifiers:
         if value in have.get(kind, ()):
             keep.append((kind, value))
@@ -283,11 +426,22 @@ def _allowed_identifiers(profile: Profile, tp: Touchpoint, cfg: IdentityConfig,
         most = cfg.limits.get(kind)
         if most is not None and len(have.get(kind, ())) + added[kind] >= most:
             fx.counts[f"limit_refused:{kind}"] += 1
+            _refused_identifier(profile, kind, value, kind, most, tp, fx)
+            continue
+        if cfg.max_identifiers is not None and total + sum(added.values()) >= cfg.max_identifiers:
+            fx.counts["limit_refused:max_identifiers"] += 1
+            _refused_identifier(profile, kind, value, "max_identifiers", cfg.max_identifiers, tp, fx)
             continue
         added[kind] += 1
         keep.append((kind, value))
         new.append((kind, value))
     return keep, new
+
+
+def _refused_identifier(profile: Profile, kind: str, value: str, reason: str, limit: int,
+                        tp: Touchpoint, fx: Effects) -> None:
+    fx.changes.append({"type": "identifier_refused", "profile_id": profile["id"], "identifier_type": kind,
+                       "identifier": value, "reason": reason, "limit": limit, "messageId": tp.message_id})
 
 
 def _on_apply(pid: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effects,
@@ -303,8 +457,12 @@ def _on_apply(pid: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Eff
     caught_up = [] if is_duplicate(profile, tp, source) else _catch_up(profile, now, fx, source)
     outcome = apply(profile, replace(tp, identifiers=keep), cfg.profile_limits, source)
     fx.outcome = outcome
+    if outcome is not Outcome.APPLIED:  # refusals were recorded when the event was applied
+        fx.changes[:] = [c for c in fx.changes if c.get("type") != "identifier_refused"]
     if outcome is Outcome.APPLIED:
         links = [i for i in new if key_of(i) not in known]
+        explain.record_links(profile, [key_of(i) for i in new], tp.message_id, tp.ts, tp.type,
+                             msg["known"][0] if msg.get("known") else None)
         if tp.type == "group":
             _join_group(profile, tp, cfg, fx)
         tags = fx.env.catalog.observe(profile, tp, now, cfg.profile_limits.retention_ms)
@@ -322,7 +480,16 @@ def _on_apply(pid: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Eff
             fx.send.append(_group_traits_message(tp, cfg, pid))
         _replay_changes(profile, fx, source)
     for ident in links:
-        fx.send.append((key_of(ident), {"k": "L", "pid": pid}))
+        fx.send.append((key_of(ident), _link_message(pid, profile, ident, tp.ts, cfg)))
+
+
+def _link_message(pid: str, profile: Profile, ident: Identifier, ts: int, cfg: IdentityConfig) -> Message:
+    """L, with who claims (the profile's anchor) and when, where the over-merge guard counts."""
+    msg: Message = {"k": "L", "pid": pid}
+    if cfg.quarantine.threshold(ident[0]) is not None:
+        msg["w"] = quarantine.anchor(profile["identities"], ident[0], cfg.rules)
+        msg["ts"] = ts
+    return msg
 
 
 RECENT_CHANGES = 4
@@ -591,12 +758,38 @@ def _on_link(key: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effe
     if current is None and cfg.erased_suppression_ms and privacy.is_suppressed(key, store, fx.env.at(None)):
         fx.counts["erased_suppressed"] += 1
         return
+    if cfg.quarantine.enabled and _quarantined(key, msg, current, store, cfg, fx):
+        return
     if current is None:
         store.set_identity(key, pid)
         fx.counts["identity_linked"] += 1
     elif current != pid:
         survivor, loser = sorted((current, pid))
         fx.send.append((loser, {"k": "F", "s": survivor, "link": key, "req": pid}))
+
+
+def _quarantined(key: str, msg: Message, current: str | None, store: Store, cfg: IdentityConfig,
+                 fx: Effects) -> bool:
+    """Count this claim for the over-merge guard; True when the key may not merge any more
+    (the claimant keeps it as a plain attribute; the holder keeps the key)."""
+    record = quarantine.claim(store, key, msg.get("w"), msg.get("ts"), cfg.quarantine, current or msg["pid"])
+    if record is not None:
+        fx.changes.append(quarantine.change_record(key, record))
+        fx.counts[f"quarantined:{parse_key(key)[0]}"] += 1
+    if current is None or current == msg["pid"] or not quarantine.is_quarantined(store, key):
+        return False
+    fx.counts[f"quarantine_blocked:{parse_key(key)[0]}"] += 1
+    return True
+
+
+def _on_quarantine_op(key: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effects,
+                      source: tuple[int, int] | None) -> None:
+    """O: an operator's release of a quarantined identifier (on its own partition)."""
+    if msg.get("op") == "release" and quarantine.release(store, key):
+        fx.counts["quarantine_released"] += 1
+        kind, value = parse_key(key)
+        fx.changes.append({"type": "identifier_released", "profile_id": store.identity(key) or key,
+                           "identifier_type": kind, "identifier": value})
 
 
 def _on_freeze(holder: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effects,
@@ -611,7 +804,7 @@ def _on_freeze(holder: str, msg: Message, store: Store, cfg: IdentityConfig, fx:
         # this pair was refused before (a limit): do not freeze again, just unlink
         fx.counts["merge_refused:known"] += 1
         if msg.get("req") and msg.get("link"):
-            fx.send.append((msg["req"], {"k": "U", "key": msg["link"]}))
+            fx.send.append((msg["req"], _unlink_message(msg["link"], msg["req"], holder, other)))
         return
     if loser != holder:  # the other one must freeze toward us
         fx.send.append((loser, {"k": "F", "s": survivor, "link": msg.get("link"),
@@ -645,23 +838,50 @@ def _on_merge(survivor: str, msg: Message, store: Store, cfg: IdentityConfig, fx
     loser = snap["id"]
     profile = store.profile(survivor)
     if profile is not None and loser in profile["merged_from"]:
+        if source is not None and profile.get("_merged_at") == list(source):
+            # replayed: the repoints and the links of unparked events may have been lost
+            _repoint(snap, loser, survivor, msg, fx)
+            _verify_links(profile, fx)
         return  # replayed merge
     if profile is not None and loser in profile.get("_refused", ()):
         refused_by: str | None = "replayed"  # send X and U again: they may have been lost
     else:
-        refused_by = "erased" if profile is None else can_merge(profile, snap, cfg.limits)
+        refused_by = "erased" if profile is None else can_merge(profile, snap, cfg.limits, cfg.max_merges,
+                                                               cfg.max_identifiers)
     if refused_by is not None:
         if refused_by != "replayed":
             fx.counts[f"merge_refused:{refused_by}"] += 1
+            fx.changes.append({"type": "merge_refused", "profile_id": survivor, "merged_id": loser,
+                               "reason": refused_by, "link": msg.get("link"),
+                               "limit": _limit_of(refused_by, cfg)})
         if profile is not None and refused_by != "replayed":
             refused = {r: n for r, n in profile.get("_refused", {}).items() if r != loser}
             while len(refused) >= MAX_REFUSED:
                 refused.pop(next(iter(refused)))
             profile["_refused"] = {**refused, loser: msg["nonce"]}
             store.set_profile(survivor, profile)
+            bounced = _release_parked(survivor, store, cfg, fx)
+            if bounced:  # kept, to be sent again if this record is replayed
+                profile = store.profile(survivor)
+                assert profile is not None
+                profile["_bounced"] = {"at": list(source) if source else None, "sends": bounced}
+                store.set_profile(survivor, profile)
+        elif profile is not None and source is not None \
+                and profile.get("_bounced", {}).get("at") == list(source):
+            fx.send.extend((k, m) for k, m in profile["_bounced"]["sends"])
+        elif profile is not None and profile["_refused"].get(loser) != msg["nonce"]:
+            # the loser froze again toward a profile that had refused it (or inherited that
+            # refusal): records bounced from here must carry this freeze's nonce, or the
+            # frozen loser forwards them straight back until they die of hops
+            profile["_refused"][loser] = msg["nonce"]
+            store.set_profile(survivor, profile)
         fx.send.append((loser, {"k": "X", "snap": snap, "nonce": msg["nonce"]}))
         if msg.get("req") and msg.get("link"):
-            fx.send.append((msg["req"], {"k": "U", "key": msg["link"]}))
+            fx.send.append((msg["req"], _unlink_message(msg["link"], msg["req"], survivor, loser)))
+        if profile is not None:
+            # records that came through the loser's redirect before this refusal may have
+            # left identifiers here that belong to the loser: have each confirmed
+            _verify_links(profile, fx)
         return
     assert profile is not None
     # deadlines either side has not reached yet fire first, at their own instants, as a tick would
@@ -677,6 +897,17 @@ def _on_merge(survivor: str, msg: Message, store: Store, cfg: IdentityConfig, fx
         merged["journeys"], dropped = journeys.merge_positions(profile.get("journeys"), snap.get("journeys"),
                                                                fx.env.journeys)
         fx.journey_counts.update(dropped)
+    parked = {**snap.get("_parked", {})}
+    for hop, queue in profile.get("_parked", {}).items():
+        parked[hop] = parked.get(hop, []) + queue
+    if parked:
+        merged["_parked"] = parked
+    merged["_merged_at"] = list(source) if source else None
+    link_prov = {**snap.get("_prov", {}), **profile.get("_prov", {})}.get(msg.get("link") or "")
+    merged.update(explain.merged_history(profile, snap, {
+        "survivor": survivor, "loser": loser, "link": msg.get("link"), "at": fx.env.clock(profile, snap),
+        "event": None if link_prov is None else {"messageId": link_prov[0], "time": link_prov[1],
+                                                 "event_type": link_prov[2]}}))
     now = fx.env.clock(profile, snap)
     _tick_clock(merged, now, fx.env)
     previous = merged.get("_next")
@@ -690,6 +921,11 @@ def _on_merge(survivor: str, msg: Message, store: Store, cfg: IdentityConfig, fx
     _settled(merged, previous, changes, fx)
     fx.counts["merged"] += 1
     fx.changes.append({"type": "merged", "profile_id": survivor, "merged_id": loser})
+    _repoint(snap, loser, survivor, msg, fx)
+    _release_parked(survivor, store, cfg, fx)
+
+
+def _repoint(snap: Profile, loser: str, survivor: str, msg: Message, fx: Effects) -> None:
     keys = {key_of((k, v)) for k, vs in snap["identities"].items() for v in vs}
     if msg.get("link"):
         keys.add(msg["link"])
@@ -701,7 +937,39 @@ def _on_restore(loser: str, msg: Message, store: Store, cfg: IdentityConfig, fx:
                 source: tuple[int, int] | None) -> None:
     profile = store.profile(loser)
     if is_redirect(profile) and profile is not None and profile.get("nonce") == msg["nonce"]:
-        _restore(loser, profile, store, fx)
+        _restore(loser, profile, store, fx, source)
+    elif not is_redirect(profile):
+        _replayed_restore(profile, fx, source)
+
+
+def _unlink_message(key: str, req: str, a: str, b: str) -> Message:
+    """U: `req` drops `key`, which belongs to the other of the refused pair (a, b)."""
+    return {"k": "U", "key": key, "h": b if req == a else a}
+
+
+def _drop_identifier(profile: Profile, msg: Message) -> bool:
+    """Remove msg["key"] from the profile, unless the U is stale: the profile has since
+    absorbed the key's holder (the key is legitimately its own now)."""
+    holder = msg.get("h")
+    if holder is not None and (holder == profile["id"] or holder in profile["merged_from"]):
+        return False
+    kind, value = parse_key(msg["key"])
+    values = profile["identities"].get(kind, [])
+    if value not in values:
+        return False
+    values.remove(value)
+    if not values:
+        del profile["identities"][kind]
+    return True
+
+
+def _unlink_frozen(pid: str, redirect: Profile, msg: Message, store: Store, fx: Effects) -> None:
+    """U for a frozen profile: drop the key from the snapshot a refusal would restore. (If
+    the merge goes through, the M carried the key already: the survivor's R finds the key
+    held by a third profile and asks for that link like an L would.)"""
+    if _drop_identifier(redirect["snap"], msg):
+        store.set_profile(pid, redirect)
+        fx.counts["identity_unlinked"] += 1
 
 
 def _on_unlink(pid: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effects,
@@ -709,27 +977,52 @@ def _on_unlink(pid: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Ef
     profile = store.profile(pid)
     if profile is None:
         return
-    kind, value = parse_key(msg["key"])
-    values = profile["identities"].get(kind, [])
-    if value in values:
-        values.remove(value)
-        if not values:
-            del profile["identities"][kind]
+    if _drop_identifier(profile, msg):
         store.set_profile(pid, profile)
         fx.counts["identity_unlinked"] += 1
+    # the key's own partition decides: if it points here after all (a claim or a repoint
+    # sent before this drop, FIFO ahead of the check), it gives the key back. Sent even
+    # when nothing was dropped: this may be a replay whose first check was lost.
+    fx.send.append((msg["key"], {"k": "C", "pid": pid}))
+
+
+def _on_check(key: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effects,
+              source: tuple[int, int] | None) -> None:
+    """C: a profile dropped this key; if the key points at it, it must list the key."""
+    if store.identity(key) == msg["pid"]:
+        fx.send.append((msg["pid"], {"k": "I", "key": key}))
+
+
+def _on_identity_back(pid: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effects,
+                      source: tuple[int, int] | None) -> None:
+    """I: the key points at this profile (its partition says so): list it."""
+    from processors.profile import add_identities
+
+    profile = store.profile(pid)
+    if profile is not None and add_identities(profile, [parse_key(msg["key"])]):
+        store.set_profile(pid, profile)
+        fx.counts["identity_relinked"] += 1
+
+
 
 
 def _on_repoint(key: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effects,
                 source: tuple[int, int] | None) -> None:
-    if store.identity(key) == msg["from"]:
+    current = store.identity(key)
+    if current == msg["from"] or current is None:
         store.set_identity(key, msg["to"])
+    elif current != msg["to"]:
+        # the merged snapshot listed a key a third profile holds (a link the loser had
+        # taken optimistically, or one unlinked from it after it froze): the survivor
+        # lists it now, so ask for that link as the loser's L would have
+        _on_link(key, {"k": "L", "pid": msg["to"]}, store, cfg, fx, source)
 
 
-PROFILE_KEYED = frozenset("AFMUKQ")
+PROFILE_KEYED = frozenset("AFMUKQI")
 HANDLERS: dict[str, Any] = {
     "E": _on_event, "A": _on_apply, "L": _on_link, "F": _on_freeze, "M": _on_merge,
     "X": _on_restore, "U": _on_unlink, "R": _on_repoint, "G": _on_group_traits,
-    "K": _on_account_traits,
+    "K": _on_account_traits, "C": _on_check, "I": _on_identity_back, "O": _on_quarantine_op,
 }
 
 

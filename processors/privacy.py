@@ -23,7 +23,7 @@ import hashlib
 from typing import Any
 
 from processors import identity as idn
-from processors import journeys
+from processors import journeys, quarantine
 from processors.identifiers import key_of
 from processors.profile import public_view
 
@@ -115,6 +115,7 @@ def _on_erase_part(key: str, msg: idn.Message, store: idn.Store, cfg: idn.Identi
     if msg["what"] == "identity":
         if store.identity(key) in pids:
             store.delete_identity(key)
+            quarantine.forget(store, key)
         if cfg.erased_suppression_ms > 0:
             store.set_identity(suppression_key(key), f"erased:{msg['until']}")
     elif msg["what"] == "redirect":

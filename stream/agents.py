@@ -227,6 +227,8 @@ def _count(fx: identity.Effects) -> None:
             m.LIMIT_REFUSALS.labels(label).inc(n)
         elif kind == "merge_refused":
             m.MERGE_REFUSALS.labels(label).inc(n)
+        elif kind == "quarantined":
+            m.QUARANTINED.labels(label).inc(n)
         elif kind == "merged":
             m.MERGES.inc(n)
         elif kind == "profile_created":

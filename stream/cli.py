@@ -128,7 +128,7 @@ def cmd_profile_get(args: argparse.Namespace) -> int:
         raise CliError(f"expected TYPE:VALUE (e.g. email:jo@example.com), got {args.identifier!r}.") from None
     path = (f"/profiles/id/{urllib.parse.quote(value, safe='')}" if kind == "id" else
             f"/profiles/{urllib.parse.quote(kind, safe='')}/{urllib.parse.quote(value, safe='')}")
-    status, body = http_get(args.url.rstrip("/") + path)
+    status, body = http_get(args.url.rstrip("/") + path + getattr(args, "suffix", ""))
     if status == 404:
         raise CliError(f"no profile found for {args.identifier}.")
     if status != 200:
@@ -350,6 +350,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--url", default=os.environ.get("TUSK_URL", "http://127.0.0.1:6066"),
                    help="any worker's HTTP address")
     g.set_defaults(func=cmd_profile_get)
+    ex = prs.add_parser("explain", help="why: the event behind each identifier, the merges, the "
+                        "conditions of each segment that hold")
+    ex.add_argument("identifier")
+    ex.add_argument("--url", default=os.environ.get("TUSK_URL", "http://127.0.0.1:6066"),
+                    help="any worker's HTTP address")
+    ex.set_defaults(func=cmd_profile_get, suffix="/explain")
 
     sg = sub.add_parser("segments", help="apply, list and delete segments and computed traits")
     sgs = sg.add_subparsers(dest="segments_command", required=True)
@@ -392,6 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
     pf.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the summaries")
     pf.add_argument("--no-publish", action="store_true", help="print the parameters only")
     pf.set_defaults(func=cmd_predict_fit)
+    from stream import identity_cli
+
+    identity_cli.register(sub, url_default)
 
     d = sub.add_parser("demo", help="local Kafka + a worker + a synthetic shop's stream, then a report")
     d.add_argument("--bootstrap", help="use this Kafka instead of starting a local one")

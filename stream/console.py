@@ -465,6 +465,26 @@ function renderProfile(p) {
       el("code", {text: fmt(e.messageId)})])), "events");
 }
 
+async function explainProfile(path) {  // GET .../explain: why each identifier, merge, segment
+  let r;
+  try { r = await api(path + "/explain"); } catch (e) { return; }
+  if (r.status !== 200 || !r.body) return;
+  const x = r.body;
+  const card = $("#profile");
+  section(card, "Why these identifiers", table(["identifier", "linked by event", "through"],
+    x.identifiers.map((i) => [el("code", {text: i.type + ":" + i.value}),
+      i.linked_by ? el("span", {}, el("code", {text: fmt(i.linked_by.messageId)}),
+        " " + i.linked_by.event_type + " ", when(i.linked_by.time)) : "(before provenance)",
+      i.through ? el("code", {text: i.through}) : "-"])), "why-identifiers");
+  section(card, "Merges", table(["merged", "into", "through", "linking event", "at"],
+    x.merges.map((m) => [el("code", {text: m.merged}), el("code", {text: m.survivor}),
+      m.through ? el("code", {text: m.through}) : "-",
+      m.event ? el("code", {text: fmt(m.event.messageId)}) : "-", when(m.at)])), "why-merges");
+  section(card, "Why in these segments", el("div", {}, ...x.segments.map((sg) =>
+    el("div", {}, el("strong", {text: sg.segment}),
+      el("ul", {}, ...sg.conditions.map((c) => el("li", {text: c.text})))))), "why-segments");
+}
+
 async function lookup(q) {
   if (!q) return;
   lastLookup = q;
@@ -482,6 +502,7 @@ async function lookup(q) {
   if (r.status === 200 && r.body) {
     status.textContent = "Found at " + clock() + ".";
     renderProfile(r.body);
+    explainProfile(path);
     return;
   }
   $("#profile").hidden = true;

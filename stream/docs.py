@@ -402,6 +402,16 @@ def commands_md() -> str:
 WORKER_ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/profiles/{kind}/{value}"): "the profile that holds this identifier (`email`, `user_id`, "
         "`phone`, `anonymous_id`, …; forwarded to the worker that owns it); 404 when none",
+    ("GET", "/profiles/{kind}/{value}/explain"): "why the profile holding this identifier is what it is: "
+        "per identifier the event that linked it and through which identifier, per merge the two "
+        "profiles and the linking identifier and event, per segment the conditions that hold with "
+        "the values that satisfied them",
+    ("GET", "/profiles/id/{profile_id}/explain"): "the same, by profile id",
+    ("GET", "/identity/quarantine"): "quarantined identifier values (over-merge guard), gathered from every "
+        "worker",
+    ("POST", "/identity/quarantine/release"): "release a quarantined value (body `{\"identifier\": "
+        "\"TYPE:VALUE\"}`): it links and merges again",
+    ("GET", "/internal/quarantine"): "this worker's quarantined values (used by the others)",
     ("GET", "/profiles/id/{profile_id}"): "a profile by id (a merged id redirects to its survivor)",
     ("GET", "/health"): "200 `{\"status\": \"ok\", \"partitions\": [...]}`; 503 while recovering",
     ("GET", "/metrics"): "Prometheus metrics",
@@ -447,9 +457,10 @@ _METHODS = ("get", "post", "put", "delete", "patch")
 
 def worker_routes() -> list[tuple[str, str]]:
     """(method, path) of every route registered on the worker's web app."""
-    from stream import api_auth, console, web  # noqa: F401 - the views register themselves
     from stream.app import app
+    from stream.worker import load_views
 
+    load_views()
     routes = []
     for path, view in app.web.views.items():
         routes += [(m.upper(), path) for m in _METHODS if m in type(view).__dict__]

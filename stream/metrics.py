@@ -37,6 +37,9 @@ LIMIT_REFUSALS = Counter(
 MERGE_REFUSALS = Counter(
     "tusk_merge_refusals_total", "Merges refused, by the identifier type whose limit forbade it",
     ["reason"])
+QUARANTINED = Counter(
+    "tusk_identifiers_quarantined_total",
+    "Identifier values quarantined by the over-merge guard, by identifier type", ["type"])
 REDIRECTS_FOLLOWED = Counter(
     "tusk_redirects_followed_total", "Records forwarded from a merged profile to its survivor")
 SEGMENT_TRANSITIONS = Counter(

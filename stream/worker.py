@@ -9,6 +9,17 @@ from stream import kafka_security
 from stream.settings import Settings, SettingsError
 
 
+def load_views() -> None:
+    """Import every module that registers routes on the worker's web app (the docs list them)."""
+    from stream import (  # noqa: F401 - the views register themselves; api_auth: TUSK_API_TOKEN
+        api_auth,
+        console,
+        explain_web,
+        quarantine_web,
+        web,
+    )
+
+
 def run(settings: Settings) -> None:
     from stream.faust_adapter import install
     from stream.memory import limit_arenas
@@ -16,14 +27,8 @@ def run(settings: Settings) -> None:
     limit_arenas()
     install()  # Faust's per-record drain cost (stream/faust_adapter.py)
     settings.datadir.mkdir(parents=True, exist_ok=True)
-    from stream import (  # noqa: F401 - agents, views, TUSK_API_TOKEN
-        agents,
-        api_auth,
-        console,
-        erasure,
-        topic_configs,
-        web,
-    )
+    load_views()
+    from stream import agents, erasure, topic_configs
     from stream.app import app
     from stream.outbox import OUTBOX
 

@@ -195,6 +195,8 @@ def test_console_in_browser(stack: Stack, tmp_path: Path) -> None:
             expect(page.locator("#profile-consent")).to_contain_text("granted")
             expect(page.locator("#profile-subscriptions")).to_contain_text("subscribed")
             expect(page.locator("#profile-events")).to_contain_text("Order Completed")
+            expect(page.locator("#profile-why-identifiers")).to_contain_text("email:ann@example.com")
+            expect(page.locator("#profile-why-segments")).to_contain_text("buyers")
 
             size = page.locator('#segments-table tr[data-segment="buyers"] td.num')
             expect(size).to_have_text("1")

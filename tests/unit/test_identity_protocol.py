@@ -15,7 +15,6 @@ import random
 from typing import Any
 
 import orjson
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -23,6 +22,7 @@ from processors import events as ev
 from processors.identifiers import IdentityRules, key_of, routing_key
 from processors.identity import Env, IdentityConfig, event_message, handle, is_redirect, runs_inline
 from processors.partitioning import partition_for
+from processors.quarantine import QuarantineConfig
 from tests.graph import components as graph_components
 
 
@@ -139,7 +139,11 @@ class Cluster:
         raise AssertionError("redirect loop")
 
 
-REPLAY_WITH_LIMITS = 0.0  # limits under crash replays: known gap (issue 3 note)
+NO_GUARD = QuarantineConfig(enabled=False)
+"""Connected components are the answer only without the over-merge guard (test_quarantine.py)."""
+REPLAY_WITH_LIMITS = 0.0
+"""Limits under crash replays still fail on ~0.1% of random schedules (2 of 2,000 with 30% replays;
+3% before issue 14): open, so the limits property runs without replays."""
 
 POOL = ([("user_id", f"u{i}") for i in range(6)] + [("email", f"e{i}@x.io") for i in range(6)]
         + [("anonymous_id", f"a{i}") for i in range(10)])
@@ -171,8 +175,9 @@ def event_lists() -> st.SearchStrategy[list[list[tuple[str, str]]]]:
 
 
 def play(idents: list[list[tuple[str, str]]], partitions: int, seed: int,
-         replay: float = 0.0, limits: dict[str, int] | None = None) -> Cluster:
-    cfg = IdentityConfig(partitions=partitions, limits=limits or {})
+         replay: float = 0.0, limits: dict[str, int] | None = None,
+         guard: QuarantineConfig = NO_GUARD) -> Cluster:
+    cfg = IdentityConfig(partitions=partitions, limits=limits or {}, quarantine=guard)
     rng = random.Random(seed)
     cluster = Cluster(cfg, rng, replay)
     order = list(range(len(idents)))
@@ -229,16 +234,8 @@ def test_merge_chain_across_three_partitions_converges() -> None:
         assert len(merged) == minted - 1  # one merged record per absorbed profile, no more
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known bug, open: with per-profile limits, a freeze forwarded through a merge that is later "
-    "refused can leave an identifier resolving to a profile other than the one listing it (e.g. "
-    "seed 57098426 on 3 partitions); limits and event counts hold. Without limits the laws hold."))
-@settings(max_examples=150, deadline=None)
-@given(idents=event_lists(), partitions=st.sampled_from([1, 3, 8]), seed=st.integers(0, 2**32))
-def test_limits_hold_and_every_event_counts_once(idents: list[list[tuple[str, str]]],
-                                                  partitions: int, seed: int) -> None:
-    limits = {"user_id": 1, "email": 2}
-    cluster = play(idents, partitions, seed, replay=REPLAY_WITH_LIMITS, limits=limits)
+def assert_limits_and_links(cluster: Cluster, idents: list[list[tuple[str, str]]],
+                            limits: dict[str, int]) -> None:
     live = cluster.live_profiles()
     for prof in live.values():
         for kind, most in limits.items():
@@ -258,9 +255,53 @@ def test_limits_hold_and_every_event_counts_once(idents: list[list[tuple[str, st
         for kind, values in prof["identities"].items():
             for value in values:
                 assert cluster.resolve(key_of((kind, value))) == pid, (kind, value, pid)
+        assert not prof.get("_parked"), prof["_parked"]  # no event left waiting
     rules = IdentityRules()
     primaries = [min(ids, key=lambda i: rules.rank(i[0])) for ids in idents]
     assert all(cluster.resolve(key_of(p)) is not None for p in primaries)
+
+
+# Before the fix (45074f1) this property failed on about 2.4% of random schedules with limits
+# (~3% with replays); hypothesis' examples are small, so 150 examples found it on 0 of 10 seeds,
+# 1,500 on 6 of 10 and 3,000 on 5 of 5: keep 3,000.
+@settings(max_examples=3000, deadline=None)
+@given(idents=event_lists(), partitions=st.sampled_from([1, 3, 8]), seed=st.integers(0, 2**32))
+def test_limits_hold_and_every_event_counts_once(idents: list[list[tuple[str, str]]],
+                                                  partitions: int, seed: int) -> None:
+    limits = {"user_id": 1, "email": 2}
+    cluster = play(idents, partitions, seed, replay=REPLAY_WITH_LIMITS, limits=limits)
+    assert_limits_and_links(cluster, idents, limits)
+
+
+def test_freeze_forwarded_through_a_merge_later_refused() -> None:
+    """The known bug (3 partitions), as hypothesis shrank it: u1's profile froze toward u0's
+    (linked by e2); its second link (a0) was forwarded through that redirect and dropped as
+    'already merging'; the merge was refused (one user_id each), and a0 stayed listed on u1's
+    profile while resolving to u0's. Restored and refusing profiles now re-verify their links."""
+    idents = [[("user_id", "u0")], [("email", "e2@x.io"), ("anonymous_id", "a0"), ("user_id", "u1")],
+              [("user_id", "u0")], [("user_id", "u0"), ("anonymous_id", "a0"), ("email", "e2@x.io")],
+              [("user_id", "u2"), ("email", "e0@x.io"), ("anonymous_id", "a0")], [("user_id", "u0")]]
+    limits = {"user_id": 1, "email": 2}
+    cluster = play(idents, 3, 1, limits=limits)
+    assert_limits_and_links(cluster, idents, limits)
+    assert cluster.resolve("anonymous_id:a0") == cluster.resolve("user_id:u0")
+    u1 = cluster.live_profiles()[cluster.resolve("user_id:u1")]
+    assert "anonymous_id" not in u1["identities"]
+
+
+def test_event_that_overtook_its_merge_counts_on_the_profile_it_belongs_to() -> None:
+    """An event of a frozen profile reached its survivor before the merge did (the M went
+    through a survivor that was frozen itself); the merge was then refused. It used to be
+    applied to the survivor anyway; it now waits there and goes back to its own profile."""
+    idents = [[("user_id", "u0")], [("email", "e4@x.io"), ("anonymous_id", "a0"), ("user_id", "u1")],
+              [("user_id", "u0")], [("user_id", "u0"), ("anonymous_id", "a0"), ("email", "e2@x.io")],
+              [("user_id", "u2"), ("email", "e2@x.io")], [("user_id", "u0")], [("user_id", "u0")],
+              [("user_id", "u1"), ("email", "e1@x.io")], [("email", "e4@x.io")]]
+    limits = {"user_id": 1, "email": 2}
+    cluster = play(idents, 3, 10838, limits=limits)
+    assert_limits_and_links(cluster, idents, limits)
+    u1 = cluster.live_profiles()[cluster.resolve("user_id:u1")]
+    assert "m8" in u1["_seen"] and cluster.resolve("email:e4@x.io") == u1["id"]
 
 
 def test_refused_and_accepted_merge_race() -> None:

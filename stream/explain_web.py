@@ -1,0 +1,61 @@
+"""GET /profiles/{type}/{value}/explain and /profiles/id/{profile_id}/explain (processors/explain.py)."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import orjson
+from faust.web import Request, Response, View
+
+from processors.explain import explain
+from processors.identifiers import key_of, normalise
+from stream import agents
+from stream.app import app, identities, profiles
+from stream.web import MAX_HOPS, ask, clock_now, error, hops, json_response, owner_of
+
+
+async def _explain(view: View, pid: str, hop: int) -> Response:
+    """Follow redirects to the live profile (asking its owner when another worker has it)."""
+    for _ in range(MAX_HOPS):
+        owner = owner_of(profiles.name, pid.encode())
+        if owner is not None and hop < MAX_HOPS:
+            status, body, ctype = await ask(owner, f"/profiles/id/{quote(pid, safe='')}/explain", hop)
+            return view.bytes(body, content_type=ctype, status=status)
+        raw = profiles.get(pid.encode())
+        if raw is None:
+            break
+        profile = orjson.loads(raw)
+        if "redirect" not in profile:
+            return json_response(view, explain(profile, agents.READER.catalog, clock_now()))
+        pid = profile["redirect"]
+    return error(view, 404, "not_found", f"no profile with id {pid}")
+
+
+@app.page("/profiles/id/{profile_id}/explain")
+class ExplainById(View):
+    async def get(self, request: Request, profile_id: str) -> Response:
+        try:
+            return await _explain(self, profile_id, hops(request))
+        except KeyError:
+            return error(self, 503, "not_ready", "partitions are being assigned; try again shortly")
+
+
+@app.page("/profiles/{kind}/{value}/explain")
+class ExplainByIdentifier(View):
+    async def get(self, request: Request, kind: str, value: str) -> Response:
+        normalised = normalise(kind, value)
+        if normalised is None:
+            return error(self, 400, "invalid_identifier", f"{value!r} is not a valid {kind}")
+        key = key_of((kind, normalised)).encode()
+        hop = hops(request)
+        try:
+            owner = owner_of(identities.name, key)
+            if owner is not None and hop < MAX_HOPS:
+                status, body, ctype = await ask(owner, request.url.path, hop)
+                return self.bytes(body, content_type=ctype, status=status)
+            pid = identities.get(key)
+            if not pid:
+                return error(self, 404, "not_found", f"no profile has {kind} {normalised!r}")
+            return await _explain(self, pid.decode(), hop)
+        except KeyError:
+            return error(self, 503, "not_ready", "partitions are being assigned; try again shortly")
