@@ -41,7 +41,7 @@ from stream.app import (
 from stream.definitions import DefinitionsReader
 from stream.kafka_io import client_config, ensure_topic, watermarks
 from stream.outbox import OUTBOX, DeliveryFailed
-from stream.state import STATE, partition_db
+from stream.state import STATE, StateWriteFailed, partition_db
 
 log = logging.getLogger(__name__)
 
@@ -593,7 +593,10 @@ async def deliveries() -> None:
 @app.timer(settings.flush_interval_ms / 1000)
 async def flush_state() -> None:
     """Changed state is written at least this often when records stop coming (stream/state.py)."""
-    STATE.flush_due()
+    try:
+        STATE.flush_due()
+    except StateWriteFailed as e:
+        await platform_failure(e)
 
 
 @app.timer(5.0)

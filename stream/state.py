@@ -34,6 +34,7 @@ from collections import OrderedDict
 from typing import Any
 
 import rocksdict
+from faust.exceptions import FaustError
 from faust.streams import current_event
 
 # --- Faust internals (checked against faust-streaming 0.15.3, faust/stores/rocksdb.py) --------
@@ -70,6 +71,12 @@ def changelog_topic(table: Any) -> str:
 # --- the cache --------------------------------------------------------------------------------
 
 Value = bytes | None
+
+
+class StateWriteFailed(FaustError):  # type: ignore[misc]
+    """RocksDB refused a batch: the platform, not a record (the agents crash the worker, so no
+    offset moves past what was not written)."""
+
 OVERHEAD = 120
 """bytes counted per cached entry besides its key and value (dict slot, tuple, bytes headers)"""
 _MISSING = object()
@@ -175,10 +182,11 @@ class WriteBack:
         if not self._dirty:
             self._dirty_since = None
             return 0
-        dirty, self._dirty = self._dirty, {}
+        items = list(self._dirty.items())
+        self._dirty = {}
         self._dirty_since = None
         written = 0
-        for (name, p), values in dirty.items():
+        for i, ((name, p), values) in enumerate(items):
             table = self._tables[name]
             batch = rocksdict.WriteBatch(raw_mode=True)
             for key, value in values.items():
@@ -186,7 +194,12 @@ class WriteBack:
                     batch.delete(key)
                 else:
                     batch.put(key, value)
-            partition_db(table, p).write(batch)
+            try:
+                partition_db(table, p).write(batch)
+            except Exception as e:  # keep what is not written: still read from here, retried
+                self._dirty = dict(items[i:])
+                self._dirty_since = time.monotonic()
+                raise StateWriteFailed(f"writing {len(values)} keys of {name}[{p}]: {e!r}") from e
             topic = changelog_topic(table)
             for key, value in values.items():
                 OUTBOX.changelog(table, topic, p, key, value)

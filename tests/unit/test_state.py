@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from stream import state as st_mod
 from stream.outbox import OUTBOX
-from stream.state import OVERHEAD, WriteBack
+from stream.state import OVERHEAD, StateWriteFailed, WriteBack
 
 
 class FakeStore:
@@ -133,6 +133,27 @@ def test_outside_reads_see_unwritten_state(world: Any) -> None:
     wb.flush()
     assert wb.lookup(profiles, b"x") == b"dirty"  # now from the database (no cache at 0 MB)
     assert wb.peek(meta, 3, b"bv") == b"fp"
+
+
+def test_a_refused_batch_keeps_what_was_not_written(world: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    profiles, meta = world.tables
+    wb = WriteBack(cache_bytes=1 << 20, flush_records=1000, flush_ms=10_000)
+    wb.put(profiles, b"a", b"1")
+    wb.put(meta, b"s", b"{}")
+    real = meta.data._db_for_partition
+
+    def broken(p: int) -> Any:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(meta.data, "_db_for_partition", broken)
+    with pytest.raises(StateWriteFailed):
+        wb.flush()
+    assert profiles.stored(0) == {b"a": b"1"} and wb.dirty_keys == 1
+    assert wb.get(meta, b"s") == b"{}"
+    monkeypatch.setattr(meta.data, "_db_for_partition", real)
+    assert wb.flush() == 1
+    assert meta.stored(0) == {b"s": b"{}"}
+    assert [(t, k) for t, _, k, _ in world.sent] == [("profiles-changelog", b"a"), ("meta-changelog", b"s")]
 
 
 ops = st.lists(st.tuples(
