@@ -100,7 +100,7 @@ SETTINGS: tuple[Setting, ...] = (
             "worker", "Settings.tick_interval_ms"),
     Setting("TUSK_BACKFILL_BATCH", "500", "profiles re-evaluated per step when a definition changes",
             "worker", "Settings.backfill_batch"),
-    Setting("TUSK_STATE_CACHE_MB", "64", "profiles, identities and bookkeeping kept in memory between "
+    Setting("TUSK_STATE_CACHE_MB", "32", "profiles, identities and bookkeeping kept in memory between "
             "writes (MiB, by encoded size; least recently used evicted); 0 keeps only unwritten ones",
             "worker", "Settings.state_cache_mb"),
     Setting("TUSK_FLUSH_RECORDS", "1000", "changed state is written to RocksDB (one batch per partition) "

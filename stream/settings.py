@@ -119,7 +119,7 @@ class Settings:
     """wall: segments judge time by the wall clock; event: by the event-time watermark (replays)"""
     tick_interval_ms: int = 2000
     backfill_batch: int = 500
-    state_cache_mb: int = 64
+    state_cache_mb: int = 32
     """clean table values kept in memory (stream/state.py), by their encoded size"""
     flush_records: int = 1000
     flush_interval_ms: int = 20

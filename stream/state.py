@@ -87,7 +87,7 @@ def _size(key: bytes, value: Value) -> int:
 
 
 class WriteBack:
-    def __init__(self, cache_bytes: int = 64 << 20, flush_records: int = 1000,
+    def __init__(self, cache_bytes: int = 32 << 20, flush_records: int = 1000,
                  flush_ms: int = 20) -> None:
         self.cache_bytes = cache_bytes
         self.flush_records = flush_records
@@ -203,7 +203,9 @@ class WriteBack:
             topic = changelog_topic(table)
             for key, value in values.items():
                 OUTBOX.changelog(table, topic, p, key, value)
-                self._keep((name, p, key), value)
+                # an exact-size copy: orjson's over-allocated (then shrunk) buffers, kept for
+                # long, fragment the heap (measured: 60 MB cached, 180 MB resident; copied: 63)
+                self._keep((name, p, key), None if value is None else bytes(memoryview(value)))
             written += len(values)
         self.flushes += 1
         self.keys_flushed += written
