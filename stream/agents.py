@@ -41,6 +41,7 @@ from stream.app import (
 from stream.definitions import DefinitionsReader
 from stream.kafka_io import client_config, ensure_topic, watermarks
 from stream.outbox import OUTBOX, DeliveryFailed
+from stream.state import STATE, StateWriteFailed, partition_db
 
 log = logging.getLogger(__name__)
 
@@ -51,58 +52,66 @@ CFG = (identity.load_identity_config(settings.identity_config, N, _limits)
        if settings.identity_config else identity.IdentityConfig(partitions=N, profile_limits=_limits))
 ACTIVATION = (load_activation_config(settings.activation_config) if settings.activation_config
               else ActivationConfig())
+STATE.configure(settings.state_cache_mb << 20, settings.flush_records, settings.flush_interval_ms)
 
 
 class TableStore:
-    """processors.identity.Store over the Faust tables (values are JSON bytes).
+    """processors.identity.Store over the Faust tables (values are JSON bytes), through the
+    write-back state (stream/state.py): reads and writes of a record stay in memory and are
+    written per batch of records.
 
-    Reads go straight to the partition's RocksDB (Table.get would read twice: contains, then
-    get), and the profile bytes read or written while handling one record are kept until the
-    next record, so a record that routes (_arrived) and then applies reads the database once.
+    A profile decoded while handling a record is handed to the next read of the same key once
+    more (the routing check, then the handler), unless it was written in between: one decode
+    per event. Any further read decodes afresh, so a change a processor makes to a profile
+    without writing it back is never seen by a later read.
     """
 
     def __init__(self) -> None:
-        self.seen: dict[bytes, bytes | None] = {}
+        self._lent: dict[bytes, tuple[bytes, Profile]] = {}
 
     def forget(self) -> None:
-        self.seen.clear()
+        """A new record starts (the previous one is done)."""
+        self._lent.clear()
+        STATE.record_done()
 
     def identity(self, key: str) -> str | None:
-        raw = identities.data._get(key.encode())  # type: ignore[attr-defined]
+        raw = STATE.get(identities, key.encode())
         return raw.decode() if raw else None
 
     def set_identity(self, key: str, pid: str) -> None:
-        identities[key.encode()] = pid.encode()
+        STATE.put(identities, key.encode(), pid.encode())
 
     def profile(self, pid: str) -> Profile | None:
         key = pid.encode()
-        if key in self.seen:
-            raw = self.seen[key]
-        else:
-            raw = self.seen[key] = profiles.data._get(key)  # type: ignore[attr-defined]
-        return orjson.loads(raw) if raw else None
+        raw = STATE.get(profiles, key)
+        if not raw:
+            return None
+        lent = self._lent.pop(key, None)
+        if lent is not None and lent[0] is raw:
+            return lent[1]
+        profile: Profile = orjson.loads(raw)
+        self._lent[key] = (raw, profile)
+        return profile
 
     def set_profile(self, pid: str, profile: Profile) -> None:
-        raw = orjson.dumps(profile)
-        profiles[pid.encode()] = raw
-        self.seen[pid.encode()] = raw
+        key = pid.encode()
+        self._lent.pop(key, None)
+        STATE.put(profiles, key, orjson.dumps(profile))
 
     def delete_profile(self, pid: str) -> None:
-        profiles.pop(pid.encode(), None)  # a tombstone on the changelog
-        self.seen[pid.encode()] = None
+        key = pid.encode()
+        self._lent.pop(key, None)
+        STATE.put(profiles, key, None)  # a tombstone on the changelog
 
     def delete_identity(self, key: str) -> None:
-        identities.pop(key.encode(), None)
+        STATE.put(identities, key.encode(), None)
 
     def request(self, rid: str) -> dict[str, Any] | None:
-        raw = meta.get(b"r:" + rid.encode())
+        raw = STATE.get(meta, b"r:" + rid.encode())
         return orjson.loads(raw) if raw else None
 
     def set_request(self, rid: str, state: dict[str, Any] | None) -> None:
-        if state is None:
-            meta.pop(b"r:" + rid.encode(), None)
-        else:
-            meta[b"r:" + rid.encode()] = orjson.dumps(state)
+        STATE.put(meta, b"r:" + rid.encode(), None if state is None else orjson.dumps(state))
 
 
 STORE = TableStore()
@@ -251,7 +260,7 @@ def now_ms(partition: int) -> int:
 
 def stored_clock() -> tuple[int, int]:
     """(watermark, offset of the tick that set it) of the current record's partition."""
-    raw = meta.get(b"w")
+    raw = STATE.get(meta, b"w")
     if not raw:
         return 0, -1
     value = orjson.loads(raw)
@@ -265,7 +274,7 @@ def env_at(now: int) -> identity.Env:
 
 def journey_stats() -> dict[str, Any]:
     """This partition's journey counts: {journey: {step: {metric: n}}} (step "" holds `active`)."""
-    raw = meta.data._get(b"j")  # type: ignore[attr-defined]
+    raw = STATE.get(meta, b"j")
     return orjson.loads(raw) if raw else {}
 
 
@@ -373,18 +382,18 @@ async def settle(fx: identity.Effects) -> None:
     """Write what a call decided besides the profile itself: deadlines, sizes, transitions."""
     for pid, old, new in fx.schedule:
         if old is not None:
-            meta.pop(due_key(old, pid), None)
+            STATE.put(meta, due_key(old, pid), None)
         if new is not None:
-            meta[due_key(new, pid)] = b""
+            STATE.put(meta, due_key(new, pid), b"")
     if any(fx.sizes.values()):  # one key for all segments: a record changes several at once
-        raw = meta.data._get(b"s")  # type: ignore[attr-defined]
+        raw = STATE.get(meta, b"s")
         sizes: dict[str, int] = orjson.loads(raw) if raw else {}
         for segment, delta in fx.sizes.items():
             if delta:
                 sizes[segment] = sizes.get(segment, 0) + delta
-        meta[b"s"] = orjson.dumps(sizes)
+        STATE.put(meta, b"s", orjson.dumps(sizes))
     if any(fx.journey_counts.values()):
-        meta[b"j"] = orjson.dumps(journeys.add_counts(journey_stats(), fx.journey_counts))
+        STATE.put(meta, b"j", orjson.dumps(journeys.add_counts(journey_stats(), fx.journey_counts)))
     for channel, trigger in fx.triggers:
         OUTBOX.send(await activation_topic(channel), trigger["profile_id"].encode(), orjson.dumps(trigger))
         m.TRIGGERS.labels(channel).inc()
@@ -455,23 +464,24 @@ async def on_tick(record: dict[str, Any], msg: Any) -> None:
             # with it, so firing deadlines now could judge a profile before its own events
             return
         if "src" in record:
-            raw = meta.get(b"sw")
+            raw = STATE.get(meta, b"sw")
             sources: dict[str, list[Any]] = orjson.loads(raw) if raw else {}
             for sp, (wm, idle) in record["src"].items():
                 old = sources.get(sp, [None, False])[0]
                 sources[sp] = [wm if old is None else old if wm is None else max(old, wm), idle]
             encoded = orjson.dumps(sources, option=orjson.OPT_SORT_KEYS)
             if encoded != raw:
-                meta[b"sw"] = encoded
+                STATE.put(meta, b"sw", encoded)
             low = low_watermark(sources, int(record.get("of") or N))
             if low is not None and low > now:
                 log.debug("watermark of partition %s: %s (inputs %s)", p, low, sources)
             now = max(now, low or 0)
         WATERMARK[p] = now
-        meta[b"w"] = orjson.dumps([now, msg.offset])
+        STATE.put(meta, b"w", orjson.dumps([now, msg.offset]))
     else:
         now = int(time.time() * 1000)
-    db = meta.data._db_for_partition(p)  # type: ignore[attr-defined]
+    STATE.flush()  # the deadline index is scanned in the database
+    db = partition_db(meta, p)
     due: list[tuple[bytes, int, str]] = []
     for k in db.keys(from_key=b"d"):
         if not k.startswith(b"d") or len(due) >= settings.backfill_batch:
@@ -482,7 +492,7 @@ async def on_tick(record: dict[str, Any], msg: Any) -> None:
         due.append((k, at, k[9:].decode()))
     env = env_at(now)
     for k, at, pid in due:
-        meta.pop(k, None)
+        STATE.put(meta, k, None)
         fx = identity.recheck(pid, STORE, env, f"time:{at}", cfg=CFG)
         m.RECHECKS.labels("time").inc()
         for out_key, out in fx.send:  # an expired profile's erase request
@@ -498,7 +508,8 @@ async def on_backfill(record: dict[str, Any], msg: Any) -> None:
     STORE.forget()
     if record["fp"] != READER.fingerprint:
         return  # definitions changed again: a newer chain does the work
-    db = profiles.data._db_for_partition(p)  # type: ignore[attr-defined]
+    STATE.flush()  # the profiles are listed from the database
+    db = partition_db(profiles, p)
     after = record["after"].encode() if record.get("after") else None
     env = env_at(now_ms(p))
     done = 0
@@ -517,7 +528,7 @@ async def on_backfill(record: dict[str, Any], msg: Any) -> None:
         OUTBOX.send(ROUTED, b"backfill",
                     orjson.dumps({"k": "B", "fp": record["fp"], "after": last.decode()}), p)
     else:
-        meta[b"bv"] = record["fp"].encode()
+        STATE.put(meta, b"bv", record["fp"].encode())
 
 
 async def handle_record(key: str, record: dict[str, Any], msg: Any,
@@ -552,8 +563,7 @@ def active_partitions() -> list[int]:
 
 
 def backfilled(p: int) -> str | None:
-    db = meta.data._dbs.get(p)  # type: ignore[attr-defined]
-    raw = db.get(b"bv") if db is not None else None
+    raw = STATE.peek(meta, p, b"bv")
     return raw.decode() if raw else None
 
 
@@ -592,6 +602,15 @@ async def deliveries() -> None:
     try:
         OUTBOX.poll()
     except DeliveryFailed as e:
+        await platform_failure(e)
+
+
+@app.timer(settings.flush_interval_ms / 1000)
+async def flush_state() -> None:
+    """Changed state is written at least this often when records stop coming (stream/state.py)."""
+    try:
+        STATE.flush_due()
+    except StateWriteFailed as e:
         await platform_failure(e)
 
 

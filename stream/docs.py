@@ -115,6 +115,13 @@ SETTINGS: tuple[Setting, ...] = (
             "worker", "Settings.tick_interval_ms"),
     Setting("TUSK_BACKFILL_BATCH", "500", "profiles re-evaluated per step when a definition changes",
             "worker", "Settings.backfill_batch"),
+    Setting("TUSK_STATE_CACHE_MB", "32", "profiles, identities and bookkeeping kept in memory between "
+            "writes (MiB, by encoded size; least recently used evicted); 0 keeps only unwritten ones",
+            "worker", "Settings.state_cache_mb"),
+    Setting("TUSK_FLUSH_RECORDS", "1000", "changed state is written to RocksDB (one batch per partition) "
+            "and the changelog after at most this many records", "worker", "Settings.flush_records"),
+    Setting("TUSK_FLUSH_INTERVAL", "20ms", "… or after at most this long, and always before an offset "
+            "commit and a rebalance", "worker", "Settings.flush_interval_ms"),
     Setting("TUSK_BLOCK_CACHE_MB", "4", "RocksDB block cache per partition database (MiB)", "worker",
             "Settings.block_cache_mb"),
     Setting("TUSK_WRITE_BUFFER_MB", "2", "RocksDB memtable size per partition database (MiB)", "worker",

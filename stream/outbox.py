@@ -28,6 +28,7 @@ from stream.kafka_io import produce_waiting, producer
 from stream.metrics import RESTORED_IN_BULK
 from stream.restore import restore
 from stream.settings import Settings
+from stream.state import STATE
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +59,14 @@ class Outbox:
             })
 
     def attach(self, app: faust.App) -> None:
-        """Make Faust's flush (before each commit, before a rebalance) drain this producer too."""
+        """Make Faust's flush (before each commit, before a rebalance) write the tables' dirty
+        state (stream/state.py) and drain this producer too."""
         faust_producer = app.producer
         faust_flush = faust_producer.flush
 
         async def flush() -> None:
             await faust_flush()
+            STATE.flush()
             await self.drain()
 
         faust_producer.flush = flush  # type: ignore[method-assign]
@@ -138,6 +141,10 @@ class OutboxTable(faust.Table):  # type: ignore[misc]
 
     async def on_rebalance(self, assigned: set[TP], revoked: set[TP], newly_assigned: set[TP],
                            generation_id: int = 0) -> None:
+        # the write-back state first, while the revoked partitions' databases are still open;
+        # then no cached value survives: a partition kept as a standby is updated by Faust
+        STATE.flush()
+        STATE.drop()
         await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
         settings = OUTBOX.settings
         if settings is None or settings.bulk_restore_ms <= 0:

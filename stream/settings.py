@@ -145,6 +145,11 @@ class Settings:
     """wall: segments judge time by the wall clock; event: by the event-time watermark (replays)"""
     tick_interval_ms: int = 2000
     backfill_batch: int = 500
+    state_cache_mb: int = 32
+    """clean table values kept in memory (stream/state.py), by their encoded size"""
+    flush_records: int = 1000
+    flush_interval_ms: int = 20
+    """dirty state is written (RocksDB batch + changelog) every flush_records records or this often"""
     kafka_extra: dict[str, str] = field(default_factory=dict)
     """librdkafka properties from TUSK_KAFKA_* (stream/kafka_security.py)"""
     predict_config: Path | None = None
@@ -213,6 +218,9 @@ class Settings:
             clock=_choice("TUSK_CLOCK", cls.clock, ("wall", "event")),
             tick_interval_ms=parse_duration_ms(_env("TUSK_TICK_INTERVAL", "2s"), "TUSK_TICK_INTERVAL"),
             backfill_batch=int_env("TUSK_BACKFILL_BATCH", cls.backfill_batch, 1),
+            state_cache_mb=int_env("TUSK_STATE_CACHE_MB", cls.state_cache_mb, 0),
+            flush_records=int_env("TUSK_FLUSH_RECORDS", cls.flush_records, 1),
+            flush_interval_ms=parse_duration_ms(_env("TUSK_FLUSH_INTERVAL", "20ms"), "TUSK_FLUSH_INTERVAL"),
             kafka_extra=extra,
             predict_config=Path(os.environ["TUSK_PREDICT_CONFIG"])
             if os.environ.get("TUSK_PREDICT_CONFIG") else None,

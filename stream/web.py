@@ -20,6 +20,7 @@ from processors.profile import public_view
 from stream import agents
 from stream.app import app, identities, meta, profiles
 from stream.definitions import produce_definition
+from stream.state import STATE
 
 HOP_HEADER = "X-Tusk-Hops"
 MAX_HOPS = 6
@@ -75,7 +76,7 @@ async def fetch_profile(pid: str, hop: int) -> dict[str, Any] | None:
         if owner is not None and hop < MAX_HOPS:
             status, body, _ = await ask(owner, f"/profiles/id/{quote(pid, safe='')}", hop)
             return orjson.loads(body) if status == 200 else None
-        raw = profiles.get(pid.encode())
+        raw = STATE.lookup(profiles, pid.encode())
         if raw is None:
             return None
         profile: dict[str, Any] = orjson.loads(raw)
@@ -110,7 +111,7 @@ class ProfileByIdentifier(View):
             if owner is not None and hop < MAX_HOPS:
                 status, body, ctype = await ask(owner, request.url.path, hop)
                 return self.bytes(body, content_type=ctype, status=status)
-            pid = identities.get(key)
+            pid = STATE.lookup(identities, key)
             profile = await fetch_profile(pid.decode(), hop) if pid else None
         except KeyError:
             return error(self, 503, "not_ready", "partitions are being assigned; try again shortly")
@@ -149,13 +150,10 @@ def local_state() -> dict[str, Any]:
     fp = agents.READER.fingerprint
     done = 0
     for p in mine:
-        db = meta.data._dbs.get(p)  # type: ignore[attr-defined]
-        if db is None:
-            continue
-        for seg, n in orjson.loads(db.get(b"s") or b"{}").items():
+        for seg, n in orjson.loads(STATE.peek(meta, p, b"s") or b"{}").items():
             sizes[seg] = sizes.get(seg, 0) + n
-        done += db.get(b"bv") == fp.encode()
-        flows.append(orjson.loads(db.get(b"j") or b"{}"))
+        done += STATE.peek(meta, p, b"bv") == fp.encode()
+        flows.append(orjson.loads(STATE.peek(meta, p, b"j") or b"{}"))
     return {"partitions": mine, "sizes": sizes, "backfilled": done, "fingerprint": fp,
             "journeys": sum_stats(flows)}
 
