@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -91,31 +92,53 @@ class ProfileById(View):
         try:
             profile = await fetch_profile(profile_id, hops(request))
         except KeyError:
-            return error(self, 503, "not_ready", "partitions are being assigned; try again shortly")
+            return not_ready(self)
         if profile is None:
             return error(self, 404, "not_found", f"no profile with id {profile_id}")
         return json_response(self, profile)
 
 
+@dataclass(frozen=True)
+class Resolved:
+    """An identifier this worker owns: its normalised value and the profile id it points to."""
+
+    normalised: str
+    pid: str | None
+    hop: int
+
+
+async def resolve_identifier(view: View, request: Request, kind: str, value: str) -> Response | Resolved:
+    """A 400 for an invalid identifier or the owner's answer (forwarded the same request path)
+    when another worker owns it; else what it resolves to here. KeyError while assigning."""
+    normalised = normalise(kind, value)
+    if normalised is None:
+        return error(view, 400, "invalid_identifier", f"{value!r} is not a valid {kind}")
+    key = key_of((kind, normalised)).encode()
+    hop = hops(request)
+    owner = owner_of(identities.name, key)
+    if owner is not None and hop < MAX_HOPS:
+        status, body, ctype = await ask(owner, request.url.path, hop)
+        return view.bytes(body, content_type=ctype, status=status)
+    pid = identities.get(key)
+    return Resolved(normalised, pid.decode() if pid else None, hop)
+
+
+def not_ready(view: View) -> Response:
+    return error(view, 503, "not_ready", "partitions are being assigned; try again shortly")
+
+
 @app.page("/profiles/{kind}/{value}")
 class ProfileByIdentifier(View):
     async def get(self, request: Request, kind: str, value: str) -> Response:
-        normalised = normalise(kind, value)
-        if normalised is None:
-            return error(self, 400, "invalid_identifier", f"{value!r} is not a valid {kind}")
-        key = key_of((kind, normalised)).encode()
-        hop = hops(request)
         try:
-            owner = owner_of(identities.name, key)
-            if owner is not None and hop < MAX_HOPS:
-                status, body, ctype = await ask(owner, request.url.path, hop)
-                return self.bytes(body, content_type=ctype, status=status)
-            pid = identities.get(key)
-            profile = await fetch_profile(pid.decode(), hop) if pid else None
+            found = await resolve_identifier(self, request, kind, value)
+            if isinstance(found, Response):
+                return found
+            profile = await fetch_profile(found.pid, found.hop) if found.pid else None
         except KeyError:
-            return error(self, 503, "not_ready", "partitions are being assigned; try again shortly")
+            return not_ready(self)
         if profile is None:
-            return error(self, 404, "not_found", f"no profile has {kind} {normalised!r}")
+            return error(self, 404, "not_found", f"no profile has {kind} {found.normalised!r}")
         return json_response(self, profile)
 
 
