@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -67,6 +68,37 @@ async def ask(owner: URL, path: str, hop: int) -> tuple[int, bytes, str]:
     headers = {HOP_HEADER: str(hop + 1), "Accept": "application/json"}
     async with app.http_client.get(url, headers=headers) as resp:
         return resp.status, await resp.read(), resp.content_type
+
+
+@dataclass(frozen=True)
+class PeerAnswer:
+    """One other worker's answer to a fanned-out request; `failure` when it did not answer."""
+
+    host: str
+    status: int = 0
+    body: bytes = b""
+    failure: Exception | None = None
+
+
+async def ask_peers(request: Request, path: str) -> AsyncIterator[PeerAnswer]:
+    """GET `path` from every other worker of the group, one after the other, as they answer
+    (a caller that stops iterating asks no further worker)."""
+    me = app.conf.canonical_url
+    for host in app.router.tables_metadata():
+        url = URL(host)
+        if (url.host, url.port) == (me.host, me.port):
+            continue
+        try:
+            status, body, _ = await ask(url, path, hops(request))
+        except Exception as e:
+            yield PeerAnswer(host, failure=e)
+            continue
+        yield PeerAnswer(host, status, body)
+
+
+async def gather_ok(request: Request, path: str) -> list[Any]:
+    """The JSON answers of the other workers that answered 200 (the others are left out)."""
+    return [orjson.loads(a.body) async for a in ask_peers(request, path) if a.status == 200]
 
 
 async def fetch_profile(pid: str, hop: int) -> dict[str, Any] | None:
@@ -185,18 +217,7 @@ def local_state() -> dict[str, Any]:
 
 async def cluster_state(request: Request) -> dict[str, Any]:
     """local_state() of every worker in the group, summed."""
-    states = [local_state()]
-    me = app.conf.canonical_url
-    for host in app.router.tables_metadata():
-        url = URL(host)
-        if (url.host, url.port) == (me.host, me.port):
-            continue
-        try:
-            status, body, _ = await ask(url, "/internal/state", hops(request))
-        except Exception:
-            continue
-        if status == 200:
-            states.append(orjson.loads(body))
+    states = [local_state(), *await gather_ok(request, "/internal/state")]
     sizes: dict[str, int] = {}
     for st in states:
         for seg, n in st["sizes"].items():
