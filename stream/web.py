@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -259,7 +259,10 @@ class ComputedTraits(View):
         return json_response(self, {"computed_traits": _listing()["computed_traits"]})
 
 
-async def _put(view: View, request: Request, kind: str, ident: str) -> Response:
+async def put_definition(view: View, request: Request, kind: str, ident: str,
+                         check: Callable[[dict[str, Any]], object]) -> Response:
+    """PUT of a definition: parse the body, `check` it against those in force
+    (DefinitionError → 422), write it to the definitions topic."""
     try:
         body = orjson.loads(await request.read())
     except orjson.JSONDecodeError:
@@ -268,24 +271,37 @@ async def _put(view: View, request: Request, kind: str, ident: str) -> Response:
         return error(view, 400, "id_mismatch", f"the body's id {body.get('id')!r} is not {ident!r}")
     try:
         spec = parse_record(kind, {**body, "id": ident} if isinstance(body, dict) else body)
-        agents.READER.catalog.put(kind, spec)
+        check(spec)
     except DefinitionError as e:
         return error(view, 422, "invalid_definition", str(e))
     await asyncio.to_thread(produce_definition, agents.settings, kind, ident, spec)
     return json_response(view, {"id": ident, "kind": kind, "status": "applied", "definition": spec})
 
 
+async def delete_definition(view: View, kind: str, ident: str, exists: bool,
+                            check: Callable[[], object], in_use: str) -> Response:
+    """DELETE of a definition: 404 unless it `exists`, 409 (`in_use`) when `check` finds
+    others need it, else a tombstone on the definitions topic."""
+    if not exists:
+        return error(view, 404, "not_found", f"no {kind} {ident!r}")
+    try:
+        check()
+    except DefinitionError as e:
+        return error(view, 409, "in_use", f"{ident!r} {in_use}: {e}")
+    await asyncio.to_thread(produce_definition, agents.settings, kind, ident, None)
+    return json_response(view, {"id": ident, "kind": kind, "status": "deleted"})
+
+
+async def _put(view: View, request: Request, kind: str, ident: str) -> Response:
+    return await put_definition(view, request, kind, ident,
+                                lambda spec: agents.READER.catalog.put(kind, spec))
+
+
 async def _delete(view: View, kind: str, ident: str) -> Response:
     cat = agents.READER.catalog
     specs = cat.segment_specs if kind == "segment" else cat.trait_specs
-    if ident not in specs:
-        return error(view, 404, "not_found", f"no {kind} {ident!r}")
-    try:
-        cat.delete(kind, ident)
-    except DefinitionError as e:
-        return error(view, 409, "in_use", f"{ident!r} is still used: {e}")
-    await asyncio.to_thread(produce_definition, agents.settings, kind, ident, None)
-    return json_response(view, {"id": ident, "kind": kind, "status": "deleted"})
+    return await delete_definition(view, kind, ident, ident in specs,
+                                   lambda: cat.delete(kind, ident), "is still used")
 
 
 @app.page("/segments/{ident}")
