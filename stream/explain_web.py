@@ -12,6 +12,7 @@ from stream import agents
 from stream.app import app, profiles
 from stream.web import (
     MAX_HOPS,
+    Resolved,
     ask,
     clock_now,
     error,
@@ -54,7 +55,7 @@ class ExplainByIdentifier(View):
     async def get(self, request: Request, kind: str, value: str) -> Response:
         try:
             found = await resolve_identifier(self, request, kind, value)
-            if isinstance(found, Response):
+            if not isinstance(found, Resolved):  # an answer already (faust's Response is no base class)
                 return found
             if not found.pid:
                 return error(self, 404, "not_found", f"no profile has {kind} {found.normalised!r}")

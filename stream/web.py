@@ -164,7 +164,7 @@ class ProfileByIdentifier(View):
     async def get(self, request: Request, kind: str, value: str) -> Response:
         try:
             found = await resolve_identifier(self, request, kind, value)
-            if isinstance(found, Response):
+            if not isinstance(found, Resolved):  # an answer already (faust's Response is no base class)
                 return found
             profile = await fetch_profile(found.pid, found.hop) if found.pid else None
         except KeyError:
