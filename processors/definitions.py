@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import yaml
 from jsonschema import Draft202012Validator
 
 import schemas
@@ -51,18 +52,28 @@ def load_file(path: str | Path, base: Catalog | None = None) -> tuple[list[dict[
     traits = [dict(t) for t in data.get("computed_traits", [])]
     segments = [dict(s) for s in data.get("segments", [])]
     for section, items in (("computed_traits", traits), ("segments", segments)):
-        seen: dict[str, int] = {}
-        for i, item in enumerate(items):
-            if item["id"] in seen:
-                raise ConfigError(f"{path}:{line_of(root, [section, i, 'id'])}: at {section}[{i}].id: "
-                                  f"expected an id not used above (item {seen[item['id']]}).")
-            seen[item["id"]] = i
+        _positions(path, root, section, items)
     try:
         (base or Catalog()).extended(traits, segments)
     except DefinitionError as e:
-        at = _indexed(e.path, traits, segments)
-        raise ConfigError(f"{path}:{line_of(root, at)}: at {dotted(at)}: expected {e.expected}.") from None
+        raise _error_at(path, root, _indexed(e.path, traits, segments), e.expected) from None
     return traits, segments
+
+
+def _positions(path: str | Path, root: yaml.Node | None, section: str,
+               items: list[dict[str, Any]]) -> dict[str, int]:
+    """id → position of each item of a file's `section`; ConfigError when an id comes twice."""
+    seen: dict[str, int] = {}
+    for i, item in enumerate(items):
+        if item["id"] in seen:
+            raise ConfigError(f"{path}:{line_of(root, [section, i, 'id'])}: at {section}[{i}].id: "
+                              f"expected an id not used above (item {seen[item['id']]}).")
+        seen[item["id"]] = i
+    return seen
+
+
+def _error_at(path: str | Path, root: yaml.Node | None, at: list[Any], expected: str) -> ConfigError:
+    return ConfigError(f"{path}:{line_of(root, at)}: at {dotted(at)}: expected {expected}.")
 
 
 def _indexed(path: list[Any], traits: list[dict[str, Any]], segments: list[dict[str, Any]]) -> list[Any]:
@@ -92,12 +103,7 @@ def load_journeys(path: str | Path, base: Catalog | None = None,
     traits, segments = load_file(path, base)
     data, root = load_yaml_with_nodes(path, "definitions")
     items = [dict(j) for j in data.get("journeys", [])]
-    seen: dict[str, int] = {}
-    for i, item in enumerate(items):
-        if item["id"] in seen:
-            raise ConfigError(f"{path}:{line_of(root, ['journeys', i, 'id'])}: at journeys[{i}].id: "
-                              f"expected an id not used above (item {seen[item['id']]}).")
-        seen[item["id"]] = i
+    seen = _positions(path, root, "journeys", items)
     catalog = (base or Catalog()).extended(traits, segments)
     try:
         Book.build([*(s for k, s in (book or Book()).specs.items() if k not in seen), *items], catalog)
@@ -105,5 +111,5 @@ def load_journeys(path: str | Path, base: Catalog | None = None,
         at = e.path
         if len(at) >= 2 and at[0] == "journeys" and at[1] in seen:
             at = ["journeys", seen[at[1]], *at[2:]]
-        raise ConfigError(f"{path}:{line_of(root, at)}: at {dotted(at)}: expected {e.expected}.") from None
+        raise _error_at(path, root, at, e.expected) from None
     return items

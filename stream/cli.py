@@ -8,6 +8,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -151,10 +152,16 @@ def _current_catalog(settings: Any) -> Any:
     return reader
 
 
-def cmd_segments_apply(args: argparse.Namespace) -> int:
+Batches = list[tuple[str, list[dict[str, Any]]]]
+
+
+def apply_definitions(args: argparse.Namespace,
+                      load: Callable[[Any], Batches]) -> tuple[Any, dict[str, list[dict[str, Any]]]]:
+    """Write a definitions file to the definitions topic: create the topics, read the
+    definitions in force, `load(reader)` the file against them (ConfigError → CliError) as
+    (kind, specs) batches, then produce every spec in that order. (settings, kind → specs)."""
     _set_env(args, COMMON_ENV)
     from processors.config import ConfigError
-    from processors.definitions import load_file
     from stream.definitions import produce_definition
     from stream.kafka_io import ensure_topics
     from stream.settings import Settings
@@ -166,12 +173,64 @@ def cmd_segments_apply(args: argparse.Namespace) -> int:
         raise CliError(f"cannot reach Kafka at {settings.bootstrap} to create topics: {e}") from e
     reader = _current_catalog(settings)
     try:
-        traits, segments = load_file(args.file, base=reader.catalog)
+        batches = load(reader)
     except ConfigError as e:
         raise CliError(str(e)) from None
-    for kind, items in (("computed_trait", traits), ("segment", segments)):
+    for kind, items in batches:
         for spec in items:
             produce_definition(settings, kind, spec["id"], spec)
+    return settings, dict(batches)
+
+
+def in_force_and_live(args: argparse.Namespace, route: str, field: str) -> tuple[Any, dict[str, Any]]:
+    """The definitions in force, and {id: its `field`} of a worker's GET `route` (the list
+    under the route's last name), empty when no worker answers."""
+    _set_env(args, COMMON_ENV)
+    from stream.settings import Settings
+
+    reader = _current_catalog(Settings.from_env())
+    live: dict[str, Any] = {}
+    try:
+        status, body = http_get(args.url.rstrip("/") + route, timeout=5)
+        if status == 200:
+            live = {item["id"]: item.get(field) for item in body[route.rsplit("/", 1)[-1]]}
+    except CliError:
+        pass
+    return reader, live
+
+
+def delete_definition(args: argparse.Namespace, kind: str, exists: Callable[[Any], bool],
+                      check: Callable[[Any], object], in_use: str) -> int:
+    """Tombstone definition `args.id` of `kind` once `check(reader)` (DefinitionError: still
+    `in_use`) allows it."""
+    _set_env(args, COMMON_ENV)
+    from processors.predicates import DefinitionError
+    from stream.definitions import produce_definition
+    from stream.settings import Settings
+
+    settings = Settings.from_env()
+    reader = _current_catalog(settings)
+    label = kind.replace("_", " ")
+    if not exists(reader):
+        raise CliError(f"there is no {label} {args.id!r}.")
+    try:
+        check(reader)
+    except DefinitionError as e:
+        raise CliError(f"{args.id!r} {in_use} ({e}).") from None
+    produce_definition(settings, kind, args.id, None)
+    print(f"deleted {label} {args.id}")
+    return 0
+
+
+def cmd_segments_apply(args: argparse.Namespace) -> int:
+    from processors.definitions import load_file
+
+    def load(reader: Any) -> Batches:
+        traits, segments = load_file(args.file, base=reader.catalog)
+        return [("computed_trait", traits), ("segment", segments)]
+
+    settings, applied = apply_definitions(args, load)
+    traits, segments = applied["computed_trait"], applied["segment"]
     print(f"applied {len(traits)} computed trait(s) and {len(segments)} segment(s) "
           f"to {settings.topics.segments}")
     if segments and not args.no_wait:
@@ -213,18 +272,7 @@ def _follow_backfill(url: str, segments: list[dict[str, Any]], timeout: float) -
 
 
 def cmd_segments_list(args: argparse.Namespace) -> int:
-    _set_env(args, COMMON_ENV)
-    from stream.settings import Settings
-
-    settings = Settings.from_env()
-    reader = _current_catalog(settings)
-    sizes: dict[str, Any] = {}
-    try:
-        status, body = http_get(args.url.rstrip("/") + "/segments", timeout=5)
-        if status == 200:
-            sizes = {s["id"]: s.get("size") for s in body["segments"]}
-    except CliError:
-        pass
+    reader, sizes = in_force_and_live(args, "/segments", "size")
     cat = reader.catalog
     for tid in sorted(cat.trait_specs):
         spec = cat.trait_specs[tid]
@@ -245,24 +293,13 @@ def cmd_segments_list(args: argparse.Namespace) -> int:
 
 
 def cmd_segments_delete(args: argparse.Namespace) -> int:
-    _set_env(args, COMMON_ENV)
-    from processors.predicates import DefinitionError
-    from stream.definitions import produce_definition
-    from stream.settings import Settings
-
-    settings = Settings.from_env()
-    reader = _current_catalog(settings)
     kind = "computed_trait" if args.computed else "segment"
-    specs = reader.catalog.trait_specs if args.computed else reader.catalog.segment_specs
-    if args.id not in specs:
-        raise CliError(f"there is no {kind.replace('_', ' ')} {args.id!r}.")
-    try:
-        reader.catalog.delete(kind, args.id)
-    except DefinitionError as e:
-        raise CliError(f"{args.id!r} is still used by another definition ({e}).") from None
-    produce_definition(settings, kind, args.id, None)
-    print(f"deleted {kind.replace('_', ' ')} {args.id}")
-    return 0
+
+    def exists(reader: Any) -> bool:
+        return args.id in (reader.catalog.trait_specs if args.computed else reader.catalog.segment_specs)
+
+    return delete_definition(args, kind, exists, lambda reader: reader.catalog.delete(kind, args.id),
+                             "is still used by another definition")
 
 
 def cmd_privacy(args: argparse.Namespace) -> int:

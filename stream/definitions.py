@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
@@ -30,54 +30,55 @@ from stream.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def build(records: dict[str, dict[str, Any]], base: Catalog | None = None) -> tuple[Catalog, dict[str, str]]:
-    """A Catalog from topic records (key → value); (catalog, key → why it was skipped)."""
-    catalog = base or Catalog()
+State = TypeVar("State")
+
+
+def add_until_stable(state: State, pending: dict[str, dict[str, Any]],
+                     add: Callable[[State, str, dict[str, Any]], State]) -> tuple[State, dict[str, str]]:
+    """Add each record (key → value, in that order) to `state` with `add`; records may refer to
+    others later in key order, so those refused (DefinitionError) are retried until a pass adds
+    none. (state, key → why it was skipped)."""
+    pending = dict(pending)
     skipped: dict[str, str] = {}
-    pending = dict(sorted((k, v) for k, v in records.items() if not k.startswith(journeys.TOPIC_PREFIX)))
-    # definitions may refer to others that come later in key order: retry until stable
     progress = True
     while pending and progress:
         progress = False
         for key, value in list(pending.items()):
-            kind, ident = parse_topic_key(key)
             try:
-                spec = parse_record(kind, {**value, "id": ident})
-                catalog = catalog.put(kind, spec)
+                state = add(state, key, value)
             except DefinitionError as e:
                 skipped[key] = str(e)
                 continue
             skipped.pop(key, None)
             del pending[key]
             progress = True
-    return catalog, skipped
+    return state, skipped
+
+
+def build(records: dict[str, dict[str, Any]], base: Catalog | None = None) -> tuple[Catalog, dict[str, str]]:
+    """A Catalog from topic records (key → value); (catalog, key → why it was skipped)."""
+    def add(catalog: Catalog, key: str, value: dict[str, Any]) -> Catalog:
+        kind, ident = parse_topic_key(key)
+        return catalog.put(kind, parse_record(kind, {**value, "id": ident}))
+
+    pending = dict(sorted((k, v) for k, v in records.items() if not k.startswith(journeys.TOPIC_PREFIX)))
+    return add_until_stable(base or Catalog(), pending, add)
+
+
+def _journey(key: str, value: dict[str, Any]) -> dict[str, Any]:
+    return parse_record("journey", {**value, "id": key[len(journeys.TOPIC_PREFIX):]})
 
 
 def build_journeys(records: dict[str, dict[str, Any]],
                    catalog: Catalog) -> tuple[journeys.Book, dict[str, str]]:
     """The journeys among topic records, checked against the catalog; (book, key → why skipped)."""
-    book = journeys.Book()
-    skipped: dict[str, str] = {}
     pending = {k: v for k, v in sorted(records.items()) if k.startswith(journeys.TOPIC_PREFIX)}
     try:  # all together first: journeys may move customers to each other
-        return journeys.Book.build([parse_record("journey", {**v, "id": k[len(journeys.TOPIC_PREFIX):]})
-                                    for k, v in pending.items()], catalog), {}
+        return journeys.Book.build([_journey(k, v) for k, v in pending.items()], catalog), {}
     except DefinitionError:
         pass  # find the bad ones one by one
-    progress = True
-    while pending and progress:  # journeys may move customers to journeys later in key order
-        progress = False
-        for key, value in list(pending.items()):
-            try:
-                spec = parse_record("journey", {**value, "id": key[len(journeys.TOPIC_PREFIX):]})
-                book = book.put(spec, catalog)
-            except DefinitionError as e:
-                skipped[key] = str(e)
-                continue
-            skipped.pop(key, None)
-            del pending[key]
-            progress = True
-    return book, skipped
+    return add_until_stable(journeys.Book(), pending,
+                            lambda book, key, value: book.put(_journey(key, value), catalog))
 
 
 def fingerprint(catalog: Catalog) -> str:

@@ -8,10 +8,21 @@ import orjson
 from faust.web import Request, Response, View
 
 from processors.explain import explain
-from processors.identifiers import key_of, normalise
 from stream import agents
-from stream.app import app, identities, profiles
-from stream.web import MAX_HOPS, ask, clock_now, error, hops, json_response, owner_of
+from stream.app import app, profiles
+from stream.state import STATE
+from stream.web import (
+    MAX_HOPS,
+    Resolved,
+    ask,
+    clock_now,
+    error,
+    hops,
+    json_response,
+    not_ready,
+    owner_of,
+    resolve_identifier,
+)
 
 
 async def _explain(view: View, pid: str, hop: int) -> Response:
@@ -21,7 +32,7 @@ async def _explain(view: View, pid: str, hop: int) -> Response:
         if owner is not None and hop < MAX_HOPS:
             status, body, ctype = await ask(owner, f"/profiles/id/{quote(pid, safe='')}/explain", hop)
             return view.bytes(body, content_type=ctype, status=status)
-        raw = profiles.get(pid.encode())
+        raw = STATE.lookup(profiles, pid.encode())  # unflushed state too (stream/state.py)
         if raw is None:
             break
         profile = orjson.loads(raw)
@@ -37,25 +48,18 @@ class ExplainById(View):
         try:
             return await _explain(self, profile_id, hops(request))
         except KeyError:
-            return error(self, 503, "not_ready", "partitions are being assigned; try again shortly")
+            return not_ready(self)
 
 
 @app.page("/profiles/{kind}/{value}/explain")
 class ExplainByIdentifier(View):
     async def get(self, request: Request, kind: str, value: str) -> Response:
-        normalised = normalise(kind, value)
-        if normalised is None:
-            return error(self, 400, "invalid_identifier", f"{value!r} is not a valid {kind}")
-        key = key_of((kind, normalised)).encode()
-        hop = hops(request)
         try:
-            owner = owner_of(identities.name, key)
-            if owner is not None and hop < MAX_HOPS:
-                status, body, ctype = await ask(owner, request.url.path, hop)
-                return self.bytes(body, content_type=ctype, status=status)
-            pid = identities.get(key)
-            if not pid:
-                return error(self, 404, "not_found", f"no profile has {kind} {normalised!r}")
-            return await _explain(self, pid.decode(), hop)
+            found = await resolve_identifier(self, request, kind, value)
+            if not isinstance(found, Resolved):  # an answer already (faust's Response is no base class)
+                return found
+            if not found.pid:
+                return error(self, 404, "not_found", f"no profile has {kind} {found.normalised!r}")
+            return await _explain(self, found.pid, found.hop)
         except KeyError:
-            return error(self, 503, "not_ready", "partitions are being assigned; try again shortly")
+            return not_ready(self)

@@ -6,51 +6,29 @@ import argparse
 import urllib.parse
 from typing import Any
 
-from stream.cli import COMMON_ENV, CliError, _current_catalog, _set_env, http_get
+from stream.cli import Batches, CliError, apply_definitions, delete_definition, http_get, in_force_and_live
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
     """The file's computed traits and segments (journeys read them), then its journeys."""
-    _set_env(args, COMMON_ENV)
-    from processors.config import ConfigError
     from processors.definitions import load_file, load_journeys
-    from stream.definitions import produce_definition
-    from stream.kafka_io import ensure_topics
-    from stream.settings import Settings
 
-    settings = Settings.from_env()
-    try:
-        ensure_topics(settings)
-    except Exception as e:
-        raise CliError(f"cannot reach Kafka at {settings.bootstrap} to create topics: {e}") from e
-    reader = _current_catalog(settings)
-    try:
+    def load(reader: Any) -> Batches:
         traits, segments = load_file(args.file, base=reader.catalog)
         journeys = load_journeys(args.file, base=reader.catalog, book=reader.journeys)
-    except ConfigError as e:
-        raise CliError(str(e)) from None
-    if not journeys:
-        raise CliError(f"{args.file} defines no journeys (a `journeys:` list).")
-    for kind, items in (("computed_trait", traits), ("segment", segments), ("journey", journeys)):
-        for spec in items:
-            produce_definition(settings, kind, spec["id"], spec)
+        if not journeys:
+            raise CliError(f"{args.file} defines no journeys (a `journeys:` list).")
+        return [("computed_trait", traits), ("segment", segments), ("journey", journeys)]
+
+    settings, applied = apply_definitions(args, load)
+    traits, segments, journeys = applied["computed_trait"], applied["segment"], applied["journey"]
     print(f"applied {len(journeys)} journey(s) ({', '.join(j['id'] for j in journeys)}), "
           f"{len(traits)} computed trait(s) and {len(segments)} segment(s) to {settings.topics.segments}")
     return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    _set_env(args, COMMON_ENV)
-    from stream.settings import Settings
-
-    reader = _current_catalog(Settings.from_env())
-    live: dict[str, Any] = {}
-    try:
-        status, body = http_get(args.url.rstrip("/") + "/journeys", timeout=5)
-        if status == 200:
-            live = {j["id"]: j.get("active") for j in body["journeys"]}
-    except CliError:
-        pass
+    reader, live = in_force_and_live(args, "/journeys", "active")
     for jid, spec in reader.journeys.specs.items():
         active = f"  ({live[jid]} in it)" if live.get(jid) is not None else ""
         steps = " → ".join(str(s["id"]) for s in spec["steps"])
@@ -62,22 +40,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    _set_env(args, COMMON_ENV)
-    from processors.predicates import DefinitionError
-    from stream.definitions import produce_definition
-    from stream.settings import Settings
-
-    settings = Settings.from_env()
-    reader = _current_catalog(settings)
-    if args.id not in reader.journeys.specs:
-        raise CliError(f"there is no journey {args.id!r}.")
-    try:
-        reader.journeys.delete(args.id, reader.catalog)
-    except DefinitionError as e:
-        raise CliError(f"{args.id!r} is still the target of a move ({e}).") from None
-    produce_definition(settings, "journey", args.id, None)
-    print(f"deleted journey {args.id}")
-    return 0
+    return delete_definition(args, "journey", lambda reader: args.id in reader.journeys.specs,
+                             lambda reader: reader.journeys.delete(args.id, reader.catalog),
+                             "is still the target of a move")
 
 
 def cmd_show(args: argparse.Namespace) -> int:

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-
-import orjson
 from faust.web import Request, Response, View
 
-from processors.definitions import parse_record
 from processors.journeys import funnel
-from processors.predicates import DefinitionError
 from stream import agents
 from stream.app import app
-from stream.definitions import produce_definition
-from stream.web import cluster_state, error, json_response
+from stream.web import cluster_state, delete_definition, error, json_response, put_definition
 
 
 @app.page("/journeys")
@@ -36,27 +30,12 @@ class Journey(View):
         return json_response(self, {**funnel(spec, state["journeys"]), "workers": state["workers"]})
 
     async def put(self, request: Request, ident: str) -> Response:
-        try:
-            body = orjson.loads(await request.read())
-        except orjson.JSONDecodeError:
-            return error(self, 400, "invalid_json", "the body is not JSON")
-        if isinstance(body, dict) and body.get("id", ident) != ident:
-            return error(self, 400, "id_mismatch", f"the body's id {body.get('id')!r} is not {ident!r}")
-        try:
-            spec = parse_record("journey", {**body, "id": ident} if isinstance(body, dict) else body)
-            agents.READER.journeys.put(spec, agents.READER.catalog)
-        except DefinitionError as e:
-            return error(self, 422, "invalid_definition", str(e))
-        await asyncio.to_thread(produce_definition, agents.settings, "journey", ident, spec)
-        return json_response(self, {"id": ident, "kind": "journey", "status": "applied", "definition": spec})
+        reader = agents.READER
+        return await put_definition(self, request, "journey", ident,
+                                    lambda spec: reader.journeys.put(spec, reader.catalog))
 
     async def delete(self, request: Request, ident: str) -> Response:
         reader = agents.READER
-        if ident not in reader.journeys.specs:
-            return error(self, 404, "not_found", f"no journey {ident!r}")
-        try:
-            reader.journeys.delete(ident, reader.catalog)
-        except DefinitionError as e:
-            return error(self, 409, "in_use", f"{ident!r} is still the target of a move: {e}")
-        await asyncio.to_thread(produce_definition, agents.settings, "journey", ident, None)
-        return json_response(self, {"id": ident, "kind": "journey", "status": "deleted"})
+        return await delete_definition(self, "journey", ident, ident in reader.journeys.specs,
+                                       lambda: reader.journeys.delete(ident, reader.catalog),
+                                       "is still the target of a move")

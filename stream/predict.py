@@ -13,11 +13,10 @@ from typing import Any
 
 import orjson
 from faust.web import Request
-from yarl import URL
 
 from processors import rfm
 from stream import agents
-from stream.app import app, profiles
+from stream.app import profiles
 
 
 def _scan(partitions: list[int], as_of_day: int) -> list[list[Any]]:
@@ -58,22 +57,16 @@ class Incomplete(RuntimeError):
 
 async def cluster_summaries(request: Request, until: str | None) -> dict[str, Any]:
     """Every customer's summary as of one day (ValueError: bad date; Incomplete: not all there)."""
-    from stream.web import ask, hops
+    from stream.web import ask_peers
 
     day = as_of(until)  # one as-of day for every worker; a bad date is refused before asking
     parts = [await local_summaries(_iso_day(day))]
-    me = app.conf.canonical_url
-    for host in app.router.tables_metadata():
-        url = URL(host)
-        if (url.host, url.port) == (me.host, me.port):
-            continue
-        try:
-            status, body, _ = await ask(url, f"/internal/rfm/{_iso_day(day)}", hops(request))
-        except Exception as e:
-            raise Incomplete(f"worker {host} does not answer ({e})") from e
-        if status != 200:
-            raise Incomplete(f"worker {host} answered {status}")
-        parts.append(orjson.loads(body))
+    async for answer in ask_peers(request, f"/internal/rfm/{_iso_day(day)}"):
+        if answer.failure is not None:
+            raise Incomplete(f"worker {answer.host} does not answer ({answer.failure})") from answer.failure
+        if answer.status != 200:
+            raise Incomplete(f"worker {answer.host} answered {answer.status}")
+        parts.append(orjson.loads(answer.body))
     covered = {p for part in parts for p in part["partitions"]}
     missing = sorted(set(range(agents.N)) - covered)
     if missing:

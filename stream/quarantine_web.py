@@ -11,14 +11,13 @@ from typing import Any
 
 import orjson
 from faust.web import Request, Response, View
-from yarl import URL
 
 from processors import quarantine
 from processors.identifiers import key_of, normalise, parse_key
 from processors.partitioning import partition_for
 from stream import agents
 from stream.app import app, meta
-from stream.web import ask, error, hops, json_response
+from stream.web import error, gather_ok, json_response
 
 _PREFIX = b"r:" + quarantine.PREFIX.encode()
 
@@ -64,17 +63,8 @@ class InternalQuarantine(View):
 class Quarantine(View):
     async def get(self, request: Request) -> Response:
         found = local_quarantine()
-        me = app.conf.canonical_url
-        for host in app.router.tables_metadata():
-            url = URL(host)
-            if (url.host, url.port) == (me.host, me.port):
-                continue
-            try:
-                status, body, _ = await ask(url, "/internal/quarantine", hops(request))
-            except Exception:
-                continue
-            if status == 200:
-                found.extend(orjson.loads(body))
+        for answer in await gather_ok(request, "/internal/quarantine"):
+            found.extend(answer)
         found.sort(key=lambda r: (r["type"], r["value"]))
         return json_response(self, {"quarantined": found})
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -69,6 +71,37 @@ async def ask(owner: URL, path: str, hop: int) -> tuple[int, bytes, str]:
         return resp.status, await resp.read(), resp.content_type
 
 
+@dataclass(frozen=True)
+class PeerAnswer:
+    """One other worker's answer to a fanned-out request; `failure` when it did not answer."""
+
+    host: str
+    status: int = 0
+    body: bytes = b""
+    failure: Exception | None = None
+
+
+async def ask_peers(request: Request, path: str) -> AsyncIterator[PeerAnswer]:
+    """GET `path` from every other worker of the group, one after the other, as they answer
+    (a caller that stops iterating asks no further worker)."""
+    me = app.conf.canonical_url
+    for host in app.router.tables_metadata():
+        url = URL(host)
+        if (url.host, url.port) == (me.host, me.port):
+            continue
+        try:
+            status, body, _ = await ask(url, path, hops(request))
+        except Exception as e:
+            yield PeerAnswer(host, failure=e)
+            continue
+        yield PeerAnswer(host, status, body)
+
+
+async def gather_ok(request: Request, path: str) -> list[Any]:
+    """The JSON answers of the other workers that answered 200 (the others are left out)."""
+    return [orjson.loads(a.body) async for a in ask_peers(request, path) if a.status == 200]
+
+
 async def fetch_profile(pid: str, hop: int) -> dict[str, Any] | None:
     """The live profile `pid` resolves to, following merge redirects across workers."""
     for _ in range(MAX_HOPS):
@@ -92,31 +125,53 @@ class ProfileById(View):
         try:
             profile = await fetch_profile(profile_id, hops(request))
         except KeyError:
-            return error(self, 503, "not_ready", "partitions are being assigned; try again shortly")
+            return not_ready(self)
         if profile is None:
             return error(self, 404, "not_found", f"no profile with id {profile_id}")
         return json_response(self, profile)
 
 
+@dataclass(frozen=True)
+class Resolved:
+    """An identifier this worker owns: its normalised value and the profile id it points to."""
+
+    normalised: str
+    pid: str | None
+    hop: int
+
+
+async def resolve_identifier(view: View, request: Request, kind: str, value: str) -> Response | Resolved:
+    """A 400 for an invalid identifier or the owner's answer (forwarded the same request path)
+    when another worker owns it; else what it resolves to here. KeyError while assigning."""
+    normalised = normalise(kind, value)
+    if normalised is None:
+        return error(view, 400, "invalid_identifier", f"{value!r} is not a valid {kind}")
+    key = key_of((kind, normalised)).encode()
+    hop = hops(request)
+    owner = owner_of(identities.name, key)
+    if owner is not None and hop < MAX_HOPS:
+        status, body, ctype = await ask(owner, request.url.path, hop)
+        return view.bytes(body, content_type=ctype, status=status)
+    pid = STATE.lookup(identities, key)  # unflushed state too (stream/state.py)
+    return Resolved(normalised, pid.decode() if pid else None, hop)
+
+
+def not_ready(view: View) -> Response:
+    return error(view, 503, "not_ready", "partitions are being assigned; try again shortly")
+
+
 @app.page("/profiles/{kind}/{value}")
 class ProfileByIdentifier(View):
     async def get(self, request: Request, kind: str, value: str) -> Response:
-        normalised = normalise(kind, value)
-        if normalised is None:
-            return error(self, 400, "invalid_identifier", f"{value!r} is not a valid {kind}")
-        key = key_of((kind, normalised)).encode()
-        hop = hops(request)
         try:
-            owner = owner_of(identities.name, key)
-            if owner is not None and hop < MAX_HOPS:
-                status, body, ctype = await ask(owner, request.url.path, hop)
-                return self.bytes(body, content_type=ctype, status=status)
-            pid = STATE.lookup(identities, key)
-            profile = await fetch_profile(pid.decode(), hop) if pid else None
+            found = await resolve_identifier(self, request, kind, value)
+            if not isinstance(found, Resolved):  # an answer already (faust's Response is no base class)
+                return found
+            profile = await fetch_profile(found.pid, found.hop) if found.pid else None
         except KeyError:
-            return error(self, 503, "not_ready", "partitions are being assigned; try again shortly")
+            return not_ready(self)
         if profile is None:
-            return error(self, 404, "not_found", f"no profile has {kind} {normalised!r}")
+            return error(self, 404, "not_found", f"no profile has {kind} {found.normalised!r}")
         return json_response(self, profile)
 
 
@@ -160,18 +215,7 @@ def local_state() -> dict[str, Any]:
 
 async def cluster_state(request: Request) -> dict[str, Any]:
     """local_state() of every worker in the group, summed."""
-    states = [local_state()]
-    me = app.conf.canonical_url
-    for host in app.router.tables_metadata():
-        url = URL(host)
-        if (url.host, url.port) == (me.host, me.port):
-            continue
-        try:
-            status, body, _ = await ask(url, "/internal/state", hops(request))
-        except Exception:
-            continue
-        if status == 200:
-            states.append(orjson.loads(body))
+    states = [local_state(), *await gather_ok(request, "/internal/state")]
     sizes: dict[str, int] = {}
     for st in states:
         for seg, n in st["sizes"].items():
@@ -213,7 +257,10 @@ class ComputedTraits(View):
         return json_response(self, {"computed_traits": _listing()["computed_traits"]})
 
 
-async def _put(view: View, request: Request, kind: str, ident: str) -> Response:
+async def put_definition(view: View, request: Request, kind: str, ident: str,
+                         check: Callable[[dict[str, Any]], object]) -> Response:
+    """PUT of a definition: parse the body, `check` it against those in force
+    (DefinitionError → 422), write it to the definitions topic."""
     try:
         body = orjson.loads(await request.read())
     except orjson.JSONDecodeError:
@@ -222,24 +269,37 @@ async def _put(view: View, request: Request, kind: str, ident: str) -> Response:
         return error(view, 400, "id_mismatch", f"the body's id {body.get('id')!r} is not {ident!r}")
     try:
         spec = parse_record(kind, {**body, "id": ident} if isinstance(body, dict) else body)
-        agents.READER.catalog.put(kind, spec)
+        check(spec)
     except DefinitionError as e:
         return error(view, 422, "invalid_definition", str(e))
     await asyncio.to_thread(produce_definition, agents.settings, kind, ident, spec)
     return json_response(view, {"id": ident, "kind": kind, "status": "applied", "definition": spec})
 
 
+async def delete_definition(view: View, kind: str, ident: str, exists: bool,
+                            check: Callable[[], object], in_use: str) -> Response:
+    """DELETE of a definition: 404 unless it `exists`, 409 (`in_use`) when `check` finds
+    others need it, else a tombstone on the definitions topic."""
+    if not exists:
+        return error(view, 404, "not_found", f"no {kind} {ident!r}")
+    try:
+        check()
+    except DefinitionError as e:
+        return error(view, 409, "in_use", f"{ident!r} {in_use}: {e}")
+    await asyncio.to_thread(produce_definition, agents.settings, kind, ident, None)
+    return json_response(view, {"id": ident, "kind": kind, "status": "deleted"})
+
+
+async def _put(view: View, request: Request, kind: str, ident: str) -> Response:
+    return await put_definition(view, request, kind, ident,
+                                lambda spec: agents.READER.catalog.put(kind, spec))
+
+
 async def _delete(view: View, kind: str, ident: str) -> Response:
     cat = agents.READER.catalog
     specs = cat.segment_specs if kind == "segment" else cat.trait_specs
-    if ident not in specs:
-        return error(view, 404, "not_found", f"no {kind} {ident!r}")
-    try:
-        cat.delete(kind, ident)
-    except DefinitionError as e:
-        return error(view, 409, "in_use", f"{ident!r} is still used: {e}")
-    await asyncio.to_thread(produce_definition, agents.settings, kind, ident, None)
-    return json_response(view, {"id": ident, "kind": kind, "status": "deleted"})
+    return await delete_definition(view, kind, ident, ident in specs,
+                                   lambda: cat.delete(kind, ident), "is still used")
 
 
 @app.page("/segments/{ident}")
