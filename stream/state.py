@@ -189,9 +189,11 @@ class WriteBack:
         for i, ((name, p), values) in enumerate(items):
             table = self._tables[name]
             batch = rocksdict.WriteBatch(raw_mode=True)
+            deleted = False
             for key, value in values.items():
                 if value is None:
                     batch.delete(key)
+                    deleted = True
                 else:
                     batch.put(key, value)
             try:
@@ -200,6 +202,10 @@ class WriteBack:
                 self._dirty = dict(items[i:])
                 self._dirty_since = time.monotonic()
                 raise StateWriteFailed(f"writing {len(values)} keys of {name}[{p}]: {e!r}") from e
+            if deleted:  # erased values leave the database files too (stream/erasure.py purges it)
+                from stream.erasure import mark
+
+                mark(table.data, p)
             topic = changelog_topic(table)
             for key, value in values.items():
                 OUTBOX.changelog(table, topic, p, key, value)
