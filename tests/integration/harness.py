@@ -89,6 +89,35 @@ class Deployment:
         self.workers.append(w)
         return w.start(wait)
 
+    def wait_balanced(self, timeout: float = 120.0, quiet: float = 4.0) -> None:
+        """Until the live workers have settled: each one recovered (/health 200), the partitions
+        split among them (each active on exactly one; every worker owns one when there are as many
+        partitions), and that split unchanged for `quiet` seconds (a joining worker may not have
+        triggered its rebalance yet)."""
+        n = self.settings.partitions
+        live = [w for w in self.workers if w.proc is not None and w.proc.poll() is None]
+        seen: list[Any] = [None, 0.0]
+
+        def split() -> tuple[tuple[int, ...], ...] | None:
+            owned = []
+            for w in live:
+                status, body = w.get("/health")
+                if status != 200:
+                    return None
+                owned.append(tuple(body.get("partitions", [])))
+            if sorted(p for ps in owned for p in ps) != list(range(n)):
+                return None
+            return tuple(owned) if n < len(live) or all(owned) else None
+
+        def settled() -> bool:
+            now = split()
+            if now is None or now != seen[0]:
+                seen[:] = [now, time.monotonic()]
+                return False
+            return time.monotonic() - seen[1] >= quiet
+
+        wait_for(settled, timeout, f"{n} partitions split among the live workers, all recovered")
+
     def produce(self, lines: list[bytes]) -> int:
         counts = produce_lines(self.settings, lines, self.settings.topics.touchpoints)
         assert counts["failed"] == 0, counts

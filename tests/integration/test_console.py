@@ -129,11 +129,7 @@ def test_api_token(stack: Stack) -> None:
     w1 = d.add_worker()
     workers = [w, w1]
 
-    def split() -> bool:
-        parts = [set(x.partitions()) for x in workers]
-        return all(parts) and sorted(parts[0] | parts[1]) == [0, 1, 2, 3] and not parts[0] & parts[1]
-
-    wait_for(split, 120, "both workers own partitions")
+    d.wait_balanced(120)
 
     def consistent() -> bool:
         for x in workers:

@@ -159,9 +159,10 @@ def test_erased_person_leaves_no_byte_on_broker_or_worker_disks(own_broker: tupl
         # two more workers: partitions move (without standbys, a copy is left behind on the first
         # worker's disk), or standbys hold copies of their own
         workers += [d.add_worker(), d.add_worker()]
+        d.wait_balanced(180)  # three workers, and standbys, on a loaded machine: rebalances take a while
 
-        out = subprocess.run([*cli, "privacy", "erase", "email:Zelphinia.Q@example.org"], env=env,
-                             capture_output=True, text=True, timeout=120)
+        out = subprocess.run([*cli, "privacy", "erase", "email:Zelphinia.Q@example.org", "--timeout", "120"],
+                             env=env, capture_output=True, text=True, timeout=180)
         assert out.returncode == 0, out.stderr
         result = orjson.loads(out.stdout)
         assert result["status"] == "done" and result["identifiers"] == 7, result

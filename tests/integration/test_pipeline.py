@@ -132,17 +132,7 @@ def test_malformed_inputs_land_in_dlq_while_valid_ones_flow(deployment: Deployme
 def test_two_workers_share_partitions_and_answer_for_each_other(deployment: Deployment) -> None:
     a = deployment.add_worker()
     b = deployment.add_worker()
-    n = deployment.settings.partitions
-    deadline_ok = False
-    for _ in range(120):
-        pa, pb = set(a.partitions()), set(b.partitions())
-        if pa and pb and not pa & pb and pa | pb == set(range(n)):
-            deadline_ok = True
-            break
-        import time
-
-        time.sleep(0.5)
-    assert deadline_ok, (a.partitions(), b.partitions())
+    deployment.wait_balanced(60)
     users = [f"user-{i}" for i in range(40)]
     sent = deployment.produce([
         track(f"m-{u}-{k}", u, f"2024-05-0{k + 1}T10:00:00Z", "Product Viewed", k=k)
