@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup browser run test chaos bench lint kafka-up kafka-down clean
+.PHONY: setup browser run test test-slow chaos bench lint kafka-up kafka-down clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,9 @@ browser:                       ## Debian's Chromium for the console's browser te
 	  else \
 	    echo "no chromium (as root: apt-get install chromium): the console's browser test will be skipped"; \
 	  fi; }
+
+test-slow: setup               ## the variants kept out of `make test` for its time (other SASL mechanism, no standbys, ...)
+	$(BIN)/python -m pytest -q -m slow
 
 chaos: setup                   ## fault injection on real workers and broker (kill -9, broker restart, rebalance)
 	$(BIN)/python -m pytest -q -s -m chaos tests/chaos

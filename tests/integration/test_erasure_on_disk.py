@@ -107,7 +107,8 @@ def own_broker(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         broker.stop()
 
 
-@pytest.mark.parametrize("standbys", ["0", "1"])
+# without standbys (copies left behind by moved partitions): in `make test-slow` only
+@pytest.mark.parametrize("standbys", [pytest.param("0", marks=pytest.mark.slow), "1"])
 def test_erased_person_leaves_no_byte_on_broker_or_worker_disks(own_broker: tuple[str, Path], tmp_path: Path,
                                                                 standbys: str) -> None:
     bootstrap, data = own_broker

@@ -50,7 +50,7 @@ def multi_device_stream(people: int, seed: int) -> tuple[list[bytes], list[list[
     return [records[i] for i in order], [keys[i] for i in order]
 
 
-@pytest.mark.parametrize("partitions,workers", [(1, 1), (3, 2), (8, 2)])
+@pytest.mark.parametrize("partitions,workers", [(1, 1), pytest.param(3, 2, marks=pytest.mark.slow), (8, 2)])
 def test_profiles_are_the_connected_components(tusk_env: TuskEnv, tmp_path: Any, partitions: int,
                                                workers: int) -> None:
     env = {**tusk_env, "TUSK_PARTITIONS": str(partitions)}

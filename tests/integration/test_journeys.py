@@ -40,7 +40,9 @@ def histories(customers: int, seed: int) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-@pytest.mark.parametrize("killed", [True, False], ids=["worker-killed", "no-failure"])
+# the killed run asserts all the undisturbed one does: that one is in `make test-slow` only
+@pytest.mark.parametrize("killed", [True, pytest.param(False, marks=pytest.mark.slow)],
+                         ids=["worker-killed", "no-failure"])
 def test_journeys_on_real_workers_match_the_simulation(tusk_env: TuskEnv, tmp_path: Path,
                                                        killed: bool) -> None:
     env = {**tusk_env, "TUSK_CLOCK": "event", "TUSK_TICK_INTERVAL": "300ms", "TUSK_PARTITIONS": "4"}

@@ -94,7 +94,9 @@ class Secured:
         return f"refused the login ({self.kind}", "TUSK_KAFKA_SASL_PASSWORD"
 
 
-@pytest.fixture(scope="module", params=["SASL_PLAINTEXT", "SASL_SSL", "OAUTHBEARER"])
+# SCRAM in the clear is SASL_SSL's path without TLS: in `make test-slow` only
+@pytest.fixture(scope="module", params=[pytest.param("SASL_PLAINTEXT", marks=pytest.mark.slow), "SASL_SSL",
+                                        "OAUTHBEARER"])
 def secured(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
     """SCRAM-SHA-256 in the clear; SCRAM-SHA-512 over TLS (a CA made for the broker, the clients
     verify its certificate and host name); OAUTHBEARER with tokens from an OIDC token endpoint."""
