@@ -1,4 +1,5 @@
-"""GET /profiles/{type}/{value}/explain and /profiles/id/{profile_id}/explain (processors/profile/explain.py)."""
+"""GET /profiles/{type}/{value}/explain and /profiles/id/{profile_id}/explain
+(processors/profile/explain.py)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Baseline Faust apps for `make bench`: the same events, the least work.
 
     python -m stream.bench.apps bare   TOPIC   # count events, nothing else (stock Faust)
-    python -m stream.bench.apps bare-patched TOPIC   # the same with Tusk's drain (stream/runtime/faust_adapter.py)
+    python -m stream.bench.apps bare-patched TOPIC   # the same with Tusk's drain
+                                                     #   (stream/runtime/faust_adapter.py)
     python -m stream.bench.apps naive  TOPIC   # one table read + JSON update + write per event
 
 Each writes "<events> <monotonic seconds>" to $BENCH_PROGRESS once a second.

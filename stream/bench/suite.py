@@ -274,7 +274,8 @@ def failover(run: Run, standby: bool) -> float:
     extra = {"TUSK_STANDBY_REPLICAS": "1" if standby else "0"}
     tag = "standby" if standby else "plain"
     # restoring a large state takes longer than a start-up: wait for it below, not in start()
-    _, url = run.start(["stream.cli.commands", "worker"], f"{tag}-a-{uuid.uuid4().hex[:4]}", wait=False, extra=extra)
+    _, url = run.start(["stream.cli.commands", "worker"], f"{tag}-a-{uuid.uuid4().hex[:4]}", wait=False,
+                       extra=extra)
     b, url_b = run.start(["stream.cli.commands", "worker"], f"{tag}-b-{uuid.uuid4().hex[:4]}", wait=False,
                          extra=extra)
     deadline = time.monotonic() + 3600

@@ -137,7 +137,8 @@ class Settings:
     retention_ms: int = 105 * 7 * 86_400_000
     profile_ttl_ms: int | None = None
     erase_within_ms: int = 7 * 86_400_000
-    """TUSK_ERASE_WITHIN: the broker's copies of erased data are gone within this (stream/kafka/topic_configs.py)"""
+    """TUSK_ERASE_WITHIN: the broker's copies of erased data are gone within this
+    (stream/kafka/topic_configs.py)"""
     topic_retention_ms: dict[str, int] = field(default_factory=dict)
     """TUSK_<KIND>_RETENTION as given, by topic kind (defaults: topic_configs.RETENTION_DEFAULTS)"""
     activation_config: Path | None = None

@@ -47,8 +47,8 @@ def test_journeys_on_real_workers_match_the_simulation(tusk_env: TuskEnv, tmp_pa
     d = Deployment(env, tmp_path)
     defs = tmp_path / "journeys.yaml"
     defs.write_text(DEFS)
-    done = subprocess.run([sys.executable, "-m", "stream.cli.commands", "journeys", "apply", str(defs)], env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-m", "stream.cli.commands", "journeys", "apply", str(defs)],
+                          env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     people = histories(40, seed=5)
     split = T0 + 12 * DAY  # the journey is edited once every event up to here is handled
@@ -112,8 +112,8 @@ def test_journeys_on_real_workers_match_the_simulation(tusk_env: TuskEnv, tmp_pa
         settled()
         edited = tmp_path / "edited.yaml"
         edited.write_text(orjson.dumps(EDITED).decode())  # JSON is YAML
-        done = subprocess.run([sys.executable, "-m", "stream.cli.commands", "journeys", "apply", str(edited)], env=env,
-                              capture_output=True, text=True, timeout=120)
+        done = subprocess.run([sys.executable, "-m", "stream.cli.commands", "journeys", "apply", str(edited)],
+                              env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         wait_for(lambda: any(s["step"] == "wait_1d" for s in w1.get("/journeys/onboarding")[1]["steps_live"]),
                  60, "the edit on the worker")

@@ -56,7 +56,8 @@ def test_every_setting_read_is_declared() -> None:
     for name, where in sorted(read.items()):
         assert not name.endswith("_"), (
             f"{where} builds variable names from {name!r}: add Setting({name + '<WHAT>'!r}, ...) to "
-            f"SETTINGS in stream/cli/docs.py, saying what <WHAT> stands for, then run python -m stream.cli.docs.")
+            f"SETTINGS in stream/cli/docs.py, saying what <WHAT> stands for, then run "
+            f"python -m stream.cli.docs.")
         assert name in declared, (
             f"{name} is read in {where} but not documented: add Setting({name!r}, \"<default>\", "
             f"\"<meaning>\", \"<worker|collector|CLI>\", \"Settings.<field>\" or None) to SETTINGS in "
@@ -81,5 +82,6 @@ def test_documented_defaults_are_the_real_ones(setting: object, monkeypatch: pyt
 
     real = value()
     monkeypatch.setenv(s.name, s.default)
-    assert value() == real, (f"SETTINGS in stream/cli/docs.py documents {s.name}={s.default!r} as the default, "
+    assert value() == real, (f"SETTINGS in stream/cli/docs.py documents {s.name}={s.default!r} as the "
+                             f"default, "
                              f"but the default of {s.field} is {real!r}: correct one of them.")
