@@ -3,7 +3,7 @@
 Each worker reads the profiles of its active partitions from RocksDB
 (GET /internal/rfm/{day}); any worker gathers them all (GET /predict/summaries) and
 refuses to answer when some partition is not covered (a fit on part of the
-customers would be silently wrong).
+customers would be silently wrong). GET /predict/model answers the fitted model in force.
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ import asyncio
 from typing import Any
 
 import orjson
-from faust.web import Request
+from faust.web import Request, Response, View
 
 from processors.predict import rfm
+from stream.api.web import ask_peers, clock_now, error, json_response
 from stream.runtime import agents
-from stream.runtime.app import profiles
+from stream.runtime.app import app, profiles
 
 
 def _scan(partitions: list[int], as_of_day: int) -> list[list[Any]]:
@@ -38,8 +39,6 @@ def _scan(partitions: list[int], as_of_day: int) -> list[list[Any]]:
 def as_of(until: str | None) -> int:
     if until:
         return rfm.parse_day(until)
-    from stream.api.web import clock_now
-
     return rfm.day_of(clock_now())
 
 
@@ -57,8 +56,6 @@ class Incomplete(RuntimeError):
 
 async def cluster_summaries(request: Request, until: str | None) -> dict[str, Any]:
     """Every customer's summary as of one day (ValueError: bad date; Incomplete: not all there)."""
-    from stream.api.web import ask_peers
-
     day = as_of(until)  # one as-of day for every worker; a bad date is refused before asking
     parts = [await local_summaries(_iso_day(day))]
     async for answer in ask_peers(request, f"/internal/rfm/{_iso_day(day)}"):
@@ -79,3 +76,39 @@ def _iso_day(day: int) -> str:
     from datetime import date, timedelta
 
     return (date(1970, 1, 1) + timedelta(days=day)).isoformat()
+
+
+# --- predictions: every customer's purchase summary, for `tusk predict fit` ------------------
+
+
+@app.page("/internal/rfm/{until}")
+class InternalRfm(View):
+    async def get(self, request: Request, until: str) -> Response:
+        try:
+            return json_response(self, await local_summaries(until))
+        except ValueError as e:
+            return error(self, 400, "invalid_request", str(e))
+
+
+@app.page("/predict/summaries")
+class PredictSummaries(View):
+    """Every customer's summary as of ?until=DATE (default: now), gathered from every worker."""
+
+    async def get(self, request: Request) -> Response:
+        try:
+            return json_response(self, await cluster_summaries(request, request.query.get("until")))
+        except ValueError as e:
+            return error(self, 400, "invalid_request", str(e))
+        except Incomplete as e:
+            return error(self, 503, "not_ready", str(e))
+
+
+@app.page("/predict/model")
+class PredictModel(View):
+    """The fitted model in force (as `tusk predict fit` published it), 404 before any fit."""
+
+    async def get(self, request: Request) -> Response:
+        record = agents.READER.records.get("predict:model")
+        if record is None or agents.READER.catalog.predict.model is None:
+            return error(self, 404, "not_found", "no model yet: run `tusk predict fit`")
+        return json_response(self, record)

@@ -41,7 +41,7 @@ from processors.segments.definitions import load_file
 from stream.bench.purchases import cdnow_events
 from stream.bench.seed import seed
 from stream.bench.segments import EXAMPLES, segment_variants
-from stream.cli.commands import http_get
+from stream.cli.base import http_get
 from stream.demo.session import load_launcher, metrics, stop_process, wait_healthy
 from stream.demo.synthetic import shop_stream
 from stream.ingest.produce import produce_lines

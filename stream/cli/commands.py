@@ -8,30 +8,25 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-
-class CliError(Exception):
-    """A sentence for the person at the terminal."""
-
-
-def _set_env(args: argparse.Namespace, names: dict[str, str]) -> None:
-    for attr, env in names.items():
-        value = getattr(args, attr, None)
-        if value is not None:
-            os.environ[env] = str(value)
-
-
-COMMON_ENV = {"bootstrap": "KAFKA_BOOTSTRAP_SERVERS", "prefix": "TUSK_TOPIC_PREFIX",
-              "partitions": "TUSK_PARTITIONS", "app_id": "TUSK_APP_ID"}
+from stream.cli.base import (
+    COMMON_ENV,
+    Batches,
+    CliError,
+    apply_definitions,
+    delete_definition,
+    http_get,
+    in_force_and_live,
+    set_env,
+)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    _set_env(args, {**COMMON_ENV, "datadir": "TUSK_DATADIR", "web_port": "TUSK_WEB_PORT",
+    set_env(args, {**COMMON_ENV, "datadir": "TUSK_DATADIR", "web_port": "TUSK_WEB_PORT",
                     "log_level": "TUSK_LOG_LEVEL"})
     from stream.kafka.clients import ensure_topics
     from stream.runtime.settings import Settings
@@ -70,7 +65,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_collector(args: argparse.Namespace) -> int:
-    _set_env(args, {**COMMON_ENV, "host": "TUSK_COLLECTOR_HOST", "port": "TUSK_COLLECTOR_PORT",
+    set_env(args, {**COMMON_ENV, "host": "TUSK_COLLECTOR_HOST", "port": "TUSK_COLLECTOR_PORT",
                     "log_level": "TUSK_LOG_LEVEL"})
     from stream.ingest.collector import CollectorConfig, run
     from stream.kafka.clients import ensure_topics
@@ -90,7 +85,7 @@ def cmd_collector(args: argparse.Namespace) -> int:
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
-    _set_env(args, COMMON_ENV)
+    set_env(args, COMMON_ENV)
     from stream.ingest.produce import produce_file
     from stream.runtime.settings import Settings
 
@@ -102,22 +97,6 @@ def cmd_produce(args: argparse.Namespace) -> int:
                           progress=not args.quiet)
     print(orjson.dumps(counts).decode())
     return 0 if counts["failed"] == 0 else 1
-
-
-def http_get(url: str, timeout: float = 10.0) -> tuple[int, Any]:
-    token = os.environ.get("TUSK_API_TOKEN")
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as resp:
-            return resp.status, orjson.loads(resp.read())
-    except urllib.error.HTTPError as e:
-        body = e.read()
-        try:
-            return e.code, orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return e.code, {"error": body.decode(errors="replace")}
-    except (urllib.error.URLError, OSError) as e:
-        raise CliError(f"no Tusk worker answers at {url}: {e}.") from e
 
 
 def cmd_profile_get(args: argparse.Namespace) -> int:
@@ -135,90 +114,6 @@ def cmd_profile_get(args: argparse.Namespace) -> int:
     if status != 200:
         raise CliError(f"the worker answered {status}: {body.get('message', body)}.")
     print(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode())
-    return 0
-
-
-def _current_catalog(settings: Any) -> Any:
-    """The definitions in force, read from the topic (CliError when Kafka does not answer)."""
-    from stream.runtime.definitions import DefinitionsReader
-
-    reader = DefinitionsReader(settings)
-    try:
-        reader.start(timeout=15)
-    except Exception as e:
-        raise CliError(f"cannot read the definitions from Kafka at {settings.bootstrap}: {e}") from e
-    finally:
-        reader.stop()
-    return reader
-
-
-Batches = list[tuple[str, list[dict[str, Any]]]]
-
-
-def apply_definitions(args: argparse.Namespace,
-                      load: Callable[[Any], Batches]) -> tuple[Any, dict[str, list[dict[str, Any]]]]:
-    """Write a definitions file to the definitions topic: create the topics, read the
-    definitions in force, `load(reader)` the file against them (ConfigError → CliError) as
-    (kind, specs) batches, then produce every spec in that order. (settings, kind → specs)."""
-    _set_env(args, COMMON_ENV)
-    from processors.common.config import ConfigError
-    from stream.kafka.clients import ensure_topics
-    from stream.runtime.definitions import produce_definition
-    from stream.runtime.settings import Settings
-
-    settings = Settings.from_env()
-    try:
-        ensure_topics(settings)
-    except Exception as e:
-        raise CliError(f"cannot reach Kafka at {settings.bootstrap} to create topics: {e}") from e
-    reader = _current_catalog(settings)
-    try:
-        batches = load(reader)
-    except ConfigError as e:
-        raise CliError(str(e)) from None
-    for kind, items in batches:
-        for spec in items:
-            produce_definition(settings, kind, spec["id"], spec)
-    return settings, dict(batches)
-
-
-def in_force_and_live(args: argparse.Namespace, route: str, field: str) -> tuple[Any, dict[str, Any]]:
-    """The definitions in force, and {id: its `field`} of a worker's GET `route` (the list
-    under the route's last name), empty when no worker answers."""
-    _set_env(args, COMMON_ENV)
-    from stream.runtime.settings import Settings
-
-    reader = _current_catalog(Settings.from_env())
-    live: dict[str, Any] = {}
-    try:
-        status, body = http_get(args.url.rstrip("/") + route, timeout=5)
-        if status == 200:
-            live = {item["id"]: item.get(field) for item in body[route.rsplit("/", 1)[-1]]}
-    except CliError:
-        pass
-    return reader, live
-
-
-def delete_definition(args: argparse.Namespace, kind: str, exists: Callable[[Any], bool],
-                      check: Callable[[Any], object], in_use: str) -> int:
-    """Tombstone definition `args.id` of `kind` once `check(reader)` (DefinitionError: still
-    `in_use`) allows it."""
-    _set_env(args, COMMON_ENV)
-    from processors.common.predicates import DefinitionError
-    from stream.runtime.definitions import produce_definition
-    from stream.runtime.settings import Settings
-
-    settings = Settings.from_env()
-    reader = _current_catalog(settings)
-    label = kind.replace("_", " ")
-    if not exists(reader):
-        raise CliError(f"there is no {label} {args.id!r}.")
-    try:
-        check(reader)
-    except DefinitionError as e:
-        raise CliError(f"{args.id!r} {in_use} ({e}).") from None
-    produce_definition(settings, kind, args.id, None)
-    print(f"deleted {label} {args.id}")
     return 0
 
 
@@ -303,7 +198,7 @@ def cmd_segments_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_privacy(args: argparse.Namespace) -> int:
-    _set_env(args, COMMON_ENV)
+    set_env(args, COMMON_ENV)
     from processors.privacy.requests import privacy_request
     from stream.privacy.client import submit
     from stream.runtime.settings import Settings
@@ -327,7 +222,7 @@ def cmd_privacy(args: argparse.Namespace) -> int:
 
 
 def cmd_predict_fit(args: argparse.Namespace) -> int:
-    _set_env(args, COMMON_ENV)
+    set_env(args, COMMON_ENV)
     from stream.cli.predict import fit_cluster, publish
     from stream.runtime.settings import Settings
 
@@ -341,7 +236,7 @@ def cmd_predict_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    _set_env(args, {"bootstrap": "KAFKA_BOOTSTRAP_SERVERS"})
+    set_env(args, {"bootstrap": "KAFKA_BOOTSTRAP_SERVERS"})
     from stream.demo.session import run_demo
 
     return run_demo(profiles=args.profiles, seed=args.seed)

@@ -204,7 +204,8 @@ TOPICS: dict[str, Topic] = {
 
 
 def topics_md() -> str:
-    from stream.kafka.clients import TABLES, contract_topics
+    from stream.kafka.clients import contract_topics
+    from stream.kafka.topic_configs import TABLES
     from stream.runtime.settings import Settings
 
     s = Settings()

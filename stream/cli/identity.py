@@ -12,7 +12,7 @@ import orjson
 
 
 def _post(url: str, body: dict[str, Any], timeout: float = 10.0) -> tuple[int, Any]:
-    from stream.cli.commands import CliError
+    from stream.cli.base import CliError
 
     token = os.environ.get("TUSK_API_TOKEN")
     headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
@@ -30,7 +30,7 @@ def _post(url: str, body: dict[str, Any], timeout: float = 10.0) -> tuple[int, A
 
 
 def cmd_quarantine(args: argparse.Namespace) -> int:
-    from stream.cli.commands import CliError, http_get
+    from stream.cli.base import CliError, http_get
 
     base = args.url.rstrip("/")
     if args.action == "list":

@@ -6,7 +6,7 @@ import argparse
 import urllib.parse
 from typing import Any
 
-from stream.cli.commands import (
+from stream.cli.base import (
     Batches,
     CliError,
     apply_definitions,

@@ -9,7 +9,7 @@ from typing import Any
 
 from processors.predict import models as predict
 from processors.predict import rfm
-from stream.cli.commands import CliError, http_get
+from stream.cli.base import CliError, http_get
 from stream.runtime.definitions import produce_definition
 from stream.runtime.settings import Settings
 

@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from processors.segments.definitions import load_file
-from stream.cli.commands import CliError, http_get
+from stream.cli.base import CliError, http_get
 from stream.demo.synthetic import people, shop_stream
 from stream.ingest.produce import produce_lines
 from stream.kafka.clients import ensure_topics, read_topic

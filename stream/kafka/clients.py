@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -10,7 +11,10 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from stream.kafka import security as kafka_security
+from stream.kafka.topic_configs import config_of, differences, topic_configs
 from stream.runtime.settings import Settings, SettingsError
+
+log = logging.getLogger(__name__)
 
 
 def client_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
@@ -78,15 +82,10 @@ def connect(settings: Settings, timeout: float = 30.0) -> AdminClient:
                                    f"TUSK_KAFKA_SECURITY_PROTOCOL ({login}) is the listener's.")
 
 
-TABLES = ("identities", "profiles", "meta")
-
-
 def contract_topics(settings: Settings) -> dict[str, dict[str, str]]:
     """Topic name → config, for every topic users read or write (docs/reference/topics.md), and Faust's
     changelogs, created up front: a worker that starts before Faust has made them sees
     "0 partitions" and cannot write its tables. Configs: stream/kafka/topic_configs.py."""
-    from stream.kafka.topic_configs import topic_configs
-
     return topic_configs(settings)
 
 
@@ -116,8 +115,6 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
 def ensure_topic(settings: Settings, name: str, config: dict[str, str] | None = None,
                  timeout: float = 30.0) -> None:
     """Create one topic if it does not exist (partitions and replication of the cluster)."""
-    from stream.kafka.topic_configs import config_of
-
     admin = connect(settings, timeout)
     if name in admin.list_topics(timeout=timeout).topics:
         return
@@ -220,3 +217,39 @@ def read_topic(settings: Settings, topic: str, timeout: float = 10.0,
                 remaining.pop(part, None)
     finally:
         consumer.close()
+
+
+def enforce_topic_configs(settings: Settings,
+                          timeout: float = 30.0) -> dict[str, dict[str, tuple[str | None, str]]]:
+    """Bring every existing Tusk topic to its config (stream/kafka/topic_configs.py) with incremental
+    alter configs; what changed."""
+    from confluent_kafka.admin import (
+        AlterConfigOpType,
+        ConfigEntry,
+        ConfigResource,
+        ResourceType,
+    )
+
+    admin = AdminClient(client_config(settings))
+    names = set(admin.list_topics(timeout=timeout).topics)
+    wanted = {n: c for n in sorted(names) if (c := config_of(settings, n)) is not None}
+    if not wanted:
+        return {}
+    described = admin.describe_configs([ConfigResource(ResourceType.TOPIC, n) for n in wanted],
+                                       request_timeout=timeout)
+    changed: dict[str, dict[str, tuple[str | None, str]]] = {}
+    for resource, fut in described.items():
+        entries: dict[str, Any] = fut.result(timeout)
+        diff = differences({k: e.value for k, e in entries.items()}, wanted[resource.name])
+        if diff:
+            changed[resource.name] = diff
+    if not changed:
+        return {}
+    todo = [ConfigResource(ResourceType.TOPIC, name, incremental_configs=[
+        ConfigEntry(k, new, incremental_operation=AlterConfigOpType.SET) for k, (_, new) in diff.items()])
+        for name, diff in changed.items()]
+    for resource, fut in admin.incremental_alter_configs(todo, request_timeout=timeout).items():
+        fut.result(timeout)
+        what = ", ".join(f"{k} {old} → {new}" for k, (old, new) in sorted(changed[resource.name].items()))
+        log.warning("topic %s brought to Tusk's retention configs: %s", resource.name, what)
+    return changed

@@ -28,7 +28,7 @@ from stream.kafka.clients import produce_waiting, producer
 from stream.runtime.metrics import RESTORED_IN_BULK
 from stream.runtime.settings import Settings
 from stream.state.restore import restore
-from stream.state.writeback import STATE
+from stream.state.writeback import STATE, WriteBack
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +125,7 @@ class Outbox:
 
 
 OUTBOX = Outbox()
+WriteBack.sink = OUTBOX  # the write-back state's changelog records go through the outbox
 
 
 _BUDGET: list[float] = [-1, 0.0]

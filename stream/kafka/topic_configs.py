@@ -29,17 +29,12 @@ Every topic but the raw input defaults to E/2 (the other half leaves room for th
 and the broker's retention check), so the broker's copies of an erased person are gone within
 TUSK_ERASE_WITHIN; consumers of them (workers included) must not lag behind by more than that.
 Existing topics are brought to these configs when a worker starts (`enforce`: incremental alter
-configs, one log line per topic changed).
+configs, one log line per topic changed, in stream/kafka/clients.py).
 """
 
 from __future__ import annotations
 
-import logging
-from typing import Any
-
 from stream.runtime.settings import Settings
-
-log = logging.getLogger(__name__)
 
 DAY_MS = 86_400_000
 RAW_INPUT_DEFAULT_MS = 30 * DAY_MS
@@ -85,9 +80,10 @@ def for_kind(settings: Settings, kind: str) -> dict[str, str]:
     return deleted_after(retention_ms(settings, kind))
 
 
-def changelogs(settings: Settings) -> list[str]:
-    from stream.kafka.clients import TABLES
+TABLES = ("identities", "profiles", "meta")
 
+
+def changelogs(settings: Settings) -> list[str]:
     return [f"{settings.app_id}-{table}-changelog" for table in TABLES]
 
 
@@ -116,40 +112,3 @@ def config_of(settings: Settings, topic: str) -> dict[str, str] | None:
 def differences(current: dict[str, str | None], wanted: dict[str, str]) -> dict[str, tuple[str | None, str]]:
     """Settings whose value differs: name → (current, wanted)."""
     return {k: (current.get(k), v) for k, v in wanted.items() if current.get(k) != v}
-
-
-def enforce(settings: Settings, timeout: float = 30.0) -> dict[str, dict[str, tuple[str | None, str]]]:
-    """Bring every existing Tusk topic to its config (incremental alter configs); what changed."""
-    from confluent_kafka.admin import (
-        AdminClient,
-        AlterConfigOpType,
-        ConfigEntry,
-        ConfigResource,
-        ResourceType,
-    )
-
-    from stream.kafka.clients import client_config
-
-    admin = AdminClient(client_config(settings))
-    names = set(admin.list_topics(timeout=timeout).topics)
-    wanted = {n: c for n in sorted(names) if (c := config_of(settings, n)) is not None}
-    if not wanted:
-        return {}
-    described = admin.describe_configs([ConfigResource(ResourceType.TOPIC, n) for n in wanted],
-                                       request_timeout=timeout)
-    changed: dict[str, dict[str, tuple[str | None, str]]] = {}
-    for resource, fut in described.items():
-        entries: dict[str, Any] = fut.result(timeout)
-        diff = differences({k: e.value for k, e in entries.items()}, wanted[resource.name])
-        if diff:
-            changed[resource.name] = diff
-    if not changed:
-        return {}
-    todo = [ConfigResource(ResourceType.TOPIC, name, incremental_configs=[
-        ConfigEntry(k, new, incremental_operation=AlterConfigOpType.SET) for k, (_, new) in diff.items()])
-        for name, diff in changed.items()]
-    for resource, fut in admin.incremental_alter_configs(todo, request_timeout=timeout).items():
-        fut.result(timeout)
-        what = ", ".join(f"{k} {old} → {new}" for k, (old, new) in sorted(changed[resource.name].items()))
-        log.warning("topic %s brought to Tusk's retention configs: %s", resource.name, what)
-    return changed

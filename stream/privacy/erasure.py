@@ -165,10 +165,9 @@ def _install() -> None:
 _install()
 
 
-def register(app: Any, settings: Any, owned: Callable[[], list[int]]) -> None:
-    """The worker's timers: roll markers on owned changelog partitions, purges of dirty databases."""
-    from stream.kafka.outbox import OUTBOX
-
+def register(app: Any, settings: Any, owned: Callable[[], list[int]], outbox: Any) -> None:
+    """The worker's timers: roll markers on owned changelog partitions (sent through `outbox`),
+    purges of dirty databases."""
     every = step_ms(settings) / 1000
     names = changelogs(settings)
     for table in app.tables.values():
@@ -181,7 +180,7 @@ def register(app: Any, settings: Any, owned: Callable[[], list[int]]) -> None:
     async def roll_changelogs() -> None:
         for partition in owned():
             for name in names:
-                OUTBOX.send(name, ROLL_KEY, None, partition)
+                outbox.send(name, ROLL_KEY, None, partition)
 
     @app.timer(every)
     async def purge_deleted() -> None:

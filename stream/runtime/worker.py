@@ -15,6 +15,8 @@ def load_views() -> None:
         auth,
         console,
         explain,
+        journeys,
+        predict,
         quarantine,
         web,
     )
@@ -28,7 +30,7 @@ def run(settings: Settings) -> None:
     install()  # Faust's per-record drain cost (stream/runtime/faust_adapter.py)
     settings.datadir.mkdir(parents=True, exist_ok=True)
     load_views()
-    from stream.kafka import topic_configs
+    from stream.kafka.clients import enforce_topic_configs
     from stream.kafka.outbox import OUTBOX
     from stream.privacy import erasure
     from stream.runtime import agents
@@ -40,11 +42,11 @@ def run(settings: Settings) -> None:
                             f"({kafka_security.login(settings.kafka_extra)}): {problem}; check the "
                             f"TUSK_KAFKA_* settings (docs/kafka-security.md).")
     try:  # topics created before these settings (or by hand) get the erasure deadline too
-        topic_configs.enforce(settings)
+        enforce_topic_configs(settings)
     except Exception as e:
         raise SystemExit(f"tusk: cannot set the retention configs of Tusk's topics on "
                          f"{settings.bootstrap}: {e}") from e
-    erasure.register(app, settings, agents.active_partitions)
+    erasure.register(app, settings, agents.active_partitions, OUTBOX)
 
     agents.READER.start()  # every definition known before the first event
     OUTBOX.start(settings)

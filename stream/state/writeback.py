@@ -8,7 +8,7 @@ Here a write only marks the key dirty in memory; `flush()` writes every dirty ke
 
 1. one `WriteBatch` per partition database (write-ahead log on: the batch is durable on its
    own, before any changelog offset that covers it is recorded);
-2. one changelog record per key through `OUTBOX.changelog`; when Kafka acknowledges it,
+2. one changelog record per key through the outbox (`sink.changelog`); when Kafka acknowledges it,
    `Outbox.poll` records the changelog offset in the partition's database
    (`set_persisted_offset`), as for Faust's own writes, so a restart or a new owner replays the
    changelog only from there.
@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 import rocksdict
 from faust.exceptions import FaustError
@@ -86,7 +86,16 @@ def _size(key: bytes, value: Value) -> int:
     return OVERHEAD + len(key) + (len(value) if value else 0)
 
 
+class ChangelogSink(Protocol):
+    def changelog(self, table: Any, topic: str, partition: int, key: bytes,
+                  value: bytes | None) -> None: ...
+
+
 class WriteBack:
+    # where every instance's changelog records go: the outbox, which binds itself here at import
+    # (stream/kafka/outbox.py imports this module, so this one does not import it)
+    sink: ClassVar[ChangelogSink | None] = None
+
     def __init__(self, cache_bytes: int = 32 << 20, flush_records: int = 1000,
                  flush_ms: int = 20) -> None:
         self.cache_bytes = cache_bytes
@@ -176,8 +185,9 @@ class WriteBack:
     def flush(self) -> int:
         """Write every dirty key: RocksDB (one batch per partition database), then the changelog.
         Keys written."""
-        from stream.kafka.outbox import OUTBOX  # the outbox imports this module
-
+        sink = self.sink
+        if sink is None:
+            raise RuntimeError("no changelog sink: import stream.kafka.outbox before flushing state")
         self._records = 0
         if not self._dirty:
             self._dirty_since = None
@@ -208,7 +218,7 @@ class WriteBack:
                 mark(table.data, p)
             topic = changelog_topic(table)
             for key, value in values.items():
-                OUTBOX.changelog(table, topic, p, key, value)
+                sink.changelog(table, topic, p, key, value)
                 # an exact-size copy: orjson's over-allocated (then shrunk) buffers, kept for
                 # long, fragment the heap (measured: 60 MB cached, 180 MB resident; copied: 63)
                 self._keep((name, p, key), None if value is None else bytes(memoryview(value)))

@@ -14,7 +14,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from stream.cli.commands import http_get
+from stream.cli.base import http_get
 from stream.demo.session import metrics, stop_process, wait_healthy
 from stream.ingest.produce import produce_lines
 from stream.kafka.clients import client_config, ensure_topics, read_topic, watermarks

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import pytest
 
-from stream.cli.commands import http_get
+from stream.cli.base import http_get
 from tests.integration.harness import Deployment, wait_for
 from tests.integration.test_collector import WRITE_KEY, Collector
 from tests.unit.test_predict import (
