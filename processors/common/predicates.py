@@ -46,8 +46,6 @@ class Ctx:
 
 Predicate = Callable[[Any, Ctx], bool]
 
-_MISSING = object()
-
 
 def get_path(obj: Any, path: str) -> Any:
     """obj["a"]["b"] for "a.b"; None when any step is missing."""

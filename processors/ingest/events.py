@@ -205,10 +205,3 @@ def validate(raw: bytes | None, *, record_ts_ms: int, max_bytes: int = DEFAULT_M
 def encode(tp: Touchpoint) -> bytes:
     """The validated event as it travels between stages."""
     return orjson.dumps({"m": tp.msg, "ts": tp.ts, "ids": tp.identifiers})
-
-
-def decode(raw: bytes) -> Touchpoint:
-    data = orjson.loads(raw)
-    msg = data["m"]
-    ids = [(k, v) for k, v in data["ids"]]
-    return Touchpoint(msg, msg["type"], str(msg["messageId"]), data["ts"], ids)

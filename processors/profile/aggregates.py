@@ -181,12 +181,6 @@ def bucket_merge(a: Buckets, b: Buckets, join: Combine, cap: int) -> Buckets:
     return out
 
 
-def bucket_range(buckets: Buckets, lo: int | None, hi: int | None) -> list[Partial]:
-    """Partials of buckets whose start lies in [lo, hi] (None: unbounded), oldest first."""
-    keys = [k for k in buckets if (lo is None or int(k) >= lo) and (hi is None or int(k) <= hi)]
-    return [buckets[k][1] for k in sorted(keys, key=int)]
-
-
 def bucket_prune(buckets: Buckets, before: int) -> None:
     """Drop buckets that end at or before `before` (in place)."""
     for k in [k for k, v in buckets.items() if int(k) + v[0] <= before]:

@@ -36,7 +36,7 @@ from processors.common.predicates import (
 from processors.common.timeutil import parse_duration_ms
 from processors.predict.models import Forecast
 from processors.profile import aggregates as ag
-from processors.profile.computed import EventSelector, TraitDef, as_list, compile_selector, version_of
+from processors.profile.computed import EventSelector, TraitDef, compile_selector, version_of
 
 Profile = dict[str, Any]
 FOREVER_MS = 100 * 365 * 86_400_000
@@ -303,7 +303,3 @@ def compile_segment(spec: Mapping[str, Any], path: Sequence[str | int] = ()) -> 
         raise DefinitionError([*path, "condition"], f"a condition that does not refer to {sid!r} itself")
     return SegmentDef(sid, cond, frozenset(c.tags), frozenset(c.segments), frozenset(c.traits),
                       tuple(c.implicit), version_of(spec, ["condition"]), spec)
-
-
-def destinations(spec: Mapping[str, Any]) -> list[Any]:
-    return as_list(spec.get("destinations"))

@@ -88,9 +88,6 @@ class TriggerTail:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def wait_ready(self, timeout: float) -> bool:
-        return self._ready.wait(timeout)
-
     @property
     def last(self) -> int:
         return self._seq

@@ -194,9 +194,6 @@ class Metrics(View):
 
 # --- definitions: segments and computed traits ----------------------------------------------
 
-KIND_OF_ROUTE = {"segments": "segment", "computed-traits": "computed_trait"}
-
-
 def local_state() -> dict[str, Any]:
     """Segment sizes and backfill progress of this worker's active partitions."""
     sizes: dict[str, int] = {}
