@@ -4,8 +4,8 @@ and which conditions of each segment it is in hold, with the values that satisfy
 Link provenance is kept in the profile (`_prov`: identifier key → [messageId, event ms,
 event type, the identifier the event was routed by]) and merges in `_merges` (newest
 MAX_MERGES_KEPT), both written by processors/identity/graph.py. Segment conditions are re-run
-through the compiled evaluator (processors/segments.compile_node, the catalog's scope), leaf
-by leaf, in the compiler's order (so implicit counters resolve to the same state).
+through the compiled evaluator (compile_node of processors/segments/rules.py, the catalog's
+scope), leaf by leaf, in the compiler's order (so implicit counters resolve to the same state).
 """
 
 from __future__ import annotations
