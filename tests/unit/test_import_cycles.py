@@ -155,3 +155,15 @@ def test_the_graph_sees_every_kind_of_import(tmp_path: Path) -> None:
     assert graph["stream.d"] == {"stream.a"}
     assert cycles(graph) == [["stream.a", "stream.sub.b", "stream.sub.c", "stream.a"],
                              ["stream.e", "stream.e"]]
+
+
+def test_processors_import_no_io() -> None:
+    """processors/ is the domain: it imports nothing of stream/, Kafka, Faust or RocksDB."""
+    io = ("stream", "faust", "confluent_kafka", "aiokafka", "rocksdict", "mode")
+    found = []
+    for name, path in modules(REPO, ("processors",)).items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            found += [f"{name} imports {n}" for n in names if n.split(".")[0] in io]
+    assert not found, "processors/ must stay free of I/O: " + "; ".join(found)
