@@ -39,7 +39,7 @@ chaos: setup                   ## fault injection on real workers and broker (ki
 
 BENCH_ARGS ?=
 bench: setup                   ## throughput, ceilings, latency, memory, recovery: one JSON (stdout, .tusk/bench/latest.json)
-	$(BIN)/python -m stream.bench $(BENCH_ARGS)
+	$(BIN)/python -m stream.bench.suite $(BENCH_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

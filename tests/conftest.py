@@ -41,7 +41,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         with KafkaContainer("apache/kafka:4.1.0").with_kraft() as container:
             yield container.get_bootstrap_server()
         return
-    from stream.demo import load_launcher
+    from stream.demo.session import load_launcher
 
     launcher = load_launcher()
     broker = launcher.start(port=launcher.free_port(),

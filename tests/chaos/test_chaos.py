@@ -55,7 +55,7 @@ def env_for(kafka: str, base: Path, **extra: str) -> dict[str, str]:
 
 def deployment(env: dict[str, str], base: Path) -> Deployment:
     """A deployment of its own (topics, group) with shop.yaml applied, no worker yet."""
-    done = subprocess.run([sys.executable, "-m", "stream.cli", "segments", "apply", str(DEFINITIONS),
+    done = subprocess.run([sys.executable, "-m", "stream.cli.commands", "segments", "apply", str(DEFINITIONS),
                            "--no-wait"], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     return Deployment(env, base)
@@ -176,7 +176,7 @@ def test_rebalance_one_to_three_and_back(kafka_bootstrap: str, tmp_path: Path,
 
 
 def test_broker_stop_and_start(tmp_path: Path, baseline: dict[str, Any]) -> None:
-    from stream.demo import load_launcher
+    from stream.demo.session import load_launcher
 
     launcher = load_launcher()
     port = launcher.free_port()

@@ -14,11 +14,11 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from stream.cli import http_get
-from stream.demo import metrics, stop_process, wait_healthy
-from stream.kafka_io import client_config, ensure_topics, read_topic, watermarks
-from stream.produce import produce_lines
-from stream.settings import Settings
+from stream.cli.base import http_get
+from stream.demo.session import metrics, stop_process, wait_healthy
+from stream.ingest.produce import produce_lines
+from stream.kafka.clients import client_config, ensure_topics, read_topic, watermarks
+from stream.runtime.settings import Settings
 
 
 def free_port() -> int:
@@ -44,7 +44,7 @@ class Worker:
     def start(self, wait: bool = True) -> Worker:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"],
+            self.proc = subprocess.Popen([sys.executable, "-m", "stream.cli.commands", "worker"],
                                          env=self.env, stdout=out, stderr=subprocess.STDOUT,
                                          start_new_session=True)
         if wait:

@@ -83,7 +83,7 @@ def test_triggers_consent_caps_replay_and_erase(tusk_env: TuskEnv, tmp_path: Pat
     defs = tmp_path / "defs.yaml"
     defs.write_text(DEFINITIONS)
     d = Deployment(env, tmp_path)
-    cli = [sys.executable, "-m", "stream.cli"]
+    cli = [sys.executable, "-m", "stream.cli.commands"]
     done = subprocess.run([*cli, "segments", "apply", str(defs), "--no-wait"], env=env, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr

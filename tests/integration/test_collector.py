@@ -19,9 +19,9 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from rudderstack.analytics import Client as RudderClient
 from segment.analytics import Client as SegmentClient
 
-from processors.events import parse_time
-from stream.demo import stop_process, wait_healthy
-from stream.kafka_io import client_config, read_topic
+from processors.ingest.events import parse_time
+from stream.demo.session import stop_process, wait_healthy
+from stream.kafka.clients import client_config, read_topic
 from tests.integration.harness import Deployment, free_port, settings_from
 
 pytestmark = pytest.mark.kafka
@@ -47,8 +47,9 @@ class Collector:
     def start(self) -> Collector:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "collector"], env=self.env,
-                                         stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen([sys.executable, "-m", "stream.cli.commands", "collector"],
+                                         env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
         wait_healthy(self.url, self.proc, self.log, timeout=60)
         return self
 
@@ -321,7 +322,7 @@ def test_identify_from_segment_sdk_becomes_a_profile(deployment: Deployment, tmp
 
 def test_cli_refuses_bad_settings_in_one_sentence(tusk_env: dict[str, str]) -> None:
     env = {**tusk_env, "TUSK_COLLECTOR_PORT": "eighty"}
-    out = subprocess.run([sys.executable, "-m", "stream.cli", "collector"], env=env, capture_output=True,
-                         timeout=60)
+    out = subprocess.run([sys.executable, "-m", "stream.cli.commands", "collector"], env=env,
+                         capture_output=True, timeout=60)
     assert out.returncode == 1
     assert out.stderr.decode().strip() == "tusk: TUSK_COLLECTOR_PORT='eighty': expected a whole number."

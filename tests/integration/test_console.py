@@ -78,7 +78,7 @@ def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     defs.write_text(DEFINITIONS)
     d = Deployment(env, base)
     try:
-        cli = [sys.executable, "-m", "stream.cli"]
+        cli = [sys.executable, "-m", "stream.cli.commands"]
         done = subprocess.run([*cli, "segments", "apply", str(defs), "--no-wait"], env=env,
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr

@@ -4,7 +4,7 @@ partitions that moved away) once TUSK_ERASE_WITHIN has passed.
 
 The test starts its own broker with the project's launcher, because the log cleaner's and the
 retention checker's broker-level timings decide how soon Kafka acts on the topics' configs
-(stream/topic_configs.py); in production they are minutes against days. It greps raw bytes, so
+(stream/kafka/topic_configs.py); in production they are minutes against days. It greps raw bytes, so
 it also checks that the same grep does find a person who was not erased (a check that could
 not fail otherwise, e.g. if the files were compressed).
 """
@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 import pytest
 
-from stream.demo import load_launcher
+from stream.demo.session import load_launcher
 from tests.integration.harness import Deployment, wait_for
 
 pytestmark = pytest.mark.kafka
@@ -122,7 +122,7 @@ def test_erased_person_leaves_no_byte_on_broker_or_worker_disks(own_broker: tupl
            "TUSK_LOG_LEVEL": "info"}
     defs = tmp_path / "defs.yaml"
     defs.write_text(DEFINITIONS)
-    cli = [sys.executable, "-m", "stream.cli"]
+    cli = [sys.executable, "-m", "stream.cli.commands"]
     done = subprocess.run([*cli, "segments", "apply", str(defs), "--no-wait"], env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from stream.demo import wait_quiet
+from stream.demo.session import wait_quiet
 from tests.conftest import TuskEnv
 from tests.graph import components
 from tests.integration.harness import Deployment

@@ -6,8 +6,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from processors.identifiers import IdentityRules, input_key
-from stream.kafka_io import producer
+from processors.ingest.identifiers import IdentityRules, input_key
+from stream.kafka.clients import producer
 from tests.integration.harness import Deployment
 
 pytestmark = pytest.mark.kafka

@@ -49,8 +49,8 @@ def test_journeys_on_real_workers_match_the_simulation(tusk_env: TuskEnv, tmp_pa
     d = Deployment(env, tmp_path)
     defs = tmp_path / "journeys.yaml"
     defs.write_text(DEFS)
-    done = subprocess.run([sys.executable, "-m", "stream.cli", "journeys", "apply", str(defs)], env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-m", "stream.cli.commands", "journeys", "apply", str(defs)],
+                          env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     people = histories(40, seed=5)
     split = T0 + 12 * DAY  # the journey is edited once every event up to here is handled
@@ -114,8 +114,8 @@ def test_journeys_on_real_workers_match_the_simulation(tusk_env: TuskEnv, tmp_pa
         settled()
         edited = tmp_path / "edited.yaml"
         edited.write_text(orjson.dumps(EDITED).decode())  # JSON is YAML
-        done = subprocess.run([sys.executable, "-m", "stream.cli", "journeys", "apply", str(edited)], env=env,
-                              capture_output=True, text=True, timeout=120)
+        done = subprocess.run([sys.executable, "-m", "stream.cli.commands", "journeys", "apply", str(edited)],
+                              env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         wait_for(lambda: any(s["step"] == "wait_1d" for s in w1.get("/journeys/onboarding")[1]["steps_live"]),
                  60, "the edit on the worker")
@@ -152,7 +152,7 @@ def test_journeys_on_real_workers_match_the_simulation(tusk_env: TuskEnv, tmp_pa
             assert waiting[step] == sum(sim.pos["onboarding"]["at"] == step for sim in want.values()), step
 
         # operating it: the CLI and the HTTP errors
-        cli = [sys.executable, "-m", "stream.cli", "journeys"]
+        cli = [sys.executable, "-m", "stream.cli.commands", "journeys"]
         listed = subprocess.run([*cli, "list", "--url", w1.url], env=env, capture_output=True, text=True,
                                 timeout=60)
         assert listed.returncode == 0 and f"({holding} in it)" in listed.stdout, listed

@@ -27,9 +27,9 @@ from typing import Any
 import orjson
 import pytest
 
-from stream.demo import load_launcher, stop_process, wait_healthy
-from stream.kafka_io import KafkaAccessError, connect
-from stream.kafka_security import faust_login_problem
+from stream.demo.session import load_launcher, stop_process, wait_healthy
+from stream.kafka.clients import KafkaAccessError, connect
+from stream.kafka.security import faust_login_problem
 from tests.integration.harness import Deployment, free_port, settings_from, wait_for
 
 pytestmark = pytest.mark.kafka
@@ -119,7 +119,7 @@ def secured(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
 
 
 def tusk(env: dict[str, str], *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "stream.cli", *args], env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "stream.cli.commands", *args], env=env, capture_output=True,
                           text=True, timeout=timeout)
 
 
@@ -150,7 +150,7 @@ def test_worker_collector_and_cli_through_sasl(secured: Secured, tmp_path: Path)
         cenv = {**env, "TUSK_COLLECTOR_HOST": "127.0.0.1", "TUSK_COLLECTOR_PORT": str(collector_port),
                 "TUSK_COLLECTOR_WRITE_KEYS": "wk"}
         with open(collector_log, "ab") as out:
-            collector = subprocess.Popen([sys.executable, "-m", "stream.cli", "collector"], env=cenv,
+            collector = subprocess.Popen([sys.executable, "-m", "stream.cli.commands", "collector"], env=cenv,
                                          stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         wait_healthy(f"http://127.0.0.1:{collector_port}", collector, collector_log, timeout=60)
 

@@ -1,4 +1,4 @@
-"""The outbox (stream/outbox.py) on a real broker: drained means acknowledged, in order; a
+"""The outbox (stream/kafka/outbox.py) on a real broker: drained means acknowledged, in order; a
 record Kafka refuses fails the drain instead of letting the offsets be committed."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import orjson
 import pytest
 from confluent_kafka import KafkaException
 
-from stream.kafka_io import ensure_topic, read_topic
-from stream.outbox import DeliveryFailed, Outbox
-from stream.settings import Settings
+from stream.kafka.clients import ensure_topic, read_topic
+from stream.kafka.outbox import DeliveryFailed, Outbox
+from stream.runtime.settings import Settings
 from tests.integration.harness import settings_from
 
 

@@ -152,10 +152,10 @@ def test_cli_profile_get(deployment: Deployment) -> None:
     w = deployment.add_worker()
     deployment.wait_accounted(deployment.produce(
         [identify("c1", "cli-user", "2024-05-01T10:00:00Z", first_name="Cli")]))
-    out = subprocess.run([sys.executable, "-m", "stream.cli", "profile", "get", "user_id:cli-user",
+    out = subprocess.run([sys.executable, "-m", "stream.cli.commands", "profile", "get", "user_id:cli-user",
                           "--url", w.url], capture_output=True, text=True, check=True)
     assert orjson.loads(out.stdout)["traits"]["first_name"] == "Cli"
-    missing = subprocess.run([sys.executable, "-m", "stream.cli", "profile", "get",
+    missing = subprocess.run([sys.executable, "-m", "stream.cli.commands", "profile", "get",
                               "user_id:nobody", "--url", w.url], capture_output=True, text=True)
     assert missing.returncode == 1
     assert missing.stderr.strip() == "tusk: no profile found for user_id:nobody."
@@ -174,7 +174,7 @@ def test_state_survives_losing_the_local_rocksdb(deployment: Deployment) -> None
     shutil.rmtree(w.datadir)
     w.start()
     assert [w.profile("user_id", f"ru-{i}") for i in range(30)] == before
-    # the changelogs were read in bulk (stream/restore.py), not record by record
+    # the changelogs were read in bulk (stream/state/restore.py), not record by record
     bulk = {k: v for k, v in w.metrics().items() if k.startswith("tusk_restored_in_bulk_records_total")}
     assert sum(v for k, v in bulk.items() if "profiles-changelog" in k) >= 30, bulk
     assert sum(v for k, v in bulk.items() if "identities-changelog" in k) >= 30, bulk

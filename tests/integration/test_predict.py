@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import pytest
 
-from stream.cli import http_get
+from stream.cli.base import http_get
 from tests.integration.harness import Deployment, wait_for
 from tests.integration.test_collector import WRITE_KEY, Collector
 from tests.unit.test_predict import (
@@ -54,9 +54,9 @@ def test_cdnow_through_the_collector_fits_the_published_model(tusk_env: dict[str
                 batch = []
         deployment.wait_accounted(len(rows), timeout=600)
 
-        out = subprocess.run([sys.executable, "-m", "stream.cli", "predict", "fit", "--until", "1997-09-30",
-                              "--unit", "week", "--url", workers[0].url], env=env, capture_output=True,
-                             timeout=600)
+        out = subprocess.run([sys.executable, "-m", "stream.cli.commands", "predict", "fit",
+                              "--until", "1997-09-30", "--unit", "week", "--url", workers[0].url],
+                             env=env, capture_output=True, timeout=600)
         assert out.returncode == 0, out.stderr.decode()
         fitted = orjson.loads(out.stdout)
         assert fitted["customers"] == 2357 and fitted["unit"] == "week"

@@ -8,8 +8,8 @@ from typing import Any
 import orjson
 import pytest
 
-from processors import junk_traffic as junk
-from stream.demo import wait_quiet
+from stream.demo import junk_traffic as junk
+from stream.demo.session import wait_quiet
 from tests.conftest import TuskEnv
 from tests.integration.harness import Deployment, wait_for
 

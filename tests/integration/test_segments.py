@@ -122,7 +122,7 @@ def put(url: str, body: dict[str, Any]) -> tuple[int, Any]:
 def test_replayed_history_matches_an_independent_computation(tusk_env: TuskEnv, tmp_path: Path) -> None:
     env = {**tusk_env, "TUSK_CLOCK": "event", "TUSK_TICK_INTERVAL": "300ms", "TUSK_PARTITIONS": "4"}
     d = Deployment(env, tmp_path)
-    cli = [sys.executable, "-m", "stream.cli", "segments"]
+    cli = [sys.executable, "-m", "stream.cli.commands", "segments"]
     done = subprocess.run([*cli, "apply", str(EXAMPLES), "--no-wait"], env=env, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
-from stream.kafka_io import client_config
+from stream.kafka.clients import client_config
 from tests.conftest import TuskEnv
 from tests.integration.harness import Deployment, settings_from
 

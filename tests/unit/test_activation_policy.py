@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 import schemas
-from processors.activation import (
+from processors.activation.audiences import hashed, sha256_of
+from processors.activation.policy import (
     DEFAULT_CHANNELS,
     ActivationConfig,
     Channel,
@@ -21,9 +22,8 @@ from processors.activation import (
     decide,
     load_activation_config,
 )
-from processors.audiences import hashed, sha256_of
-from processors.config import ConfigError
-from processors.profile import new_profile
+from processors.common.config import ConfigError
+from processors.profile.unified import new_profile
 
 STATES = st.sampled_from([None, "subscribed", "unsubscribed", "did_not_subscribe"])
 CONSENT = st.sampled_from([None, True, False])

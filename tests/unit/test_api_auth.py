@@ -1,4 +1,4 @@
-"""The API token check (stream/api_auth.py) on a bare aiohttp application: no Kafka, no worker."""
+"""The API token check (stream/api/auth.py) on a bare aiohttp application: no Kafka, no worker."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from stream import api_auth
-from stream.app import app
+from stream.api import auth as api_auth
+from stream.runtime.app import app
 
 
 def test_authorized_needs_the_exact_bearer_token() -> None:

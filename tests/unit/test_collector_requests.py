@@ -1,4 +1,4 @@
-"""The collector's request handling and Kafka settings, without a broker (stream/collector.py)."""
+"""The collector's request handling and Kafka settings, without a broker (stream/ingest/collector.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import gzip
 import orjson
 import pytest
 
-from stream.collector import (
+from stream.ingest.collector import (
     CollectorConfig,
     Refused,
     build_records,
@@ -17,8 +17,8 @@ from stream.collector import (
     header_write_key,
     producer_config,
 )
-from stream.kafka_security import client_config, property_name
-from stream.settings import Settings, SettingsError
+from stream.kafka.security import client_config, property_name
+from stream.runtime.settings import Settings, SettingsError
 
 NOW_MS = 1_714_557_600_000  # 2024-05-01T10:00:00Z
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from processors.config import ConfigError
-from processors.identity import load_identity_config
+from processors.common.config import ConfigError
+from processors.identity.graph import load_identity_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -50,7 +50,7 @@ def test_missing_file_is_one_sentence(tmp_path: Path) -> None:
 
 
 def test_named_channels_finds_every_channel_a_definition_names() -> None:
-    from processors.definitions import named_channels
+    from processors.segments.definitions import named_channels
 
     records = [
         {"id": "vip", "condition": {"trait": "plan", "equals": "gold"},

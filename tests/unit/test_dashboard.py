@@ -11,8 +11,8 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY
 
-import stream.collector  # noqa: F401 - registers the collector's metrics
-import stream.metrics  # noqa: F401 - registers the worker's metrics
+import stream.ingest.collector  # noqa: F401 - registers the collector's metrics
+import stream.runtime.metrics  # noqa: F401 - registers the worker's metrics
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 DASHBOARD: dict[str, Any] = json.loads((DEPLOY / "grafana" / "tusk-dashboard.json").read_text())

@@ -1,4 +1,4 @@
-"""A deleted key leaves a RocksDB folder once its database is purged (stream/erasure.py):
+"""A deleted key leaves a RocksDB folder once its database is purged (stream/privacy/erasure.py):
 no value or key bytes in the WAL, the SST files or the MANIFEST."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import rocksdict
 from faust.stores.rocksdb import RocksDBOptions
 
-from stream import erasure
-from stream.topic_configs import ROLL_KEY
+from stream.kafka.topic_configs import ROLL_KEY
+from stream.privacy import erasure
 
 SECRET_KEY = b"email:zelphinia.q@example.org"
 SECRET_VALUE = b'{"first_name": "Zelphinia"}'

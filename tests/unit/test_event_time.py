@@ -15,12 +15,12 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processors import events as ev
-from processors.catalog import Catalog
-from processors.definitions import load_file
-from processors.identifiers import routing_key
-from processors.identity import Env, IdentityConfig, event_message, handle, recheck, runs_inline
-from processors.profile import iso
+from processors.identity.graph import Env, IdentityConfig, event_message, handle, recheck, runs_inline
+from processors.ingest import events as ev
+from processors.ingest.identifiers import routing_key
+from processors.profile.unified import iso
+from processors.segments.catalog import Catalog
+from processors.segments.definitions import load_file
 from tests.unit.test_identity_protocol import Partition
 
 SHOP = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "shop.yaml"

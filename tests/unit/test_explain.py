@@ -9,11 +9,11 @@ from typing import Any
 
 import orjson
 
-from processors import events as ev
-from processors.explain import explain
-from processors.identifiers import key_of, routing_key
-from processors.identity import Env, IdentityConfig, event_message
-from processors.quarantine import QuarantineConfig
+from processors.identity.graph import Env, IdentityConfig, event_message
+from processors.identity.quarantine import QuarantineConfig
+from processors.ingest import events as ev
+from processors.ingest.identifiers import key_of, routing_key
+from processors.profile.explain import explain
 from tests.unit.test_identity_protocol import Cluster
 from tests.unit.test_segments import catalog
 

@@ -11,7 +11,7 @@ import pytest
 from mode import Service
 from mode.utils.locks import Event
 
-from stream import faust_adapter
+from stream.runtime import faust_adapter
 
 
 class Consumer(Service):

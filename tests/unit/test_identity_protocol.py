@@ -18,11 +18,11 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processors import events as ev
-from processors.identifiers import IdentityRules, key_of, routing_key
-from processors.identity import Env, IdentityConfig, event_message, handle, is_redirect, runs_inline
-from processors.partitioning import partition_for
-from processors.quarantine import QuarantineConfig
+from processors.identity.graph import Env, IdentityConfig, event_message, handle, is_redirect, runs_inline
+from processors.identity.partitioning import partition_for
+from processors.identity.quarantine import QuarantineConfig
+from processors.ingest import events as ev
+from processors.ingest.identifiers import IdentityRules, key_of, routing_key
 from tests.graph import components as graph_components
 
 
@@ -412,7 +412,7 @@ def test_a_record_that_keeps_bouncing_is_dead_lettered_not_circulated() -> None:
 
 def test_erase_removes_every_trace_across_partitions() -> None:
     """Erase by one identifier of a merged person: nothing of theirs is left on any partition."""
-    from processors.privacy import suppression_key
+    from processors.privacy.protocol import suppression_key
 
     cfg = IdentityConfig(partitions=4)
     cluster = Cluster(cfg, random.Random(3))
@@ -455,8 +455,8 @@ def test_erase_removes_every_trace_across_partitions() -> None:
 
 
 def test_profiles_past_their_ttl_are_erased_and_old_history_is_dropped() -> None:
-    from processors.identity import recheck
-    from processors.profile import ProfileLimits
+    from processors.identity.graph import recheck
+    from processors.profile.unified import ProfileLimits
 
     day = 86_400_000
     cfg = IdentityConfig(partitions=2, profile_limits=ProfileLimits(ttl_ms=30 * day, retention_ms=10 * day))

@@ -2,7 +2,7 @@
 
 The reference simulator below is written from the README's "Journeys" rules alone: it keeps
 a customer's history as a plain list, fires each wait at entered_at + duration, and walks
-the steps by hand. The engine (processors/journeys.py through the identity protocol, event
+the steps by hand. The engine (processors/journeys/engine.py through the identity protocol, event
 clock) must take the same steps and send the same triggers on generated histories, whatever
 ticks come in between, and the same again when every record is replayed.
 """
@@ -19,15 +19,15 @@ import yaml
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from processors import events as ev
-from processors import journeys as jn
-from processors.catalog import Catalog
-from processors.config import ConfigError
-from processors.definitions import load_file, load_journeys
-from processors.identifiers import routing_key
-from processors.identity import Env, IdentityConfig, event_message, handle, recheck
-from processors.predicates import DefinitionError
-from processors.profile import iso
+from processors.common.config import ConfigError
+from processors.common.predicates import DefinitionError
+from processors.identity.graph import Env, IdentityConfig, event_message, handle, recheck
+from processors.ingest import events as ev
+from processors.ingest.identifiers import routing_key
+from processors.journeys import engine as jn
+from processors.profile.unified import iso
+from processors.segments.catalog import Catalog
+from processors.segments.definitions import load_file, load_journeys
 from tests.unit.test_identity_protocol import Partition
 
 HOUR = 3_600_000
@@ -760,7 +760,7 @@ def test_merges_do_not_depend_on_when_ticks_came(a: list[Any], b: list[Any], lin
 def test_merges_match_the_simulation(a: list[Any], b: list[Any], link_at: int, after: int) -> None:
     """Two customers in their own steps become one at a link event: the engine (identity
     protocol, merge, catch-up of both sides) against the simulated merge rule."""
-    from processors.partitioning import mint_profile_id
+    from processors.identity.partitioning import mint_profile_id
 
     events_a = make_events([("Signed Up", 0, "free"), *a], "a")
     events_b = make_events([("Signed Up", 0, "free"), *b], "b")

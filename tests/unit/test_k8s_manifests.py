@@ -9,7 +9,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from processors.identity import load_identity_config
+from processors.identity.graph import load_identity_config
 
 K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
 # oldest Kubernetes the manifests target, and the newest the validator knows
@@ -153,6 +153,6 @@ def test_identity_config_in_the_configmap_loads(tmp_path: Path) -> None:
 
 
 def test_every_tusk_setting_in_the_configmap_is_known() -> None:
-    settings_src = (K8S.parents[1] / "stream" / "settings.py").read_text()
+    settings_src = (K8S.parents[1] / "stream" / "runtime" / "settings.py").read_text()
     for name in one("ConfigMap", "tusk-env")["data"]:
         assert name == "KAFKA_BOOTSTRAP_SERVERS" or f'"{name}"' in settings_src, name

@@ -19,9 +19,9 @@ from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream import kafka_security as ks
-from stream.kafka_io import KafkaAccessError, connect
-from stream.settings import Settings, SettingsError
+from stream.kafka import security as ks
+from stream.kafka.clients import KafkaAccessError, connect
+from stream.runtime.settings import Settings, SettingsError
 
 REPO = Path(__file__).resolve().parents[2]
 SCRAM = {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "SCRAM-SHA-256",
@@ -142,11 +142,11 @@ def test_what_aiokafka_cannot_do_is_refused_for_the_worker_only(conf: dict[str, 
 
 
 def test_the_worker_app_gets_the_login() -> None:
-    """stream.app builds Faust's App with the mapped credentials (in a fresh interpreter: the app
+    """stream.runtime.app builds Faust's App with the mapped credentials (in a fresh interpreter: the app
     is built from the environment at import)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TUSK_KAFKA_")}
     env.update({ks.env_name(k): v for k, v in SCRAM.items()})
-    code = ("import orjson; from stream.app import app; "
+    code = ("import orjson; from stream.runtime.app import app; "
             "from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth as a; "
             "print(orjson.dumps(a(app.conf.broker_credentials, app.conf.ssl_context)).decode())")
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True,
@@ -154,7 +154,7 @@ def test_the_worker_app_gets_the_login() -> None:
     assert out.returncode == 0, out.stderr
     assert orjson.loads(out.stdout.splitlines()[-1]) == {**ks.aiokafka_auth(SCRAM), "ssl_context": None}
     env[ks.env_name("sasl.mechanism")] = "GSSAPI"
-    out = subprocess.run([sys.executable, "-m", "stream.cli", "worker"], env=env, cwd=REPO,
+    out = subprocess.run([sys.executable, "-m", "stream.cli.commands", "worker"], env=env, cwd=REPO,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 1 and out.stderr.count("\n") == 1, out.stderr
     assert out.stderr.startswith("tusk: TUSK_KAFKA_SASL_MECHANISM=GSSAPI: the worker's Faust clients")
@@ -172,7 +172,7 @@ def test_every_kafka_client_in_stream_is_built_from_the_settings() -> None:
     client is opened outside Faust (which gets the same login through broker_credentials)."""
     through = {"client_config", "producer_config"}  # producer_config: the collector's, checked below
     found: list[str] = []
-    for path in sorted((REPO / "stream").glob("*.py")):
+    for path in sorted((REPO / "stream").rglob("*.py")):
         source = path.read_text()
         tree = ast.parse(source)
         assert "AIOKafkaConsumer(" not in source and "AIOKafkaProducer(" not in source, path
@@ -194,13 +194,13 @@ def test_every_kafka_client_in_stream_is_built_from_the_settings() -> None:
             params = {a.arg for f in enclosing for a in f.args.args}
             passed = isinstance(arg, ast.Name) and arg.id in params
             assert assigned & through or passed, (
-                f"{path.name}:{call.lineno}: build this Kafka client from stream.kafka_io.client_config "
+                f"{path.name}:{call.lineno}: build this Kafka client from stream.kafka.clients.client_config "
                 f"(settings), so that TUSK_KAFKA_* reaches it")
     assert len(found) >= 8, found  # the scan sees the clients (admin, producer, readers, restore, ...)
 
 
 def test_the_collector_producer_gets_the_login() -> None:
-    from stream.collector import CollectorConfig, producer_config
+    from stream.ingest.collector import CollectorConfig, producer_config
 
     settings = Settings(bootstrap="b:1", kafka_extra=dict(SCRAM))
     conf: dict[str, Any] = producer_config(settings, CollectorConfig())

@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processors.identity import IdentityConfig
+from processors.identity.graph import IdentityConfig
 from tests.unit.test_identity_protocol import NO_GUARD, Cluster, assert_limits_and_links, event_lists, play
 
 

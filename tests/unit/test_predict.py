@@ -22,15 +22,15 @@ from lifetimes import BetaGeoFitter
 from scipy import integrate
 from scipy import stats as sps
 
-from processors import predict as pr
-from processors import rfm
-from processors.catalog import Catalog
-from processors.config import ConfigError
-from processors.definitions import parse_record
-from processors.events import Touchpoint
-from processors.merge import merge
-from processors.predicates import DefinitionError
-from processors.profile import Outcome, apply, new_profile
+from processors.common.config import ConfigError
+from processors.common.predicates import DefinitionError
+from processors.ingest.events import Touchpoint
+from processors.predict import models as pr
+from processors.predict import rfm
+from processors.profile.merge import merge
+from processors.profile.unified import Outcome, apply, new_profile
+from processors.segments.catalog import Catalog
+from processors.segments.definitions import parse_record
 
 DAY = rfm.DAY_MS
 DATA = resources.files("lifetimes.datasets")

@@ -15,12 +15,12 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 import schemas
-from processors import events as ev
-from processors.dlq import dlq_record
-from processors.identifiers import extract, normalise_email, normalise_phone
-from processors.merge import merge
-from processors.partitioning import mint_profile_id, murmur2, partition_for
-from processors.profile import Outcome, apply, new_profile, public_view
+from processors.identity.partitioning import mint_profile_id, murmur2, partition_for
+from processors.ingest import events as ev
+from processors.ingest.dlq import dlq_record
+from processors.ingest.identifiers import extract, normalise_email, normalise_phone
+from processors.profile.merge import merge
+from processors.profile.unified import Outcome, apply, new_profile, public_view
 
 TOUCHPOINT = Draft202012Validator(schemas.load("touchpoint"))
 

@@ -1,4 +1,4 @@
-"""The over-merge guard (processors/quarantine.py) on simulated partitions."""
+"""The over-merge guard (processors/identity/quarantine.py) on simulated partitions."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processors import events as ev
-from processors import junk_traffic as junk
-from processors import quarantine as q
-from processors.config import ConfigError
-from processors.identifiers import key_of, routing_key
-from processors.identity import IdentityConfig, event_message, load_identity_config
-from processors.profile import ProfileLimits
+from processors.common.config import ConfigError
+from processors.identity import quarantine as q
+from processors.identity.graph import IdentityConfig, event_message, load_identity_config
+from processors.ingest import events as ev
+from processors.ingest.identifiers import key_of, routing_key
+from processors.profile.unified import ProfileLimits
+from stream.demo import junk_traffic as junk
 from tests.unit.test_identity_protocol import Cluster, components, event_lists, play
 
 YEAR = 365 * 86_400_000

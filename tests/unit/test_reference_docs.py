@@ -1,4 +1,4 @@
-"""docs/reference/ is generated from the code (python -m stream.docs) and cannot drift from it."""
+"""docs/reference/ is generated from the code (python -m stream.cli.docs) and cannot drift from it."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from stream.collector import CollectorConfig
-from stream.docs import SETTINGS
-from stream.settings import Settings
+from stream.cli.docs import SETTINGS
+from stream.ingest.collector import CollectorConfig
+from stream.runtime.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 NAME = re.compile(r"(TUSK_[A-Z0-9_]*[A-Z0-9]|KAFKA_BOOTSTRAP_SERVERS)")
@@ -26,7 +26,7 @@ def _clean_env() -> dict[str, str]:
 
 
 def test_committed_reference_equals_the_generated_one() -> None:
-    done = subprocess.run([sys.executable, "-m", "stream.docs", "--check"], cwd=REPO, env=_clean_env(),
+    done = subprocess.run([sys.executable, "-m", "stream.cli.docs", "--check"], cwd=REPO, env=_clean_env(),
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr.strip()
 
@@ -35,7 +35,7 @@ def settings_read() -> dict[str, str]:
     """Every TUSK_* name the code reads (string constants in stream/ and processors/) or the
     deployment sets (deploy/), with the first file that names it."""
     found: dict[str, str] = {}
-    sources = [p for p in [*REPO.glob("stream/*.py"), *REPO.glob("processors/*.py")]
+    sources = [p for p in [*REPO.glob("stream/**/*.py"), *REPO.glob("processors/**/*.py")]
                if p.name != "docs.py"]  # the declarations themselves
     for path in sorted(sources):
         for node in ast.walk(ast.parse(path.read_text())):
@@ -56,14 +56,15 @@ def test_every_setting_read_is_declared() -> None:
     for name, where in sorted(read.items()):
         assert not name.endswith("_"), (
             f"{where} builds variable names from {name!r}: add Setting({name + '<WHAT>'!r}, ...) to "
-            f"SETTINGS in stream/docs.py, saying what <WHAT> stands for, then run python -m stream.docs.")
+            f"SETTINGS in stream/cli/docs.py, saying what <WHAT> stands for, then run "
+            f"python -m stream.cli.docs.")
         assert name in declared, (
             f"{name} is read in {where} but not documented: add Setting({name!r}, \"<default>\", "
             f"\"<meaning>\", \"<worker|collector|CLI>\", \"Settings.<field>\" or None) to SETTINGS in "
-            f"stream/docs.py, then run python -m stream.docs and commit docs/reference/settings.md.")
+            f"stream/cli/docs.py, then run python -m stream.cli.docs and commit docs/reference/settings.md.")
     for name in sorted(n for n in declared - set(read) if "<" not in n):
-        raise AssertionError(f"{name} is in SETTINGS of stream/docs.py but nothing reads it any more: "
-                             f"remove it, then run python -m stream.docs.")
+        raise AssertionError(f"{name} is in SETTINGS of stream/cli/docs.py but nothing reads it any more: "
+                             f"remove it, then run python -m stream.cli.docs.")
 
 
 @pytest.mark.parametrize("setting", [s for s in SETTINGS if s.field], ids=lambda s: s.name)
@@ -81,5 +82,6 @@ def test_documented_defaults_are_the_real_ones(setting: object, monkeypatch: pyt
 
     real = value()
     monkeypatch.setenv(s.name, s.default)
-    assert value() == real, (f"SETTINGS in stream/docs.py documents {s.name}={s.default!r} as the default, "
+    assert value() == real, (f"SETTINGS in stream/cli/docs.py documents {s.name}={s.default!r} as the "
+                             f"default, "
                              f"but the default of {s.field} is {real!r}: correct one of them.")

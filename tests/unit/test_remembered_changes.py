@@ -7,8 +7,8 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from processors.catalog import transition
-from processors.identity import _pack, _unpack
+from processors.identity.graph import _pack, _unpack
+from processors.segments.catalog import transition
 
 names = st.text(min_size=1, max_size=12)
 extras = st.dictionaries(st.sampled_from(["reason", "continued", "note"]),

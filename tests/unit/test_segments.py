@@ -11,15 +11,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processors import aggregates as ag
-from processors.catalog import Catalog
-from processors.config import ConfigError
-from processors.definitions import load_file, parse_record
-from processors.events import Touchpoint
-from processors.formula import compile_formula, evaluate
-from processors.merge import merge
-from processors.predicates import Ctx, DefinitionError
-from processors.profile import Outcome, apply, new_profile
+from processors.common.config import ConfigError
+from processors.common.predicates import Ctx, DefinitionError
+from processors.ingest.events import Touchpoint
+from processors.profile import aggregates as ag
+from processors.profile.formula import compile_formula, evaluate
+from processors.profile.merge import merge
+from processors.profile.unified import Outcome, apply, new_profile
+from processors.segments.catalog import Catalog
+from processors.segments.definitions import load_file, parse_record
 
 DAY = 86_400_000
 EXAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "shop.yaml"

@@ -1,4 +1,4 @@
-"""The write-back state (stream/state.py) over real rocksdict databases, without Kafka."""
+"""The write-back state (stream/state/writeback.py) over real rocksdict databases, without Kafka."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ import rocksdict
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream import state as st_mod
-from stream.outbox import OUTBOX
-from stream.state import OVERHEAD, StateWriteFailed, WriteBack
+from stream.kafka.outbox import OUTBOX
+from stream.state import writeback as st_mod
+from stream.state.writeback import OVERHEAD, StateWriteFailed, WriteBack
 
 
 class FakeStore:
-    """What stream/state.py uses of Faust's RocksDB store."""
+    """What stream/state/writeback.py uses of Faust's RocksDB store."""
 
     def __init__(self, base: Path, name: str) -> None:
         self.base, self.name = base, name

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream.settings import Settings, SettingsError
-from stream.topic_configs import config_of, differences, step_ms, topic_configs
+from stream.kafka.topic_configs import config_of, differences, step_ms, topic_configs
+from stream.runtime.settings import Settings, SettingsError
 
 DAY = 86_400_000
 

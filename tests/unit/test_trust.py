@@ -1,4 +1,4 @@
-"""Source trust for traits: ranked sources, raise events, provenance, laws (processors/trust.py)."""
+"""Source trust for traits: ranked sources, raise events, provenance, laws (processors/profile/trust.py)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processors.config import ConfigError
-from processors.events import Touchpoint
-from processors.identity import load_identity_config
-from processors.merge import merge
-from processors.profile import Outcome, ProfileLimits, apply, new_profile, public_view
-from processors.trust import TrustConfig, parse_trust
-from stream.collector import CollectorConfig, build_records
-from stream.settings import Settings, SettingsError
+from processors.common.config import ConfigError
+from processors.identity.graph import load_identity_config
+from processors.ingest.events import Touchpoint
+from processors.profile.merge import merge
+from processors.profile.trust import TrustConfig, parse_trust
+from processors.profile.unified import Outcome, ProfileLimits, apply, new_profile, public_view
+from stream.ingest.collector import CollectorConfig, build_records
+from stream.runtime.settings import Settings, SettingsError
 
 TRUST = parse_trust({
     "sources": ["checkout", "app", "web", "crm_import"],
@@ -175,7 +175,7 @@ def test_collector_names_the_source_of_a_write_key(monkeypatch: pytest.MonkeyPat
 
 
 def test_a_raise_event_re_evaluates_segments_on_its_trait() -> None:
-    from processors.catalog import Catalog
+    from processors.segments.catalog import Catalog
 
     cat = Catalog.build([], [{"id": "jo", "condition": {"trait": "email", "eq": "jo@x.com"}}])
     profile = new_profile("p_1")

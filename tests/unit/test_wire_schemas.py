@@ -9,9 +9,9 @@ import orjson
 from jsonschema import Draft202012Validator
 
 import schemas
-from processors.catalog import transition
-from processors.identity import Env, is_redirect
-from processors.profile import public_view
+from processors.identity.graph import Env, is_redirect
+from processors.profile.unified import public_view
+from processors.segments.catalog import transition
 from tests.unit.test_identity_protocol import group_event, run_raw
 
 PROFILE = Draft202012Validator(schemas.load("profile"), format_checker=Draft202012Validator.FORMAT_CHECKER)

@@ -1,0 +1,1 @@
+"""Step 5: which segment transitions become triggers for which channels, and hashed audience addresses."""

@@ -1,0 +1,2 @@
+"""Shared pure helpers: YAML config with located errors, durations and instants, predicates on dotted
+paths."""

@@ -1,0 +1,1 @@
+"""Journeys: multi-step customer paths advanced on events and deadlines."""

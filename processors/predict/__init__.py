@@ -1,0 +1,1 @@
+"""Purchase summaries (RFM) and the BG/NBD and Gamma-Gamma models fitted on them."""

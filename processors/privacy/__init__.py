@@ -1,0 +1,1 @@
+"""Privacy requests (export, erase) as records of the identity protocol."""

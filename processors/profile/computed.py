@@ -1,0 +1,260 @@
+"""Computed traits: aggregates over a profile's events, all-time or in a sliding window.
+
+A definition (schemas/definitions.schema.json) is either an aggregate
+
+    {id: orders_30d, aggregate: count, event: Order Completed, window: 30d}
+    {id: spend, aggregate: sum, event: Order Completed, of: [properties.revenue, properties.total]}
+
+or a formula over other computed traits
+
+    {id: ltv, formula: spend - refunds}
+
+State lives in the profile under `_agg[id]`: one partial aggregate (all-time),
+or event-time buckets (windowed) read at evaluation time, so a windowed value
+is exact at any clock reading and changes as time passes without new events.
+The window holds events with now - offset - window <= time <= now - offset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from processors.common.predicates import Ctx, DefinitionError, EventFilter, compile_where, get_values
+from processors.common.timeutil import parse_duration_ms
+from processors.ingest.events import Touchpoint
+from processors.profile import aggregates as ag
+from processors.profile.formula import Compiled, Lookup, compile_formula
+
+Profile = dict[str, Any]
+WINDOW_BUCKETS = 128
+TIME_FIELD = "timestamp"
+
+
+def version_of(spec: Mapping[str, Any], fields: Sequence[str]) -> str:
+    blob = orjson.dumps({k: spec.get(k) for k in fields}, option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha1(blob).hexdigest()[:12]
+
+
+def as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+@dataclass(frozen=True)
+class EventSelector:
+    """Which events count: by track event name and/or type, then property conditions."""
+
+    names: frozenset[str] | None
+    types: frozenset[str] | None
+    where: EventFilter
+
+    def matches(self, msg: Mapping[str, Any], name: str, type_: str, ctx: Ctx) -> bool:
+        if self.names is not None and name not in self.names:
+            return False
+        if self.types is not None and type_ not in self.types:
+            return False
+        return self.where(msg, ctx)
+
+    @property
+    def tags(self) -> frozenset[str]:
+        """Change tags (see catalog) of the events this selector can match."""
+        if self.names is not None:
+            return frozenset(f"name:{n}" for n in self.names)
+        if self.types is not None:
+            return frozenset(f"type:{t}" for t in self.types)
+        return frozenset({"*"})
+
+
+def compile_selector(spec: Mapping[str, Any], path: Sequence[str | int],
+                     name_key: str = "event") -> EventSelector:
+    names = as_list(spec.get(name_key))
+    types = as_list(spec.get("type"))
+    for key, values in ((name_key, names), ("type", types)):
+        if any(not isinstance(v, str) or not v for v in values):
+            raise DefinitionError([*path, key], "an event name or a list of names")
+    return EventSelector(frozenset(names) if names else None, frozenset(types) if types else None,
+                         compile_where(spec.get("where"), [*path, "where"]))
+
+
+@dataclass(frozen=True)
+class TraitDef:
+    id: str
+    aggregate: str | None
+    formula: Compiled | None
+    refs: frozenset[str]
+    selector: EventSelector | None
+    of: tuple[str, ...]
+    window_ms: int | None
+    offset_ms: int
+    version: str
+    spec: Mapping[str, Any]
+
+    @property
+    def is_time(self) -> bool:
+        return self.of == (TIME_FIELD,) and self.aggregate in ("first", "last", "min", "max")
+
+    @property
+    def lookback_ms(self) -> int | None:
+        return None if self.window_ms is None else self.window_ms + self.offset_ms
+
+
+def _duration(spec: Mapping[str, Any], key: str, path: Sequence[str | int]) -> int | None:
+    if spec.get(key) is None:
+        return None
+    try:
+        return parse_duration_ms(spec[key], key)
+    except ValueError:
+        raise DefinitionError([*path, key], f"a duration like 30d, 12h or 2w, got {spec[key]!r}") from None
+
+
+def compile_trait(spec: Mapping[str, Any], path: Sequence[str | int],
+                  known: Callable[[str], bool]) -> TraitDef:
+    tid = spec.get("id")
+    if not isinstance(tid, str) or not tid:
+        raise DefinitionError([*path, "id"], "a name for the computed trait")
+    if "formula" in spec:
+        if "aggregate" in spec:
+            raise DefinitionError(path, "either `aggregate` or `formula`, not both")
+        text = spec["formula"]
+        if not isinstance(text, str):
+            raise DefinitionError([*path, "formula"], "an expression as a string")
+        fn, refs = compile_formula(text, known, [*path, "formula"])
+        if tid in refs:
+            raise DefinitionError([*path, "formula"], f"an expression not using {tid!r} itself")
+        return TraitDef(tid, None, fn, refs, None, (), None, 0,
+                        version_of(spec, ["formula"]), spec)
+    agg = spec.get("aggregate")
+    if agg not in ag.AGGREGATES:
+        raise DefinitionError([*path, "aggregate"], f"one of {list(ag.AGGREGATES)}, got {agg!r}")
+    of = tuple(as_list(spec.get("of")))
+    if agg != "count" and not of:
+        raise DefinitionError([*path, "of"], f"the event field `{agg}` reads, e.g. properties.revenue")
+    if any(not isinstance(p, str) or not p for p in of):
+        raise DefinitionError([*path, "of"], "a dotted path or a list of them")
+    window = _duration(spec, "window", path)
+    offset = _duration(spec, "offset", path) or 0
+    if offset and window is None:
+        raise DefinitionError([*path, "offset"], "a `window` to go with the offset")
+    selector = compile_selector(spec, path)
+    version = version_of(spec, ["aggregate", "of", "event", "type", "where", "window", "offset"])
+    return TraitDef(tid, agg, None, frozenset(), selector, of, window, offset, version, spec)
+
+
+def _observed_values(td: TraitDef, tp: Touchpoint) -> list[Any]:
+    for p in td.of:
+        if p == TIME_FIELD:
+            return [tp.ts]
+        values = get_values(tp.msg, p)
+        if values:
+            return values
+    return []
+
+
+def observe(td: TraitDef, profile: Profile, tp: Touchpoint, now: int, ctx: Ctx) -> bool:
+    """Fold an applied event into the trait's state; True when it matched."""
+    assert td.aggregate is not None and td.selector is not None
+    if not td.selector.matches(tp.msg, tp.name, tp.type, ctx):
+        return False
+    state = _state(td, profile)
+    agg = td.aggregate
+    if agg == "count":
+        partials = [ag.single(agg, tp.ts, tp.message_id, None)]
+    else:
+        partials = [ag.single(agg, tp.ts, tp.message_id, v) for v in _observed_values(td, tp)]
+        partials = [p for p in partials if p is not None]
+    if not partials:
+        return False
+    one = ag.fold(agg, partials)
+    if td.window_ms is None:
+        state["p"] = ag.combine(agg, state.get("p"), one)
+    else:
+        buckets = state["b"]
+        ag.bucket_add(buckets, tp.ts, one, _joiner(agg), WINDOW_BUCKETS)
+        lookback = td.lookback_ms
+        assert lookback is not None
+        ag.bucket_prune(buckets, now - lookback)
+    return True
+
+
+def _state(td: TraitDef, profile: Profile) -> dict[str, Any]:
+    states: dict[str, Any] = profile.setdefault("_agg", {})
+    state = states.get(td.id)
+    if state is None or state.get("v") != td.version:
+        state = {"v": td.version, "a": td.aggregate}
+        if td.window_ms is not None:
+            state["b"] = {}
+        states[td.id] = state
+    return state
+
+
+def rebuild(td: TraitDef, profile: Profile, now: int) -> None:
+    """A new or changed definition: start over from the events the profile still holds."""
+    profile.setdefault("_agg", {}).pop(td.id, None)
+    _state(td, profile)
+    ctx = Ctx(now)
+    for e in sorted(profile.get("recent_events", []), key=lambda e: (e["ts"], e["messageId"])):
+        msg = {"type": e["type"], "messageId": e["messageId"], "properties": e.get("properties", {})}
+        if "event" in e:
+            msg["event"] = e["event"]
+        if "name" in e:
+            msg["name"] = e["name"]
+        observe(td, profile, Touchpoint(msg, e["type"], e["messageId"], e["ts"], []), now, ctx)
+
+
+def needs_rebuild(td: TraitDef, profile: Profile) -> bool:
+    if td.aggregate is None:
+        return False
+    state = profile.get("_agg", {}).get(td.id)
+    return state is None or state.get("v") != td.version
+
+
+def value(td: TraitDef, profile: Profile, ctx: Ctx, lookup: Lookup) -> Any:
+    """The trait's value at ctx.now (registering when it will change by itself)."""
+    if td.formula is not None:
+        return td.formula(lookup, ctx)
+    agg = td.aggregate
+    assert agg is not None
+    state = profile.get("_agg", {}).get(td.id)
+    if state is None or state.get("v") != td.version:
+        return ag.result(agg, None)
+    if td.window_ms is None:
+        return ag.result(agg, state.get("p"))
+    hi = ctx.now - td.offset_ms
+    lo = hi - td.window_ms
+    inside = []
+    for key, (_size, partial) in state["b"].items():
+        start = int(key)
+        if lo <= start <= hi:
+            inside.append((start, partial))
+            ctx.due(start + td.window_ms + td.offset_ms + 1)  # when it leaves the window
+        elif start > hi:
+            ctx.due(start + td.offset_ms)  # when it enters (offset windows)
+    inside.sort(key=lambda sp: sp[0])
+    return ag.result(agg, ag.fold(agg, (p for _, p in inside)))
+
+
+def _joiner(agg: str) -> ag.Combine:
+    return lambda x, y: ag.combine(agg, x, y)
+
+
+def merge_states(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+    """_agg of two merging profiles; states of different versions keep the first's."""
+    out: dict[str, Any] = {k: v for k, v in a.items()}
+    for tid, sb in b.items():
+        sa = out.get(tid)
+        if sa is None or sa.get("v") != sb.get("v"):
+            if sa is None:
+                out[tid] = sb
+            continue
+        agg = sa["a"]
+        if "b" in sa:
+            out[tid] = {**sa, "b": ag.bucket_merge(sa["b"], sb["b"], _joiner(agg), WINDOW_BUCKETS)}
+        else:
+            out[tid] = {**sa, "p": ag.combine(agg, sa.get("p"), sb.get("p"))}
+    return out

@@ -1,0 +1,1 @@
+"""Step 4: segment rules, the catalog of definitions in force, definition files."""

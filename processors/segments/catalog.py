@@ -1,0 +1,390 @@
+"""The definitions in force (computed traits and segments) and how they run on a profile.
+
+A Catalog is immutable: a live change builds a new one (put/delete), checked
+as a whole (unknown references, cycles), so a worker swaps catalogs between
+two events and never evaluates half a change.
+
+Change tags say what an event may have changed: "*" (anything counting events),
+"name:<event name>", "type:<type>", "trait:<name>", "consent", "subscriptions",
+"account", "identity". A segment is re-evaluated when the tags of an event meet
+the tags it depends on (its own, those of the computed traits and segments it
+reads, transitively), when its deadline has passed, or when a segment it reads
+changed in the same pass.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from processors.common.predicates import Ctx, DefinitionError
+from processors.common.timeutil import iso
+from processors.ingest.events import Touchpoint
+from processors.predict import models as pr
+from processors.predict import rfm
+from processors.profile import aggregates as ag
+from processors.profile import computed as ct
+from processors.profile.unified import EVENT_BUCKETS, consent_of, person_traits
+from processors.segments.rules import SegmentDef, compile_segment
+
+Profile = dict[str, Any]
+
+TRAIT_PREFIX = "computed:"
+MODEL_PREFIX = "predict:"
+"""The fitted prediction model (tusk predict fit) is published as predict:model."""
+
+
+def topic_key(kind: str, ident: str) -> str:
+    """Key on the definitions topic: segments by id, computed traits as computed:<id>."""
+    if kind == "predict_model":
+        return f"{MODEL_PREFIX}{ident}"
+    return ident if kind == "segment" else f"{TRAIT_PREFIX}{ident}"
+
+
+def parse_topic_key(key: str) -> tuple[str, str]:
+    if key.startswith(TRAIT_PREFIX):
+        return "computed_trait", key[len(TRAIT_PREFIX):]
+    if key.startswith(MODEL_PREFIX):
+        return "predict_model", key[len(MODEL_PREFIX):]
+    return "segment", key
+
+
+def _toposort(nodes: Mapping[str, Iterable[str]], what: str, path_of: Mapping[str, list[Any]]) -> list[str]:
+    order: list[str] = []
+    state: dict[str, int] = {}
+
+    def visit(n: str, trail: list[str]) -> None:
+        if state.get(n) == 2:
+            return
+        if state.get(n) == 1:
+            cycle = " → ".join([*trail[trail.index(n):], n])
+            raise DefinitionError(path_of.get(n, [n]), f"{what} without a cycle ({cycle})")
+        state[n] = 1
+        for dep in sorted(nodes[n]):
+            if dep in nodes:
+                visit(dep, [*trail, n])
+        state[n] = 2
+        order.append(n)
+
+    for n in sorted(nodes):
+        visit(n, [])
+    return order
+
+
+@dataclass(frozen=True)
+class Catalog:
+    trait_specs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    segment_specs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    traits: Mapping[str, ct.TraitDef] = field(default_factory=dict)
+    trait_order: tuple[str, ...] = ()
+    segments: Mapping[str, SegmentDef] = field(default_factory=dict)
+    order: tuple[str, ...] = ()
+    tags: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    dependents: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    implicit: tuple[ct.TraitDef, ...] = ()
+    versions: Mapping[str, str] = field(default_factory=dict)
+    """per segment: its definition with those of everything it reads (a change → re-evaluate)"""
+    predict: pr.Setup = field(default_factory=pr.Setup)
+    """purchase summaries kept per profile, and the fitted model behind p_alive & co."""
+
+    @classmethod
+    def build(cls, trait_specs: Iterable[Mapping[str, Any]] = (),
+              segment_specs: Iterable[Mapping[str, Any]] = (), predict: pr.Setup | None = None) -> Catalog:
+        tspecs = {str(s.get("id")): s for s in trait_specs}
+        sspecs = {str(s.get("id")): s for s in segment_specs}
+        return cls._compile(tspecs, sspecs, predict or pr.Setup())
+
+    @classmethod
+    def _compile(cls, tspecs: Mapping[str, Mapping[str, Any]],
+                 sspecs: Mapping[str, Mapping[str, Any]], predict: pr.Setup) -> Catalog:
+        for tid in sorted(set(tspecs) & set(pr.TRAITS)):
+            raise DefinitionError(["computed_traits", tid, "id"], f"a name other than the predictive "
+                                  f"traits {list(pr.TRAITS)}")
+        traits = {tid: ct.compile_trait(spec, ["computed_traits", tid],
+                                        lambda n: n in tspecs or n in pr.TRAITS)
+                  for tid, spec in tspecs.items()}
+        trait_order = _toposort({t: d.refs for t, d in traits.items()}, "formulas",
+                                {t: ["computed_traits", t, "formula"] for t in traits})
+        segments = {sid: compile_segment(spec, ["segments", sid]) for sid, spec in sspecs.items()}
+        for sid, seg in segments.items():
+            for t in sorted(seg.traits - set(traits) - set(pr.TRAITS)):
+                raise DefinitionError(["segments", sid, "condition"], f"a known computed trait, got {t!r}")
+            for s in sorted(seg.segments - set(segments)):
+                raise DefinitionError(["segments", sid, "condition"], f"a known segment, got {s!r}")
+        order = _toposort({s: d.segments for s, d in segments.items()}, "segment references",
+                          {s: ["segments", s, "condition"] for s in segments})
+        trait_tags: dict[str, frozenset[str]] = {
+            t: frozenset(f"name:{n}" for n in predict.rfm.events) for t in pr.TRAITS}
+        for tid in trait_order:
+            d = traits[tid]
+            if d.selector is not None:
+                trait_tags[tid] = d.selector.tags
+            else:
+                trait_tags[tid] = frozenset().union(*(trait_tags[r] for r in d.refs))
+        tags: dict[str, frozenset[str]] = {}
+        dependents: dict[str, set[str]] = {s: set() for s in segments}
+        for sid in order:
+            sd = segments[sid]
+            tags[sid] = sd.tags.union(*(trait_tags[t] for t in sd.traits), *(tags[s] for s in sd.segments))
+            for ref in sd.segments:
+                dependents[ref].add(sid)
+        implicit = tuple(t for sid in order for t in segments[sid].implicit)
+        tv: dict[str, str] = {t: _hash([t, predict.version]) for t in pr.TRAITS}
+        for tid in trait_order:
+            tv[tid] = _hash([traits[tid].version, *(tv[r] for r in sorted(traits[tid].refs))])
+        versions: dict[str, str] = {}
+        for sid in order:
+            sd = segments[sid]
+            versions[sid] = _hash([sd.version, *(tv[t] for t in sorted(sd.traits)),
+                                   *(versions[s] for s in sorted(sd.segments))])
+        return cls(tspecs, sspecs, traits, tuple(trait_order), segments, tuple(order), tags,
+                   {k: frozenset(v) for k, v in dependents.items()}, implicit, versions, predict)
+
+    def put(self, kind: str, spec: Mapping[str, Any]) -> Catalog:
+        """A catalog with this definition added or replaced (DefinitionError if it breaks any)."""
+        ident = str(spec.get("id"))
+        if kind == "predict_model":
+            return self.with_predict(replace(self.predict, model=pr.Model.from_record(spec)))
+        if kind == "computed_trait":
+            return self._compile({**self.trait_specs, ident: spec}, self.segment_specs, self.predict)
+        return self._compile(self.trait_specs, {**self.segment_specs, ident: spec}, self.predict)
+
+    def with_predict(self, setup: pr.Setup) -> Catalog:
+        """The same definitions with another prediction setup (summary config or model)."""
+        return self._compile(self.trait_specs, self.segment_specs, setup)
+
+    def extended(self, traits: Iterable[Mapping[str, Any]],
+                 segments: Iterable[Mapping[str, Any]]) -> Catalog:
+        """Several definitions added or replaced at once (they may refer to each other)."""
+        return self._compile({**self.trait_specs, **{str(t["id"]): t for t in traits}},
+                             {**self.segment_specs, **{str(s["id"]): s for s in segments}}, self.predict)
+
+    def delete(self, kind: str, ident: str) -> Catalog:
+        if kind == "predict_model":
+            return self.with_predict(replace(self.predict, model=None))
+        if kind == "computed_trait":
+            return self._compile({k: v for k, v in self.trait_specs.items() if k != ident},
+                                 self.segment_specs, self.predict)
+        return self._compile(self.trait_specs,
+                             {k: v for k, v in self.segment_specs.items() if k != ident}, self.predict)
+
+    @functools.cached_property
+    def aggregates(self) -> list[ct.TraitDef]:
+        return [*(t for t in self.traits.values() if t.aggregate is not None), *self.implicit]
+
+    @functools.cached_property
+    def _by_name(self) -> tuple[dict[str, list[ct.TraitDef]], list[ct.TraitDef]]:
+        """Aggregates by the event names they select, and those selecting by type or anything."""
+        named: dict[str, list[ct.TraitDef]] = {}
+        other: list[ct.TraitDef] = []
+        for td in self.aggregates:
+            assert td.selector is not None
+            if td.selector.names is None:
+                other.append(td)
+            else:
+                for n in td.selector.names:
+                    named.setdefault(n, []).append(td)
+        return named, other
+
+    @functools.cached_property
+    def _by_tag(self) -> dict[str, set[str]]:
+        index: dict[str, set[str]] = {}
+        for sid, tags in self.tags.items():
+            for t in tags:
+                index.setdefault(t, set()).add(sid)
+        return index
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        return _hash(sorted(f"{k}={v}" for k, v in self.versions.items())
+                     + sorted(f"{t.id}={t.version}" for t in self.aggregates) + [self.predict.version])
+
+    # --- running on a profile ------------------------------------------------------------
+
+    def observe(self, profile: Profile, tp: Touchpoint, now: int,
+                retention_ms: int | None = None) -> set[str]:
+        """Fold an applied event into computed state; the change tags it carries."""
+        ctx = Ctx(now)
+        rebuilt = set()
+        if profile.get("_cv") != self.fingerprint:  # definitions changed since this profile's last event
+            for td in self.aggregates:
+                if ct.needs_rebuild(td, profile):
+                    ct.rebuild(td, profile, now)  # the event is already in recent_events
+                    rebuilt.add(td.id)
+        named, other = self._by_name
+        for td in (*named.get(tp.name, ()), *other):
+            if td.id not in rebuilt:
+                ct.observe(td, profile, tp, now, ctx)
+        if tp.name in self.predict.rfm.events:
+            rfm.observe(profile.setdefault("_rfm", {}), self.predict.rfm, tp.name, tp.ts, tp.msg)
+        profile["_cv"] = self.fingerprint
+        index: dict[str, ag.Buckets] = profile.setdefault("_ev", {})
+        ag.bucket_add(index.setdefault(tp.name, {}), tp.ts, 1, _add, EVENT_BUCKETS)
+        if retention_ms is not None:
+            for name in list(index):
+                ag.bucket_prune(index[name], now - retention_ms)
+                if not index[name]:
+                    del index[name]
+        tags = {"*", f"name:{tp.name}", f"type:{tp.type}"}
+        changed = person_traits(tp)
+        tags.update(f"trait:{t}" for t in changed if t != "subscriptions")
+        # traits this event wrote without carrying them (trust `raise` events, processors/profile/trust.py)
+        tags.update(f"trait:{t}" for t, stamp in profile.get("_tt", {}).items() if stamp[1] == tp.message_id)
+        if "subscriptions" in changed:
+            tags.add("subscriptions")
+        if consent_of(tp):
+            tags.add("consent")
+        if tp.identifiers:
+            tags.add("identity")
+        return tags
+
+    def evaluate(self, profile: Profile, now: int, tags: set[str] | None, cause: str) -> list[dict[str, Any]]:
+        """Re-evaluate the segments `tags` may have changed (None: all); transitions, in order.
+
+        Updates profile["segments"], the per-segment deadlines (_due), the next
+        deadline of the profile (_next) and the computed-trait snapshot.
+        """
+        if tags is None:  # backfill, merge: definitions may be new to this profile
+            for td in self.aggregates:
+                if ct.needs_rebuild(td, profile):
+                    ct.rebuild(td, profile, now)
+        scope = _Scope(profile, Ctx(now), self)
+        members: dict[str, Any] = profile.setdefault("segments", {})
+        due: dict[str, int] = {k: v for k, v in profile.get("_due", {}).items() if k in self.segments}
+        for gone in [s for s in members if s not in self.segments]:
+            del members[gone]  # a deleted definition: no exit record, the segment is gone
+        versions: dict[str, str] = profile.setdefault("_seg_v", {})
+        if tags is None:
+            todo = set(self.segments)
+        else:
+            todo = set().union(*(self._by_tag.get(t, ()) for t in tags))
+            todo.update(s for s, at in due.items() if at <= now)
+            if profile.get("_sv") != self.fingerprint:
+                todo.update(s for s in self.segments if versions.get(s) != self.versions[s])
+        out: list[dict[str, Any]] = []
+        for sid in self.order:
+            if sid not in todo:
+                continue
+            seg = self.segments[sid]
+            scope.ctx = Ctx(now)
+            inside = bool(seg.condition(scope))
+            scope.results[sid] = inside
+            versions[sid] = self.versions[sid]
+            if scope.ctx.next_due is None:
+                due.pop(sid, None)
+            else:
+                due[sid] = scope.ctx.next_due
+            if inside != (sid in members):
+                if inside:
+                    members[sid] = {"entered_at": now}
+                else:
+                    del members[sid]
+                out.append(transition(profile["id"], sid, "entered" if inside else "exited", now, cause))
+                todo.update(self.dependents.get(sid, ()))
+        for gone in [s for s in versions if s not in self.segments]:
+            del versions[gone]
+        profile["_due"] = due
+        profile["_next"] = min(due.values(), default=None)
+        profile["_sv"] = self.fingerprint  # every segment's version checked against this catalog
+        if tags is None:
+            profile["_cv"] = self.fingerprint  # and every aggregate (rebuilt above)
+        # computed values are read at an instant (lookups, triggers), not stored per event
+        profile.pop("computed", None)
+        return out
+
+    def computed_view(self, profile: Profile, now: int) -> dict[str, Any]:
+        scope = _Scope(profile, Ctx(now), self)
+        view: dict[str, Any] = {}
+        for tid in self.trait_order:
+            value = scope.computed(tid)
+            view[tid] = iso(value) if self.traits[tid].is_time and isinstance(value, int) else value
+        if self.predict.model is not None:
+            for tid in pr.TRAITS:
+                value = scope.computed(tid)
+                view[tid] = None if value is None else float(value)
+        return view
+
+    def summary(self, profile: Profile, now: int) -> rfm.Summary | None:
+        """The profile's purchase summary (processors/predict/rfm.py) as of the day of `now`."""
+        return rfm.summary(profile.get("_rfm"), rfm.day_of(now))
+
+    def predictions_view(self, profile: Profile, now: int) -> dict[str, Any] | None:
+        """Summary and predictions as the profile API shows them (None: no purchase)."""
+        s = self.summary(profile, now)
+        if s is None:
+            return None
+        model = self.predict.model
+        unit = model.unit if model is not None else "day"
+        days = pr.UNIT_DAYS[unit]
+        view: dict[str, Any] = {
+            "unit": unit, "frequency": s.frequency, "recency": s.recency_days / days,
+            "age": s.age_days / days, "monetary": s.monetary,
+            "first_purchase": iso(s.first_day * rfm.DAY_MS), "as_of": iso(s.as_of_day * rfm.DAY_MS)}
+        if model is not None:
+            for tid in pr.TRAITS:
+                value = pr.predict(self.predict, tid, s)
+                view[tid] = None if value is None else float(value)
+            view["model"] = model.version
+        return view
+
+
+def _hash(parts: list[str]) -> str:
+    return hashlib.sha1("|".join(parts).encode()).hexdigest()[:12]
+
+
+def _add(a: Any, b: Any) -> Any:
+    return b if a is None else a if b is None else a + b
+
+
+def transition(pid: str, segment: str, kind: str, now: int, cause: str) -> dict[str, Any]:
+    """The profile-changes record of one entry or exit; its id is the same on every replay."""
+    return {"type": "segment", "transition": kind, "profile_id": pid, "segment": segment,
+            "occurred_at": iso(now), "at": now, "caused_by": cause,
+            "transition_id": transition_id(pid, segment, kind, now, cause)}
+
+
+def transition_id(pid: str, segment: str, kind: str, now: int, cause: str) -> str:
+    return hashlib.sha1(f"{pid}|{segment}|{kind}|{now}|{cause}".encode()).hexdigest()[:24]
+
+
+class _Scope:
+    def __init__(self, profile: Profile, ctx: Ctx, catalog: Catalog) -> None:
+        self.profile = profile
+        self.ctx = ctx
+        self.catalog = catalog
+        self.values: dict[str, tuple[Any, int | None]] = {}
+        self.results: dict[str, bool] = {}
+
+    def computed(self, name: str) -> Any:
+        hit = self.values.get(name)
+        if hit is None and name in pr.TRAITS:
+            summary = self.catalog.summary(self.profile, self.ctx.now)
+            hit = self.values[name] = (pr.predict(self.catalog.predict, name, summary), None)
+        if hit is None:
+            sub = Ctx(self.ctx.now)
+            td = self.catalog.traits[name]
+            outer, self.ctx = self.ctx, sub
+            try:
+                value = ct.value(td, self.profile, sub, lambda n, _c: self.computed(n))
+            finally:
+                self.ctx = outer
+            hit = self.values[name] = (value, sub.next_due)
+        if hit[1] is not None:
+            self.ctx.due(hit[1])
+        return hit[0]
+
+    def segment(self, sid: str) -> bool:
+        if sid in self.results:
+            return self.results[sid]
+        return sid in self.profile.get("segments", {})
+
+    def events(self, name: str) -> ag.Buckets | None:
+        index: dict[str, ag.Buckets] = self.profile.get("_ev", {})
+        return index.get(name)
+
+    def implicit(self, tid: str) -> ag.Buckets | None:
+        state = self.profile.get("_agg", {}).get(tid)
+        return None if state is None else state.get("b")

@@ -1,0 +1,1 @@
+"""`make bench`: the benchmark run, baseline apps, purchase log, seeding, segment cost."""

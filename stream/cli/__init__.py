@@ -1,0 +1,1 @@
+"""The `tusk` command line and the reference-docs generator."""

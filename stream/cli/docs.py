@@ -1,0 +1,583 @@
+"""The reference under docs/reference/, generated from the code so that it cannot drift.
+
+    python -m stream.cli.docs           writes docs/reference/{settings,topics,messages,commands,http}.md
+    python -m stream.cli.docs --check   exit 1, saying what to do, when a committed file differs
+
+What comes from where:
+  settings.md  SETTINGS below: the one declaration list of every TUSK_* variable read anywhere
+               (tests/unit/test_reference_docs.py checks that every name read in stream/,
+               processors/ and deploy/k8s is declared, and the documented defaults against
+               Settings.from_env and CollectorConfig.from_env)
+  topics.md    stream.kafka.clients.contract_topics (names and configs as created) + TOPICS below
+  messages.md  every schemas/*.json (title, description, fields) + SCHEMAS below (where it is used)
+  commands.md  stream.cli.commands.build_parser (every subcommand and option, with its help)
+  http.md      the routes registered on the worker's Faust web app and the collector's aiohttp
+               app + WORKER_ROUTES / COLLECTOR_ROUTES below (one line each)
+
+A setting, topic, schema or route without its declaration here stops the generator with a
+sentence saying what to add where.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+OUT = REPO / "docs" / "reference"
+SELF = "stream/cli/docs.py"
+
+
+class DocsError(Exception):
+    """Something the reference cannot describe yet: the sentence says what to add where."""
+
+
+# ------------------------------------------------------------------------------------ settings
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str
+    """as a user would write it; "" when unset means off / not used"""
+    meaning: str
+    used_by: str
+    """worker, collector, CLI (the processes that read it)"""
+    field: str | None = None
+    """`Settings.<field>` or `CollectorConfig.<field>` it fills: the test checks the default"""
+
+
+ALL = "worker, collector, CLI"
+SETTINGS: tuple[Setting, ...] = (
+    Setting("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092", "Kafka bootstrap servers (comma separated); "
+            "`--bootstrap` on the commands", ALL, "Settings.bootstrap"),
+    Setting("TUSK_BOOTSTRAP_SERVERS", "", "the same, when set it wins over `KAFKA_BOOTSTRAP_SERVERS`", ALL),
+    Setting("TUSK_KAFKA_<NAME>", "", "a librdkafka client property (`TUSK_KAFKA_SASL_USERNAME` → "
+            "`sasl.username`), given to every Kafka client; SASL/TLS ones are mapped onto the worker's "
+            "Faust clients: [kafka-security.md](../kafka-security.md)", ALL),
+    Setting("TUSK_APP_ID", "tusk", "Faust app id: the workers' consumer group and the prefix of the "
+            "table changelog topics", ALL, "Settings.app_id"),
+    Setting("TUSK_TOPIC_PREFIX", "tusk.", "prefix of every contract topic (letters, digits, `.`, `_`, `-`)",
+            ALL, "Settings.topic_prefix"),
+    Setting("TUSK_PARTITIONS", "8", "partitions of the topics Tusk creates; set once per cluster, the "
+            "ceiling for worker replicas", ALL, "Settings.partitions"),
+    Setting("TUSK_REPLICATION", "1", "replication factor of the topics Tusk creates", ALL,
+            "Settings.replication"),
+    Setting("TUSK_DATADIR", ".tusk/worker-<web port>", "RocksDB folder of this replica (one per replica)",
+            "worker"),
+    Setting("TUSK_WEB_HOST", "127.0.0.1", "address the worker's HTTP API listens on", "worker",
+            "Settings.web_host"),
+    Setting("TUSK_WEB_ADVERTISED_HOST", "the value of TUSK_WEB_HOST", "host other workers use to reach "
+            "this one (forwarded lookups)", "worker"),
+    Setting("TUSK_WEB_PORT", "6066", "port of the worker's HTTP API", "worker", "Settings.web_port"),
+    Setting("TUSK_LOG_LEVEL", "warn", "crit, error, warn, info or debug", "worker, collector",
+            "Settings.log_level"),
+    Setting("TUSK_MAX_EVENT_BYTES", "32768", "largest accepted event (bytes); larger ones go to the DLQ "
+            "(worker) or are refused with 413 (collector)", "worker, collector", "Settings.max_event_bytes"),
+    Setting("TUSK_DEDUP_WINDOW", "24h", "how long a profile remembers messageIds to drop duplicates",
+            "worker", "Settings.dedup_window_ms"),
+    Setting("TUSK_DEDUP_MAX_IDS", "1000", "messageIds remembered per profile at most", "worker",
+            "Settings.dedup_max_ids"),
+    Setting("TUSK_RECENT_EVENTS", "20", "recent events kept in a profile", "worker",
+            "Settings.recent_events"),
+    Setting("TUSK_RETENTION", "105w", "occurrence buckets and recent events older than this are dropped "
+            "from profiles (105 weeks: year-over-year comparisons)", "worker", "Settings.retention_ms"),
+    Setting("TUSK_ERASE_WITHIN", "7d", "the erasure deadline kept by Kafka itself: compacted topics get "
+            "segment.ms, max.compaction.lag.ms and delete.retention.ms of an eighth of it, derived topics "
+            "a retention of half of it (stream/kafka/topic_configs.py; README, What is gone when)", "worker",
+            "Settings.erase_within_ms"),
+    Setting("TUSK_TOUCHPOINTS_RETENTION", "30d", "retention.ms of the raw input topic", "worker"),
+    *(Setting(f"TUSK_{kind.upper()}_RETENTION", "", f"retention.ms of the {what}; unset: half of "
+              "TUSK_ERASE_WITHIN", "worker")
+      for kind, what in (("dlq", "DLQ (rejected input, original bytes)"),
+                         ("internal", "internal topic (identity-protocol records)"),
+                         ("changes", "profile-changes topic"),
+                         ("activations", "activation topics (triggers, with addresses)"),
+                         ("privacy", "privacy request and result topics"))),
+    Setting("TUSK_PROFILE_TTL", "", "unset: off; set (e.g. 730d): a profile without events for that long "
+            "is erased like a privacy request", "worker", "Settings.profile_ttl_ms"),
+    Setting("TUSK_IDENTITY_CONFIG", "", "identity.yaml (schema identity.schema.json); unset: the defaults",
+            "worker"),
+    Setting("TUSK_PREDICT_CONFIG", "", "predict.yaml (schema predict.schema.json): purchase and refund "
+            "events, their value properties, the CLV discount rate; unset: Segment's Order Completed / "
+            "Order Refunded", "worker, CLI"),
+    Setting("TUSK_ACTIVATION_CONFIG", "", "activation.yaml (schema activation.schema.json); unset: the "
+            "default channels", "worker"),
+    Setting("TUSK_CLOCK", "wall", "`wall`: segments judge time by the wall clock; `event`: by the "
+            "event-time watermark (replays of history, tests)", "worker", "Settings.clock"),
+    Setting("TUSK_TICK_INTERVAL", "2s", "how often time-relative segment conditions are re-checked",
+            "worker", "Settings.tick_interval_ms"),
+    Setting("TUSK_BACKFILL_BATCH", "500", "profiles re-evaluated per step when a definition changes",
+            "worker", "Settings.backfill_batch"),
+    Setting("TUSK_STATE_CACHE_MB", "32", "profiles, identities and bookkeeping kept in memory between "
+            "writes (MiB, by encoded size; least recently used evicted); 0 keeps only unwritten ones",
+            "worker", "Settings.state_cache_mb"),
+    Setting("TUSK_FLUSH_RECORDS", "1000", "changed state is written to RocksDB (one batch per partition) "
+            "and the changelog after at most this many records", "worker", "Settings.flush_records"),
+    Setting("TUSK_FLUSH_INTERVAL", "20ms", "… or after at most this long, and always before an offset "
+            "commit and a rebalance", "worker", "Settings.flush_interval_ms"),
+    Setting("TUSK_BLOCK_CACHE_MB", "4", "RocksDB block cache per partition database (MiB)", "worker",
+            "Settings.block_cache_mb"),
+    Setting("TUSK_WRITE_BUFFER_MB", "2", "RocksDB memtable size per partition database (MiB)", "worker",
+            "Settings.write_buffer_mb"),
+    Setting("TUSK_SESSION_TIMEOUT", "10s", "Kafka consumer session timeout: how soon a killed worker's "
+            "partitions move", "worker", "Settings.session_timeout_ms"),
+    Setting("TUSK_STANDBY_REPLICAS", "0", "standby copies of each table partition on other workers "
+            "(faster failover)", "worker", "Settings.standby_replicas"),
+    Setting("TUSK_PRODUCER_LINGER_MS", "10", "producer batching delay (ms) of the worker's writes",
+            "worker", "Settings.producer_linger_ms"),
+    Setting("TUSK_BULK_RESTORE", "120s", "how long a rebalance may restore new partitions in bulk before "
+            "Faust's record-by-record recovery takes the rest; 0 turns it off", "worker",
+            "Settings.bulk_restore_ms"),
+    Setting("TUSK_API_TOKEN", "", "unset: the HTTP API is open; set: every route but /health, /metrics "
+            "and /console needs `Authorization: Bearer <token>` (same value on every worker; the CLI "
+            "sends it)", "worker, CLI"),
+    Setting("TUSK_URL", "http://127.0.0.1:6066", "a worker's HTTP address, for `tusk profile get` and "
+            "`tusk segments`", "CLI"),
+    Setting("TUSK_COLLECTOR_HOST", "0.0.0.0", "address the collector listens on", "collector",
+            "CollectorConfig.host"),
+    Setting("TUSK_COLLECTOR_PORT", "8088", "port of the collector", "collector", "CollectorConfig.port"),
+    Setting("TUSK_COLLECTOR_WRITE_KEYS", "", "accepted write keys, comma separated, each optionally "
+            "`key=source` (the source its events' traits are ranked as, identity.yaml `trust`); unset: "
+            "any non-empty key (logged as a warning)", "collector"),
+    Setting("TUSK_COLLECTOR_MAX_BATCH_BYTES", "512000", "largest request body after decompression",
+            "collector", "CollectorConfig.max_batch_bytes"),
+    Setting("TUSK_COLLECTOR_DELIVERY_TIMEOUT_MS", "10000", "how long the collector waits for Kafka's "
+            "acknowledgement before answering 503", "collector", "CollectorConfig.delivery_timeout_ms"),
+)
+
+
+def settings_md() -> str:
+    def default(s: Setting) -> str:
+        if not s.default:
+            return "unset"
+        return s.default if s.default.startswith("the ") else f"`{s.default}`"
+
+    rows = [f"| `{s.name}` | {default(s)} | {s.used_by} | {s.meaning} |" for s in SETTINGS]
+    return "\n".join([
+        "# Settings", "",
+        "Environment variables, read once at start and validated: a bad value stops the command "
+        "with one sentence naming the variable and what was expected. Durations are written like "
+        "`500ms`, `10s`, `5m`, `24h`, `30d`, `105w`. The commands' options (`--bootstrap`, "
+        "`--partitions`, `--web-port`, …) set the same variables.", "",
+        "| variable | default | read by | meaning |", "| --- | --- | --- | --- |", *rows, ""])
+
+
+# ------------------------------------------------------------------------------------ topics
+
+
+@dataclass(frozen=True)
+class Topic:
+    key: str
+    value: str
+    writers: str
+
+
+TOPICS: dict[str, Topic] = {
+    "touchpoints": Topic("any; the collector and `tusk produce` use the routing identifier (`user_id:u1`: "
+                         "the highest-priority identifier), which lets a worker apply the event without "
+                         "the internal hop",
+                         "a touchpoint event, [touchpoint](messages.md#touchpoint)", "producers, collector"),
+    "dlq": Topic("the input's key", "rejected input and why, [dlq](messages.md#dlq)", "workers"),
+    "segments": Topic("segment id, `computed:<id>` for a computed trait, `journey:<id>` for a journey, "
+                      "`predict:model` for the fitted prediction model", "a definition "
+                      "([definitions](messages.md#definitions)), null deletes it", "CLI, HTTP API"),
+    "profile_changes": Topic("profile id", "a segment entry or exit, a merge, the end of a membership, "
+                             "an erasure: [profile-change](messages.md#profile-change)", "workers"),
+    "privacy": Topic("request id", "[privacy-request](messages.md#privacy-request)",
+                     "CLI, HTTP API, producers"),
+    "privacy_results": Topic("request id", "[privacy-result](messages.md#privacy-result)", "workers"),
+    "routed": Topic("the table key a record touches", "identity-protocol records (events, links, merges, "
+                    "erasure steps): internal", "workers"),
+    "changelog:identities": Topic("identifier key (`type:value`)", "profile id: the identity table, "
+                                  "internal", "workers"),
+    "changelog:profiles": Topic("profile id", "profile JSON: the profile table, internal", "workers"),
+    "changelog:meta": Topic("per partition bookkeeping", "re-check deadlines, segment sizes, "
+                            "watermarks: internal", "workers"),
+}
+
+
+def topics_md() -> str:
+    from stream.kafka.clients import contract_topics
+    from stream.kafka.topic_configs import TABLES
+    from stream.runtime.settings import Settings
+
+    s = Settings()
+    roles = {getattr(s.topics, attr): attr for attr in dir(type(s.topics))
+             if isinstance(getattr(type(s.topics), attr, None), property)}
+    roles.update({f"{s.app_id}-{table}-changelog": f"changelog:{table}" for table in TABLES})
+    rows = []
+    for name, config in contract_topics(s).items():
+        role = roles.get(name)
+        if role is None or role not in TOPICS:
+            raise DocsError(f"topic {name} (stream/kafka/clients.py contract_topics) has no description: add "
+                            f"{(role or name)!r}: Topic(key, value, writers) to TOPICS in {SELF}, then run "
+                            f"python -m stream.cli.docs.")
+        t = TOPICS[role]
+        conf = ", ".join(f"`{k}={v}`" for k, v in sorted(config.items())) or "broker defaults"
+        rows.append(f"| `{name}` | {t.key} | {t.value} | {t.writers} | {conf} |")
+    channel = s.topics.activations("<channel>")
+    rows.append(f"| `{channel}` | profile id | a trigger, [trigger](messages.md#trigger) | workers | "
+                f"created on a channel's first trigger, partitions and replication as above |")
+    return "\n".join([
+        "# Topics", "",
+        f"Default names (`TUSK_TOPIC_PREFIX={s.topic_prefix}`, `TUSK_APP_ID={s.app_id}`). Every worker "
+        "and the collector create the topics below when they are missing, with `TUSK_PARTITIONS` "
+        f"partitions (default {s.partitions}) and `TUSK_REPLICATION` replicas (default "
+        f"{s.replication}), and these configs:", "",
+        "| topic | key | value | written by | configs |", "| --- | --- | --- | --- | --- |", *rows, "",
+        "Values are UTF-8 JSON. Topics marked internal are the engine's own: their formats may "
+        "change between versions.", ""])
+
+
+# ------------------------------------------------------------------------------------ messages
+
+SCHEMAS: dict[str, str] = {
+    "touchpoint.schema.json": "records on the touchpoints topic; bodies of the collector's `/v1/*` routes",
+    "dlq.schema.json": "records on the dlq topic",
+    "trigger.schema.json": "records on the activations topics",
+    "privacy-request.schema.json": "records on the privacy topic; `tusk privacy`, `POST /privacy/{action}`",
+    "privacy-result.schema.json": "records on the privacy-results topic; the answer of `tusk privacy` "
+                                  "and `POST /privacy/{action}`",
+    "definitions.schema.json": "files of `tusk segments apply`; bodies of `PUT /segments/{id}` and "
+                               "`PUT /computed-traits/{id}`; records on the segments topic",
+    "profile.schema.json": "answers of `GET /profiles/...` and `tusk profile get`; the `profile` of a "
+                           "privacy export",
+    "profile-change.schema.json": "records on the profile-changes topic",
+    "identity.schema.json": "the file named by `TUSK_IDENTITY_CONFIG`",
+    "activation.schema.json": "the file named by `TUSK_ACTIVATION_CONFIG`",
+    "journey-step.schema.json": "journey records on the profile-changes topic (`\"type\": \"journey\"`)",
+    "predict.schema.json": "the file named by `TUSK_PREDICT_CONFIG` (what a purchase and a refund are)",
+    "predict-model.schema.json": "the `predict:model` record on the segments topic, published by "
+                                 "`tusk predict fit`; the answer of `GET /predict/model`",
+}
+
+
+IDENTIFIERS: dict[str, tuple[str, str]] = {
+    "user_id": ("`userId`", "trimmed; integers as their digits"),
+    "email": ("`traits.email`, `context.traits.email`", "trimmed, lower-cased; an invalid address stays a "
+              "trait but is no identifier"),
+    "phone": ("`traits.phone`, `context.traits.phone`", "E.164 (`phone_region` of identity.yaml for "
+              "numbers without a country code); an invalid number is no identifier"),
+    "device_id": ("`context.device.id`", "trimmed"),
+    "external": ("`context.externalIds[]` (`{\"id\", \"type\"}`)", "the type lower-cased, other "
+                 "characters as `_`: each type is its own identifier type, ranked here"),
+    "anonymous_id": ("`anonymousId` (and an alias's `previousId`)", "trimmed"),
+}
+"""identifier type → (where on the event, normalisation), for every type of DEFAULT_PRIORITY."""
+
+
+def identifiers_md() -> list[str]:
+    from processors.ingest.identifiers import DEFAULT_BLOCKED, DEFAULT_PRIORITY
+
+    missing = [t for t in DEFAULT_PRIORITY if t not in IDENTIFIERS]
+    if missing:
+        raise DocsError(f"identifier type {missing[0]!r} (processors/ingest/identifiers.py DEFAULT_PRIORITY) "
+                        f"is not "
+                        f"described: add {missing[0]!r}: (\"where on the event\", \"normalisation\") to "
+                        f"IDENTIFIERS in {SELF}, then run python -m stream.cli.docs.")
+    rows = [f"| {i} | `{t}` | {IDENTIFIERS[t][0]} | {IDENTIFIERS[t][1]} |"
+            for i, t in enumerate(DEFAULT_PRIORITY, 1)]
+    blocked = ", ".join(f"`{v}`" if v else "the empty string" for v in sorted(DEFAULT_BLOCKED))
+    return ["## Identifiers", "",
+            "Identity resolution reads these identifiers from an event, in this priority by default "
+            "(the event is routed by the first it has; `identity.yaml` changes the order, adds "
+            "per-profile limits and blocked values). A key on the wire, in lookups and in "
+            "`tusk profile get` is `type:value`, e.g. `email:jo@example.com`.", "",
+            "| priority | type | from | normalised |", "| --- | --- | --- | --- |", *rows, "",
+            f"Values that never count as identifiers, whatever their type (case-insensitive): {blocked}. "
+            "An event with no usable identifier goes to the DLQ (`no_identifier`).", ""]
+
+
+def _type(spec: dict[str, Any]) -> str:
+    if "enum" in spec:
+        return " \\| ".join(f"`{json.dumps(v)}`" for v in spec["enum"])
+    if "const" in spec:
+        return f"`{json.dumps(spec['const'])}`"
+    if "$ref" in spec:
+        return f"see `{spec['$ref'].rsplit('/', 1)[-1]}`"
+    t = spec.get("type")
+    if isinstance(t, list):
+        return " or ".join(t)
+    if t:
+        return f"{t}" + (f" ({spec['format']})" if "format" in spec else "")
+    for combo in ("oneOf", "anyOf"):
+        if combo in spec:
+            return " or ".join(_type(s) for s in spec[combo])
+    return "any"
+
+
+def _cell(text: Any) -> str:
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def _fields(schema: dict[str, Any], prefix: str = "", depth: int = 0) -> list[str]:
+    rows = []
+    required = set(schema.get("required", []))
+    for name, spec in schema.get("properties", {}).items():
+        if not isinstance(spec, dict):
+            continue
+        rows.append(f"| `{prefix}{name}` | {_type(spec)} | {'yes' if name in required else ''} | "
+                    f"{_cell(spec.get('description', spec.get('title', '')))} |")
+        if depth < 1 and isinstance(spec.get("properties"), dict):
+            rows += _fields(spec, f"{prefix}{name}.", depth + 1)
+    return rows
+
+
+def messages_md() -> str:
+    files = sorted((REPO / "schemas").glob("*.schema.json"))
+    parts = ["# Messages and configuration files", "",
+             "JSON Schemas (draft 2020-12) of the messages on the wire and of the configuration files, "
+             "in [`schemas/`](../../schemas/). The tables list each schema's fields (and one level "
+             "below); the schema files are the authority. Unknown fields of a touchpoint are kept.", ""]
+    for path in files:
+        if path.name not in SCHEMAS:
+            raise DocsError(f"schemas/{path.name} is not described: add {path.name!r}: \"where it is used\" "
+                            f"to SCHEMAS in {SELF}, then run python -m stream.cli.docs.")
+        schema = json.loads(path.read_text())
+        anchor = path.name.removesuffix(".schema.json")
+        parts += [f"## {anchor}", "", f"**{_cell(schema.get('title', anchor))}**. Used for: "
+                  f"{SCHEMAS[path.name]}. Schema: [`schemas/{path.name}`](../../schemas/{path.name}).", ""]
+        if schema.get("description"):
+            parts += [_cell(schema["description"]), ""]
+        rows = _fields(schema)
+        if rows:
+            parts += ["| field | type | required | meaning |", "| --- | --- | --- | --- |", *rows, ""]
+        defs = schema.get("$defs") or schema.get("definitions") or {}
+        for name, spec in defs.items():
+            sub = _fields(spec) if isinstance(spec, dict) else []
+            if sub:
+                parts += [f"`{name}`:", "", "| field | type | required | meaning |",
+                          "| --- | --- | --- | --- |", *sub, ""]
+    parts += identifiers_md()
+    stale = sorted(set(SCHEMAS) - {p.name for p in files})
+    if stale:
+        raise DocsError(f"SCHEMAS in {SELF} describes {', '.join(stale)}, which schemas/ does not hold: "
+                        f"remove the entry.")
+    return "\n".join(parts)
+
+
+# ------------------------------------------------------------------------------------ commands
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> list[tuple[str, str, argparse.ArgumentParser]]:
+    """(full name, help, parser) of every leaf subcommand, in declaration order."""
+    found: list[tuple[str, str, argparse.ArgumentParser]] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {a.dest: a.help or "" for a in action._choices_actions}
+            for name, sub in action.choices.items():
+                nested = _subcommands(sub)
+                if nested:
+                    found += [(f"{name} {n}", h, p) for n, h, p in nested]
+                else:
+                    found.append((name, helps.get(name, ""), sub))
+    return found
+
+
+def commands_md() -> str:
+    from stream.cli.commands import build_parser
+
+    parts = ["# Commands", "",
+             "`tusk <command>` (installed by `pip install -e .`, or `.venv/bin/tusk`). An error ends a "
+             "command with exit code 1 and one sentence on stderr.", ""]
+    for name, helptext, sub in _subcommands(build_parser()):
+        usage = " ".join(sub.format_usage().split()).removeprefix("usage: ")
+        parts += [f"## tusk {name}", "", f"{_cell(helptext)}.", "", f"    {usage}", ""]
+        rows = []
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            what = ", ".join(f"`{o}`" for o in action.option_strings) or f"`{action.dest}`"
+            notes = [f"one of {', '.join(map(str, action.choices))}"] if action.choices else []
+            helptext = action.help or ""
+            if action.default not in (None, False, argparse.SUPPRESS) and "default" not in helptext:
+                notes.append(f"default {action.default}")
+            extra = f" ({'; '.join(notes)})" if notes else ""
+            rows.append(f"| {what} | {_cell(helptext)}{extra} |".replace("|  (", "| ("))
+        if rows:
+            parts += ["| argument | meaning |", "| --- | --- |", *rows, ""]
+    return "\n".join(parts)
+
+
+# ------------------------------------------------------------------------------------ HTTP
+
+WORKER_ROUTES: dict[tuple[str, str], str] = {
+    ("GET", "/profiles/{kind}/{value}"): "the profile that holds this identifier (`email`, `user_id`, "
+        "`phone`, `anonymous_id`, …; forwarded to the worker that owns it); 404 when none",
+    ("GET", "/profiles/{kind}/{value}/explain"): "why the profile holding this identifier is what it is: "
+        "per identifier the event that linked it and through which identifier, per merge the two "
+        "profiles and the linking identifier and event, per segment the conditions that hold with "
+        "the values that satisfied them",
+    ("GET", "/profiles/id/{profile_id}/explain"): "the same, by profile id",
+    ("GET", "/identity/quarantine"): "quarantined identifier values (over-merge guard), gathered from every "
+        "worker",
+    ("POST", "/identity/quarantine/release"): "release a quarantined value (body `{\"identifier\": "
+        "\"TYPE:VALUE\"}`): it links and merges again",
+    ("GET", "/internal/quarantine"): "this worker's quarantined values (used by the others)",
+    ("GET", "/profiles/id/{profile_id}"): "a profile by id (a merged id redirects to its survivor)",
+    ("GET", "/health"): "200 `{\"status\": \"ok\", \"partitions\": [...]}`; 503 while recovering",
+    ("GET", "/metrics"): "Prometheus metrics",
+    ("GET", "/internal/state"): "this worker's segment sizes and backfill progress (used by the others)",
+    ("GET", "/segments"): "segment and computed trait definitions in force, with live sizes",
+    ("GET", "/segments/{ident}"): "one segment, its size and backfill progress",
+    ("PUT", "/segments/{ident}"): "create or replace a segment (body: a definition); 422 with the path "
+        "of a bad node",
+    ("DELETE", "/segments/{ident}"): "delete a segment; 409 when another definition uses it",
+    ("GET", "/segments/{ident}/size"): "member count summed over all workers",
+    ("GET", "/computed-traits"): "computed trait definitions in force",
+    ("GET", "/computed-traits/{ident}"): "one computed trait",
+    ("PUT", "/computed-traits/{ident}"): "create or replace a computed trait",
+    ("DELETE", "/computed-traits/{ident}"): "delete a computed trait; 409 when a definition uses it",
+    ("POST", "/privacy/{action}"): "`export` or `erase` (body `{\"identifier\": \"TYPE:VALUE\"}`): the "
+        "privacy result; 404 when no profile has it, 504 when no result came within 30 s",
+    ("GET", "/internal/rfm/{until}"): "this worker's purchase summaries as of a day (used by the others)",
+    ("GET", "/predict/summaries"): "every customer's purchase summary (frequency, recency, age, monetary) "
+        "as of `?until=DATE`, gathered from every worker; 503 while a partition has no worker",
+    ("GET", "/predict/model"): "the fitted BG/NBD and Gamma-Gamma model in force; 404 before any fit",
+    ("GET", "/journeys"): "journey definitions in force, with live counts per step summed over workers",
+    ("GET", "/journeys/{ident}"): "one journey and its live counts per step (entered, waiting, converted, "
+        "exited, completed), summed over workers",
+    ("PUT", "/journeys/{ident}"): "create or replace a journey (body: a definition); 422 with the path of "
+        "a bad node",
+    ("DELETE", "/journeys/{ident}"): "delete a journey (its customers' positions go with it)",
+    ("GET", "/console"): "the console page (profile lookup, segments, live trigger tail)",
+    ("GET", "/console/triggers"): "the console's live tail of triggers (metadata only, no addresses)",
+}
+
+COLLECTOR_ROUTES: dict[tuple[str, str], str] = {
+    ("POST", "/v1/batch"): "Segment HTTP Tracking API batch (`{\"batch\": [events]}`)",
+    **{("POST", f"/v1/{r}"): f"one `{r}` event (Segment HTTP Tracking API)"
+       for r in ("track", "identify", "page", "screen", "group", "alias")},
+    **{("OPTIONS", f"/v1/{r}"): "CORS preflight" for r in ("batch", "track", "identify", "page", "screen",
+                                                            "group", "alias")},
+    ("GET", "/health"): "200 when Kafka answers, else 503",
+    ("GET", "/metrics"): "Prometheus metrics",
+}
+
+_METHODS = ("get", "post", "put", "delete", "patch")
+
+
+def worker_routes() -> list[tuple[str, str]]:
+    """(method, path) of every route registered on the worker's web app."""
+    from stream.runtime.app import app
+    from stream.runtime.worker import load_views
+
+    load_views()
+    routes = []
+    for path, view in app.web.views.items():
+        routes += [(m.upper(), path) for m in _METHODS if m in type(view).__dict__]
+    return routes
+
+
+def collector_routes() -> list[tuple[str, str]]:
+    from stream.ingest.collector import CollectorConfig, build_app
+    from stream.runtime.settings import Settings
+
+    app = build_app(Settings(), CollectorConfig(), sink=object())  # type: ignore[arg-type]
+    return [(r.method, r.resource.canonical) for r in app.router.routes()
+            if r.method != "HEAD" and r.resource is not None]
+
+
+def _route_rows(routes: list[tuple[str, str]], docs: dict[tuple[str, str], str], where: str,
+                table: str) -> list[str]:
+    missing = [r for r in routes if r not in docs]
+    if missing:
+        method, path = missing[0]
+        raise DocsError(f"{method} {path} is served ({where}) but not described: add "
+                        f"({method!r}, {path!r}): \"what it does\" to {table} in {SELF}, then run "
+                        f"python -m stream.cli.docs.")
+    stale = [r for r in docs if r not in routes]
+    if stale:
+        raise DocsError(f"{table} in {SELF} describes {stale[0][0]} {stale[0][1]}, which is not served "
+                        f"any more: remove the entry.")
+    return [f"| `{m}` | `{p}` | {docs[(m, p)]} |" for m, p in sorted(routes, key=lambda r: (r[1], r[0]))]
+
+
+def metrics_rows(prefix: str, exclude: str | None = None) -> list[str]:
+    """Every Tusk metric registered (the modules define them at import), as table rows."""
+    from prometheus_client import REGISTRY
+
+    rows = []
+    for metric in list(REGISTRY._collector_to_names):  # the metric objects themselves
+        name, kind = getattr(metric, "_name", ""), getattr(metric, "_type", "")
+        if not name.startswith(prefix) or (exclude and name.startswith(exclude)):
+            continue
+        shown = f"{name}_total" if kind == "counter" else name
+        labels = ", ".join(f"`{label}`" for label in getattr(metric, "_labelnames", ()))
+        rows.append(f"| `{shown}` | {kind} | {labels} | {_cell(getattr(metric, '_documentation', ''))} |")
+    return sorted(rows)
+
+
+def http_md() -> str:
+    worker, collector = worker_routes(), collector_routes()  # imports the modules and their metrics
+    head = ["| metric | type | labels | meaning |", "| --- | --- | --- | --- |"]
+    return "\n".join([
+        "# HTTP", "",
+        "## Worker (every replica, `TUSK_WEB_PORT`, default 6066)", "",
+        "Any worker answers any request: lookups are forwarded to the worker that owns the key. With "
+        "`TUSK_API_TOKEN` set, every route but `/health`, `/metrics` and `/console` needs "
+        "`Authorization: Bearer <token>`. Errors are JSON `{\"error\": reason, \"message\": sentence}`.", "",
+        "| method | path | what it does |", "| --- | --- | --- |",
+        *_route_rows(worker, WORKER_ROUTES, "stream/api/web.py, stream/api/console.py", "WORKER_ROUTES"),
+        "", "Metrics of `GET /metrics` (besides the Python process's own):", "",
+        *head, *metrics_rows("tusk_", exclude="tusk_collector_"), "",
+        "## Collector (`tusk collector`, `TUSK_COLLECTOR_PORT`, default 8088)", "",
+        "The write key is the HTTP basic-auth user (or `writeKey` in the body). Answers "
+        "`{\"success\": true}` once Kafka acknowledged every event; errors are "
+        "`{\"success\": false, \"code\", \"message\"}` with 400, 401, 413, 415 or 503.", "",
+        "| method | path | what it does |", "| --- | --- | --- |",
+        *_route_rows(collector, COLLECTOR_ROUTES, "stream/ingest/collector.py", "COLLECTOR_ROUTES"),
+        "", "Metrics of the collector's `GET /metrics`:", "", *head, *metrics_rows("tusk_collector_"),
+        ""])
+
+
+# ------------------------------------------------------------------------------------ main
+
+PAGES: dict[str, Callable[[], str]] = {
+    "settings.md": settings_md, "topics.md": topics_md, "messages.md": messages_md,
+    "commands.md": commands_md, "http.md": http_md,
+}
+HEADER = ("<!-- generated by `python -m stream.cli.docs` from the code: edit stream/cli/docs.py, "
+          "not this file -->\n")
+
+
+def generate() -> dict[str, str]:
+    return {name: HEADER + page() for name, page in PAGES.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m stream.cli.docs", description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="compare with the committed files, write nothing")
+    args = ap.parse_args(argv)
+    try:
+        pages = generate()
+    except DocsError as e:
+        print(f"stream.cli.docs: {e}", file=sys.stderr)
+        return 1
+    stale = [name for name, text in pages.items()
+             if not (OUT / name).is_file() or (OUT / name).read_text() != text]
+    if args.check:
+        if stale:
+            print(f"stream.cli.docs: docs/reference/{', docs/reference/'.join(stale)} out of date: run "
+                  f"python -m stream.cli.docs and commit the result.", file=sys.stderr)
+            return 1
+        return 0
+    OUT.mkdir(parents=True, exist_ok=True)
+    for name in stale:
+        (OUT / name).write_text(pages[name])
+    print(f"docs/reference: {len(stale)} of {len(pages)} files written")
+    return 0
+
+
+if __name__ == "__main__":
+    # the reference shows defaults: the generator ignores this shell's TUSK_* settings
+    for var in [v for v in os.environ if v.startswith("TUSK_") or v == "KAFKA_BOOTSTRAP_SERVERS"]:
+        del os.environ[var]
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""`tusk demo` and the synthetic data it, the tests and the benchmark use."""

@@ -1,0 +1,1 @@
+"""Kafka plumbing: confluent-kafka clients, security settings, topic configs, the outbox."""

@@ -1,0 +1,174 @@
+"""Everything a worker writes goes through one librdkafka producer (confluent-kafka).
+
+Faust's aiokafka producer does its batching, partitioning and socket work in Python on the event
+loop: about a third of a worker's CPU (py-spy). librdkafka does the same in C threads, so the
+loop only pays for `produce()`. Faust keeps the consumer, the tables' RocksDB and recovery; the
+tables' changelog writes come here through `OutboxTable.send_changelog`.
+
+The guarantee is unchanged: Faust flushes its producer before it commits the offsets of the
+records consumed, and `Outbox.attach` makes that flush drain this producer too, so no offset is
+committed before what its records caused is acknowledged; a delivery failure crashes the worker
+before the commit, and the records are replayed by whoever owns them next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any
+
+import faust
+from confluent_kafka import KafkaError, Message, Producer
+from faust.types import TP
+
+from stream.kafka.clients import produce_waiting, producer
+from stream.runtime.metrics import RESTORED_IN_BULK
+from stream.runtime.settings import Settings
+from stream.state.restore import restore
+from stream.state.writeback import STATE, WriteBack
+
+log = logging.getLogger(__name__)
+
+
+class DeliveryFailed(Exception):
+    """The broker did not take a record (after librdkafka's own retries)."""
+
+
+class Outbox:
+    def __init__(self) -> None:
+        self.settings: Settings | None = None
+        self._producer: Producer | None = None
+        self._failure: KafkaError | None = None
+        # changelog offsets acknowledged since the last poll: partition → highest
+        self._persisted: dict[TP, int] = {}
+        self._tables: dict[str, Any] = {}  # changelog topic → its table
+
+    def start(self, settings: Settings) -> None:
+        self.settings = settings
+        if self._producer is None:
+            self._producer = producer(settings, **{
+                "linger.ms": settings.producer_linger_ms,
+                # never give up on a record while the broker is away: a record dropped after a
+                # timeout would be lost once the offset is committed
+                "message.timeout.ms": 0,
+                "queue.buffering.max.messages": 500_000,
+                "queue.buffering.max.kbytes": 512 * 1024,
+            })
+
+    def attach(self, app: faust.App) -> None:
+        """Make Faust's flush (before each commit, before a rebalance) write the tables' dirty
+        state (stream/state/writeback.py) and drain this producer too."""
+        faust_producer = app.producer
+        faust_flush = faust_producer.flush
+
+        async def flush() -> None:
+            await faust_flush()
+            STATE.flush()
+            await self.drain()
+
+        faust_producer.flush = flush  # type: ignore[method-assign]
+
+    @property
+    def producer(self) -> Producer:
+        if self._producer is None:
+            raise RuntimeError("the outbox is not started")
+        return self._producer
+
+    def _delivered(self, err: KafkaError | None, _msg: Message) -> None:
+        if err is not None and self._failure is None:
+            self._failure = err
+
+    def _changelog_delivered(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self._delivered(err, msg)
+            return
+        tp, offset = TP(msg.topic() or "", msg.partition() or 0), msg.offset()
+        if offset is not None and offset > self._persisted.get(tp, -1):
+            self._persisted[tp] = offset
+
+    def send(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None,
+             timestamp_ms: int | None = None,
+             on_delivery: Callable[[KafkaError | None, Message], None] | None = None) -> None:
+        """Queue a record (partition None: murmur2 of the key, as Java clients and Faust do);
+        a full queue waits for the broker (back-pressure)."""
+        produce_waiting(self.producer, topic, value, key, on_delivery=on_delivery or self._delivered,
+                        partition=-1 if partition is None else partition, timestamp=timestamp_ms or 0)
+
+    def changelog(self, table: Any, topic: str, partition: int, key: bytes, value: bytes | None) -> None:
+        self._tables[topic] = table
+        self.send(topic, key, value, partition, on_delivery=self._changelog_delivered)
+
+    def poll(self) -> None:
+        """Serve delivery reports; record the changelog offsets RocksDB now holds."""
+        self.producer.poll(0)
+        if self._persisted:
+            done, self._persisted = self._persisted, {}
+            for tp, offset in done.items():
+                try:  # so a restart replays the changelog only from here
+                    self._tables[tp.topic].data.set_persisted_offset(tp, offset)
+                except Exception:  # the partition moved away and its database closed
+                    log.debug("persisted offset of %s not recorded", tp, exc_info=True)
+        if self._failure is not None:
+            raise DeliveryFailed(str(self._failure))
+
+    async def drain(self) -> None:
+        """Wait until every queued record is acknowledged (or raise DeliveryFailed)."""
+        if self._producer is None:
+            return
+        while len(self._producer):
+            self.poll()
+            await asyncio.sleep(0.002)
+        self.poll()
+
+
+OUTBOX = Outbox()
+WriteBack.sink = OUTBOX  # the write-back state's changelog records go through the outbox
+
+
+_BUDGET: list[float] = [-1, 0.0]
+"""[rebalance generation, monotonic deadline of its bulk restores]."""
+
+
+class _Sent(SimpleNamespace):
+    """What Faust's Table.on_key_set reads of a sent changelog record: its partition."""
+
+
+class OutboxTable(faust.Table):  # type: ignore[misc]
+    """A Faust table whose changelog records go through the outbox (keys and values are bytes),
+    and whose newly assigned partitions are restored in bulk before Faust's recovery."""
+
+    async def on_rebalance(self, assigned: set[TP], revoked: set[TP], newly_assigned: set[TP],
+                           generation_id: int = 0) -> None:
+        # the write-back state first, while the revoked partitions' databases are still open;
+        # then no cached value survives: a partition kept as a standby is updated by Faust
+        STATE.flush()
+        STATE.drop()
+        await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
+        settings = OUTBOX.settings
+        if settings is None or settings.bulk_restore_ms <= 0:
+            return
+        topic = self.changelog_topic.get_topic_name()
+        standbys = self.app.assignor.assigned_standbys()
+        mine = sorted(tp.partition for tp in newly_assigned if tp.topic == topic and tp not in standbys)
+        # one budget for all tables of a rebalance: the group waits for this callback
+        if _BUDGET[0] != generation_id:
+            _BUDGET[:] = [generation_id, time.monotonic() + settings.bulk_restore_ms / 1000]
+        deadline = _BUDGET[1]
+        if not mine or time.monotonic() >= deadline:
+            return
+        try:
+            written = await asyncio.to_thread(restore, self.data, topic, mine, settings,
+                                              deadline - time.monotonic())
+            RESTORED_IN_BULK.labels(topic).inc(sum(written.values()))
+        except Exception:  # Faust's own recovery reads whatever this did not write
+            log.warning("bulk restore of %s %s failed; Faust recovers it", topic, mine, exc_info=True)
+
+    def send_changelog(self, partition: int | None, key: Any, value: Any,
+                       key_serializer: Any = None, value_serializer: Any = None) -> Any:
+        if partition is None:  # Tusk writes tables only while handling a record of a partition
+            raise RuntimeError(f"table {self.name}: a write outside of a partition's record")
+        OUTBOX.changelog(self, self.changelog_topic.get_topic_name(), partition, key, value)
+        return _Sent(message=SimpleNamespace(partition=partition))

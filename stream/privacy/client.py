@@ -1,0 +1,47 @@
+"""Submit a privacy request to tusk.privacy and wait for its result on tusk.privacy-results."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+from stream.kafka.clients import client_config, ensure_topics, poll_record, producer, watermarks
+from stream.runtime.settings import Settings
+
+
+def submit(settings: Settings, kind: str, identifier: str, timeout: float = 60.0,
+           request_id: str | None = None) -> dict[str, Any] | None:
+    """The result record, or None when none arrived within `timeout` seconds."""
+    ensure_topics(settings)
+    rid = request_id or f"req-{uuid.uuid4().hex}"
+    topic = settings.topics.privacy_results
+    consumer = Consumer(client_config(settings, **{"group.id": "tusk-privacy-client-unused",
+                                                   "enable.auto.commit": False}))
+    try:
+        md = consumer.list_topics(topic, timeout=15).topics[topic]
+        start = []
+        for p in md.partitions:
+            _low, high = watermarks(consumer, topic, p)
+            start.append(TopicPartition(topic, p, high))
+        consumer.assign(start)
+        p = producer(settings)
+        p.produce(settings.topics.privacy, key=rid.encode(),
+                  value=orjson.dumps({"request_id": rid, "type": kind, "identifier": identifier}))
+        if p.flush(15):
+            raise RuntimeError("the request was not acknowledged by Kafka")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                msg = poll_record(consumer, 0.5)
+            except KafkaException as e:
+                raise RuntimeError(str(e.args[0])) from e
+            if msg is not None and msg.key() == rid.encode():
+                result: dict[str, Any] = orjson.loads(msg.value() or b"{}")
+                return result
+        return None
+    finally:
+        consumer.close()
