@@ -12,10 +12,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from processors.errors import TuskError
 from processors.timeutil import parse_duration_ms, to_ms
 
 
-class DefinitionError(ValueError):
+class DefinitionError(TuskError, ValueError):
     """A definition that cannot be compiled: where (path of keys) and what was expected."""
 
     def __init__(self, path: Sequence[str | int], expected: str) -> None:

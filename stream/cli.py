@@ -14,8 +14,10 @@ from typing import Any
 
 import orjson
 
+from processors.errors import TuskError
 
-class CliError(Exception):
+
+class CliError(TuskError):
     """A sentence for the person at the terminal."""
 
 

@@ -78,6 +78,7 @@ from aiohttp import web
 from confluent_kafka import KafkaError, KafkaException, Producer
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
+from processors.errors import DeliveryFailed, TuskError
 from processors.events import parse_time
 from processors.identifiers import IdentityRules, input_key
 from stream.settings import Settings, SettingsError, int_env
@@ -136,7 +137,7 @@ class CollectorConfig:
         )
 
 
-class Refused(Exception):
+class Refused(TuskError):
     """A request answered with an error: HTTP status, machine code, one sentence."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
@@ -283,10 +284,6 @@ def build_records(route: str, doc: dict[str, Any], max_event_bytes: int,
 
 
 # ---------------------------------------------------------------- Kafka
-
-
-class DeliveryFailed(Exception):
-    pass
 
 
 def _settle(fut: asyncio.Future[KafkaError | None], err: KafkaError | None) -> None:

@@ -29,12 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from processors.errors import TuskError
+
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "docs" / "reference"
 SELF = "stream/docs.py"
 
 
-class DocsError(Exception):
+class DocsError(TuskError):
     """Something the reference cannot describe yet: the sentence says what to add where."""
 
 

@@ -44,6 +44,8 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from processors.errors import TuskError
+
 PREFIX = "TUSK_KAFKA_"
 _UNDERSCORE = "\0"  # placeholder while single underscores turn into dots
 
@@ -81,7 +83,7 @@ _SASL_MAPPED = {"sasl.mechanism", "sasl.mechanisms", "sasl.username", "sasl.pass
                 "sasl.oauthbearer.method", *_OIDC, "sasl.oauthbearer.scope", "sasl.oauthbearer.extensions"}
 
 
-class KafkaSecurityError(ValueError):
+class KafkaSecurityError(TuskError, ValueError):
     """A sentence naming the TUSK_KAFKA_* variable to fix."""
 
 

@@ -24,6 +24,7 @@ import faust
 from confluent_kafka import KafkaError, Message, Producer
 from faust.types import TP
 
+from processors.errors import DeliveryFailed
 from stream.kafka_io import produce_waiting, producer
 from stream.metrics import RESTORED_IN_BULK
 from stream.restore import restore
@@ -31,10 +32,6 @@ from stream.settings import Settings
 from stream.state import STATE
 
 log = logging.getLogger(__name__)
-
-
-class DeliveryFailed(Exception):
-    """The broker did not take a record (after librdkafka's own retries)."""
 
 
 class Outbox:

@@ -15,6 +15,7 @@ import orjson
 from faust.web import Request
 
 from processors import rfm
+from processors.errors import PlatformError
 from stream import agents
 from stream.app import profiles
 
@@ -51,7 +52,7 @@ async def local_summaries(until: str | None) -> dict[str, Any]:
     return {"partitions": mine, "as_of_day": day, "summaries": rows}
 
 
-class Incomplete(RuntimeError):
+class Incomplete(PlatformError, RuntimeError):
     """Some partition has no worker able to answer for it right now."""
 
 

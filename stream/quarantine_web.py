@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from faust.web import Request, Response, View
 
-from processors import quarantine
+from processors import quarantine, records
 from processors.identifiers import key_of, normalise, parse_key
 from processors.partitioning import partition_for
 from stream import agents
@@ -80,7 +80,7 @@ class QuarantineRelease(View):
         if key is None:
             return error(self, 400, "invalid_identifier",
                          "expected identifier TYPE:VALUE, e.g. device_id:kiosk-1")
-        record = orjson.dumps({"k": "O", "op": "release"})
+        record = orjson.dumps(records.quarantine_op("release"))
         await app.producer.send_and_wait(agents.ROUTED, key.encode(), record,
                                          partition_for(key, agents.N), None, None)
         return json_response(self, {"identifier": key, "status": "release_requested"}, status=202)

@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from processors import timeutil
+from processors.errors import TuskError
 from processors.identifiers import IdentityRules
 from stream import kafka_security
 
 
-class SettingsError(ValueError):
-    pass
+class SettingsError(TuskError, ValueError):
+    """A setting with a value Tusk cannot use: one sentence naming it."""
 
 
 def parse_duration_ms(text: str, name: str = "duration") -> int:

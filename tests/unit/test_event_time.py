@@ -19,8 +19,9 @@ from processors import events as ev
 from processors.catalog import Catalog
 from processors.definitions import load_file
 from processors.identifiers import routing_key
-from processors.identity import Env, IdentityConfig, event_message, handle, recheck, runs_inline
+from processors.identity import Env, IdentityConfig, event_message, recheck, runs_inline
 from processors.profile import iso
+from processors.protocol import handle
 from tests.unit.test_identity_protocol import Partition
 
 SHOP = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "shop.yaml"

@@ -20,8 +20,9 @@ from hypothesis import strategies as st
 
 from processors import events as ev
 from processors.identifiers import IdentityRules, key_of, routing_key
-from processors.identity import Env, IdentityConfig, event_message, handle, is_redirect, runs_inline
+from processors.identity import Env, IdentityConfig, event_message, is_redirect, runs_inline
 from processors.partitioning import partition_for
+from processors.protocol import handle
 from processors.quarantine import QuarantineConfig
 from tests.graph import components as graph_components
 

@@ -25,9 +25,10 @@ from processors.catalog import Catalog
 from processors.config import ConfigError
 from processors.definitions import load_file, load_journeys
 from processors.identifiers import routing_key
-from processors.identity import Env, IdentityConfig, event_message, handle, recheck
+from processors.identity import Env, IdentityConfig, event_message, recheck
 from processors.predicates import DefinitionError
 from processors.profile import iso
+from processors.protocol import handle
 from tests.unit.test_identity_protocol import Partition
 
 HOUR = 3_600_000

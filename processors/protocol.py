@@ -1,0 +1,29 @@
+"""The whole identity protocol: identity's and privacy's record handlers in one table.
+
+The stage that runs the protocol (stream/agents.py) builds this table once with `handlers()`;
+each module registers its own kinds (processors/records.py), so neither changes the other's
+table and identity.py does not import privacy.py (privacy builds on identity, not the reverse).
+"""
+
+from __future__ import annotations
+
+from processors import identity, privacy
+from processors.records import Handlers
+
+Message = identity.Message
+
+
+def handlers() -> Handlers:
+    table = Handlers()
+    identity.register(table)
+    privacy.register(table)
+    return table
+
+
+ALL = handlers()
+
+
+def handle(key: str, msg: Message, store: identity.Store, cfg: identity.IdentityConfig,
+           source: tuple[int, int] | None = None, env: identity.Env | None = None) -> identity.Effects:
+    """identity.handle with every kind of the protocol (privacy's included)."""
+    return identity.handle(key, msg, store, cfg, source, env, ALL)
