@@ -16,10 +16,10 @@ import faust
 
 from stream import kafka_security
 from stream.outbox import OutboxTable
-from stream.settings import Settings, SettingsError
+from stream.settings import SettingsError, in_force
 from stream.topic_configs import compacted
 
-settings = Settings.from_env()
+settings = in_force()  # the worker's (stream/worker.py hands its settings over), else the environment's
 topics = settings.topics
 try:  # TUSK_KAFKA_* security settings, mapped for Faust's aiokafka consumer and producer
     credentials = kafka_security.faust_credentials(settings.kafka_extra)

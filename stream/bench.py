@@ -39,6 +39,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from processors.definitions import load_file
 from processors.synthetic import shop_stream
+from stream import variables
 from stream.bench_purchases import cdnow_events
 from stream.bench_seed import seed
 from stream.bench_segments import EXAMPLES, segment_variants
@@ -74,13 +75,7 @@ class Run:
         self.env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "TUSK_TOPIC_PREFIX": f"{self.id}.",
                     "TUSK_APP_ID": self.id, "TUSK_PARTITIONS": str(partitions), "TUSK_LOG_LEVEL": "warn",
                     **extra}
-        saved = dict(os.environ)
-        os.environ.update(self.env)
-        try:
-            self.settings = Settings.from_env()
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
+        self.settings = Settings.from_env(self.env)
         self.procs: list[tuple[subprocess.Popen[bytes], str]] = []
 
     def start(self, argv: list[str], name: str, wait: bool = True,
@@ -330,8 +325,9 @@ def state_at_scale(bootstrap: str, base: Path, count: int, lines: list[bytes], w
 
 @contextlib.contextmanager
 def local_kafka(base: Path) -> Iterator[str]:
-    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
-        yield os.environ["KAFKA_BOOTSTRAP_SERVERS"]
+    given = variables.given("KAFKA_BOOTSTRAP_SERVERS")
+    if given:
+        yield given
         return
     launcher = load_launcher()
     broker = launcher.start(port=launcher.free_port(), workdir=base / "kafka")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import urllib.error
 import urllib.parse
@@ -21,11 +20,12 @@ class CliError(TuskError):
     """A sentence for the person at the terminal."""
 
 
-def _set_env(args: argparse.Namespace, names: dict[str, str]) -> None:
-    for attr, env in names.items():
-        value = getattr(args, attr, None)
-        if value is not None:
-            os.environ[env] = str(value)
+def flag_env(args: argparse.Namespace, names: dict[str, str]) -> dict[str, str]:
+    """The environment with the given flags over it ({flag attribute: variable}): what the
+    command's settings are read from (stream/variables.py), passed on, never written back."""
+    from stream.variables import with_flags
+
+    return with_flags({env: getattr(args, attr, None) for attr, env in names.items()})
 
 
 COMMON_ENV = {"bootstrap": "KAFKA_BOOTSTRAP_SERVERS", "prefix": "TUSK_TOPIC_PREFIX",
@@ -33,12 +33,12 @@ COMMON_ENV = {"bootstrap": "KAFKA_BOOTSTRAP_SERVERS", "prefix": "TUSK_TOPIC_PREF
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    _set_env(args, {**COMMON_ENV, "datadir": "TUSK_DATADIR", "web_port": "TUSK_WEB_PORT",
+    env = flag_env(args, {**COMMON_ENV, "datadir": "TUSK_DATADIR", "web_port": "TUSK_WEB_PORT",
                     "log_level": "TUSK_LOG_LEVEL"})
     from stream.kafka_io import ensure_topics
     from stream.settings import Settings
 
-    settings = Settings.from_env()
+    settings = Settings.from_env(env)
     from stream.kafka_security import KafkaSecurityError, faust_credentials
 
     try:  # Faust's aiokafka clients get the same login, or the worker does not start
@@ -72,14 +72,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_collector(args: argparse.Namespace) -> int:
-    _set_env(args, {**COMMON_ENV, "host": "TUSK_COLLECTOR_HOST", "port": "TUSK_COLLECTOR_PORT",
+    env = flag_env(args, {**COMMON_ENV, "host": "TUSK_COLLECTOR_HOST", "port": "TUSK_COLLECTOR_PORT",
                     "log_level": "TUSK_LOG_LEVEL"})
     from stream.collector import CollectorConfig, run
     from stream.kafka_io import ensure_topics
     from stream.settings import Settings
 
-    settings = Settings.from_env()
-    config = CollectorConfig.from_env(settings)
+    settings = Settings.from_env(env)
+    config = CollectorConfig.from_env(settings, env)
     try:
         ensure_topics(settings)
     except Exception as e:
@@ -92,11 +92,11 @@ def cmd_collector(args: argparse.Namespace) -> int:
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
-    _set_env(args, COMMON_ENV)
+    env = flag_env(args, COMMON_ENV)
     from stream.produce import produce_file
     from stream.settings import Settings
 
-    settings = Settings.from_env()
+    settings = Settings.from_env(env)
     path = Path(args.file)
     if not path.is_file():
         raise CliError(f"{path} does not exist or is not a file.")
@@ -107,7 +107,9 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
 
 def http_get(url: str, timeout: float = 10.0) -> tuple[int, Any]:
-    token = os.environ.get("TUSK_API_TOKEN")
+    from stream.variables import given
+
+    token = given("TUSK_API_TOKEN")
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as resp:
@@ -162,13 +164,13 @@ def apply_definitions(args: argparse.Namespace,
     """Write a definitions file to the definitions topic: create the topics, read the
     definitions in force, `load(reader)` the file against them (ConfigError → CliError) as
     (kind, specs) batches, then produce every spec in that order. (settings, kind → specs)."""
-    _set_env(args, COMMON_ENV)
+    env = flag_env(args, COMMON_ENV)
     from processors.config import ConfigError
     from stream.definitions import produce_definition
     from stream.kafka_io import ensure_topics
     from stream.settings import Settings
 
-    settings = Settings.from_env()
+    settings = Settings.from_env(env)
     try:
         ensure_topics(settings)
     except Exception as e:
@@ -187,10 +189,10 @@ def apply_definitions(args: argparse.Namespace,
 def in_force_and_live(args: argparse.Namespace, route: str, field: str) -> tuple[Any, dict[str, Any]]:
     """The definitions in force, and {id: its `field`} of a worker's GET `route` (the list
     under the route's last name), empty when no worker answers."""
-    _set_env(args, COMMON_ENV)
+    env = flag_env(args, COMMON_ENV)
     from stream.settings import Settings
 
-    reader = _current_catalog(Settings.from_env())
+    reader = _current_catalog(Settings.from_env(env))
     live: dict[str, Any] = {}
     try:
         status, body = http_get(args.url.rstrip("/") + route, timeout=5)
@@ -205,12 +207,12 @@ def delete_definition(args: argparse.Namespace, kind: str, exists: Callable[[Any
                       check: Callable[[Any], object], in_use: str) -> int:
     """Tombstone definition `args.id` of `kind` once `check(reader)` (DefinitionError: still
     `in_use`) allows it."""
-    _set_env(args, COMMON_ENV)
+    env = flag_env(args, COMMON_ENV)
     from processors.predicates import DefinitionError
     from stream.definitions import produce_definition
     from stream.settings import Settings
 
-    settings = Settings.from_env()
+    settings = Settings.from_env(env)
     reader = _current_catalog(settings)
     label = kind.replace("_", " ")
     if not exists(reader):
@@ -305,7 +307,7 @@ def cmd_segments_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_privacy(args: argparse.Namespace) -> int:
-    _set_env(args, COMMON_ENV)
+    env = flag_env(args, COMMON_ENV)
     from processors.privacy_requests import privacy_request
     from stream.privacy_client import submit
     from stream.settings import Settings
@@ -315,7 +317,7 @@ def cmd_privacy(args: argparse.Namespace) -> int:
                                             "identifier": args.identifier}))
     except ValueError as e:
         raise CliError(f"{args.identifier!r} is not a usable identifier ({e}).") from None
-    settings = Settings.from_env()
+    settings = Settings.from_env(env)
     try:
         result = submit(settings, args.action, req["identifier"], timeout=args.timeout)
     except Exception as e:
@@ -329,27 +331,29 @@ def cmd_privacy(args: argparse.Namespace) -> int:
 
 
 def cmd_predict_fit(args: argparse.Namespace) -> int:
-    _set_env(args, COMMON_ENV)
+    env = flag_env(args, COMMON_ENV)
     from stream.predict_client import fit_cluster, publish
     from stream.settings import Settings
 
     result = fit_cluster(args.url, args.until, args.unit, args.timeout)
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
     if not args.no_publish:
-        settings = Settings.from_env()
+        settings = Settings.from_env(env)
         publish(settings, result)
         print(f"published to {settings.topics.segments} as predict:model", file=sys.stderr)
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    _set_env(args, {"bootstrap": "KAFKA_BOOTSTRAP_SERVERS"})
     from stream.demo import run_demo
 
-    return run_demo(profiles=args.profiles, seed=args.seed)
+    return run_demo(profiles=args.profiles, seed=args.seed, bootstrap=args.bootstrap)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from stream.variables import text
+
+    url_default = text("TUSK_URL")
     ap = argparse.ArgumentParser(prog="tusk", description="Tusk: real-time customer profiles on Kafka.")
     sub = ap.add_subparsers(dest="command", required=True)
 
@@ -386,19 +390,18 @@ def build_parser() -> argparse.ArgumentParser:
     prs = pr.add_subparsers(dest="profile_command", required=True)
     g = prs.add_parser("get", help="a profile by TYPE:VALUE (or id:p_...)")
     g.add_argument("identifier")
-    g.add_argument("--url", default=os.environ.get("TUSK_URL", "http://127.0.0.1:6066"),
+    g.add_argument("--url", default=url_default,
                    help="any worker's HTTP address")
     g.set_defaults(func=cmd_profile_get)
     ex = prs.add_parser("explain", help="why: the event behind each identifier, the merges, the "
                         "conditions of each segment that hold")
     ex.add_argument("identifier")
-    ex.add_argument("--url", default=os.environ.get("TUSK_URL", "http://127.0.0.1:6066"),
+    ex.add_argument("--url", default=url_default,
                     help="any worker's HTTP address")
     ex.set_defaults(func=cmd_profile_get, suffix="/explain")
 
     sg = sub.add_parser("segments", help="apply, list and delete segments and computed traits")
     sgs = sg.add_subparsers(dest="segments_command", required=True)
-    url_default = os.environ.get("TUSK_URL", "http://127.0.0.1:6066")
     a = sgs.add_parser("apply", help="write the definitions of a YAML file (then show the backfill)")
     kafka_opts(a)
     a.add_argument("file")

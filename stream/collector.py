@@ -63,7 +63,6 @@ import binascii
 import contextlib
 import hmac
 import logging
-import os
 import sys
 import threading
 import zlib
@@ -81,7 +80,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from processors.errors import DeliveryFailed, TuskError
 from processors.events import parse_time
 from processors.identifiers import IdentityRules, input_key
-from stream.settings import Settings, SettingsError, int_env
+from stream import variables as var
+from stream.settings import Settings, SettingsError
 
 log = logging.getLogger("tusk.collector")
 
@@ -109,8 +109,8 @@ class CollectorConfig:
     """identity.yaml's rules: events are keyed by their routing identifier, as workers route them"""
 
     @classmethod
-    def from_env(cls, settings: Settings) -> CollectorConfig:
-        raw_keys = os.environ.get("TUSK_COLLECTOR_WRITE_KEYS")
+    def from_env(cls, settings: Settings, env: var.Env | None = None) -> CollectorConfig:
+        raw_keys = var.given("TUSK_COLLECTOR_WRITE_KEYS", env)
         keys: frozenset[str] | None = None
         sources: dict[str, str] = {}
         if raw_keys is not None and raw_keys.strip():
@@ -121,18 +121,18 @@ class CollectorConfig:
                 if source:
                     sources[key] = source
             keys = frozenset(e.partition("=")[0].strip() for e in raw_keys.split(",") if e.strip())
-        max_batch = int_env("TUSK_COLLECTOR_MAX_BATCH_BYTES", cls.max_batch_bytes, 1024)
+        max_batch = var.integer("TUSK_COLLECTOR_MAX_BATCH_BYTES", 1024, env)
         if max_batch < settings.max_event_bytes:
             raise SettingsError(f"TUSK_COLLECTOR_MAX_BATCH_BYTES={max_batch}: expected at least "
                                 f"TUSK_MAX_EVENT_BYTES ({settings.max_event_bytes}).")
         return cls(
-            host=os.environ.get("TUSK_COLLECTOR_HOST") or cls.host,
-            port=int_env("TUSK_COLLECTOR_PORT", cls.port, 1),
+            host=var.given("TUSK_COLLECTOR_HOST", env) or var.declared("TUSK_COLLECTOR_HOST").default,
+            port=var.integer("TUSK_COLLECTOR_PORT", 1, env),
             write_keys=keys,
             sources=sources,
             max_event_bytes=settings.max_event_bytes,
             max_batch_bytes=max_batch,
-            delivery_timeout_ms=int_env("TUSK_COLLECTOR_DELIVERY_TIMEOUT_MS", cls.delivery_timeout_ms, 1000),
+            delivery_timeout_ms=var.integer("TUSK_COLLECTOR_DELIVERY_TIMEOUT_MS", 1000, env),
             rules=settings.identity_rules(),
         )
 
@@ -493,7 +493,7 @@ def build_app(settings: Settings, config: CollectorConfig, sink: KafkaSink | Non
 def run(settings: Settings, config: CollectorConfig) -> None:
     levels = {"crit": logging.CRITICAL, "error": logging.ERROR, "warn": logging.WARNING,
               "info": logging.INFO, "debug": logging.DEBUG}
-    logging.basicConfig(level=levels.get(os.environ.get("TUSK_LOG_LEVEL", "warn").lower(), logging.WARNING),
+    logging.basicConfig(level=levels.get(settings.log_level.lower(), logging.WARNING),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # access_log=None: request lines carry client addresses, which are personal data
     web.run_app(build_app(settings, config), host=config.host, port=config.port, access_log=None,

@@ -28,6 +28,7 @@ from rich.table import Table
 
 from processors.definitions import load_file
 from processors.synthetic import people, shop_stream
+from stream import variables
 from stream.cli import CliError, http_get
 from stream.definitions import produce_definition
 from stream.kafka_io import ensure_topics, read_topic
@@ -50,8 +51,8 @@ def load_launcher() -> ModuleType:
 
 
 @contextlib.contextmanager
-def kafka(workdir: Path) -> Iterator[str]:
-    given = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+def kafka(workdir: Path, bootstrap: str | None = None) -> Iterator[str]:
+    given = bootstrap or variables.given("KAFKA_BOOTSTRAP_SERVERS")
     if given:
         yield given
         return
@@ -281,12 +282,14 @@ def report_journeys(url: str) -> None:
         console.print(t)
 
 
-def run_demo(profiles: int = 400, seed: int = 7) -> int:
+def run_demo(profiles: int = 400, seed: int = 7, bootstrap: str | None = None) -> int:
+    """`bootstrap`: a Kafka to use (`tusk demo --bootstrap`); default KAFKA_BOOTSTRAP_SERVERS, else a
+    local one started for the demo."""
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="tusk-demo-"))
     run_id = f"demo{int(time.time())}"
     try:
-        with kafka(workdir) as bootstrap:
+        with kafka(workdir, bootstrap) as bootstrap:
             import socket
 
             with socket.socket() as s:
@@ -297,9 +300,7 @@ def run_demo(profiles: int = 400, seed: int = 7) -> int:
                    "TUSK_APP_ID": run_id, "TUSK_DATADIR": str(workdir / "worker"),
                    "TUSK_WEB_PORT": str(port), "TUSK_PARTITIONS": "4", "TUSK_CLOCK": "event",
                    "TUSK_TICK_INTERVAL": "500ms"}
-            os.environ.update({k: env[k] for k in ("KAFKA_BOOTSTRAP_SERVERS", "TUSK_TOPIC_PREFIX",
-                                                   "TUSK_PARTITIONS")})
-            settings = Settings.from_env()
+            settings = Settings.from_env(env)
             ensure_topics(settings)
             traits, segments = load_file(EXAMPLES)
             for kind, items in (("computed_trait", traits), ("segment", segments)):

@@ -100,9 +100,9 @@ def env_name(prop: str) -> str:
 
 def client_config(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The librdkafka properties set through `TUSK_KAFKA_*` (empty values are ignored)."""
-    env = os.environ if environ is None else environ
-    return {property_name(k): v for k, v in sorted(env.items())
-            if k.startswith(PREFIX) and len(k) > len(PREFIX) and v != ""}
+    from stream.variables import family
+
+    return {property_name(k): v for k, v in family(PREFIX, environ).items()}
 
 
 def protocol(conf: Mapping[str, str]) -> str:

@@ -6,7 +6,7 @@ import logging
 import sys
 
 from stream import kafka_security
-from stream.settings import Settings, SettingsError
+from stream.settings import Settings, SettingsError, start_with
 
 
 def load_views() -> None:
@@ -21,6 +21,7 @@ def load_views() -> None:
 
 
 def run(settings: Settings) -> None:
+    start_with(settings)  # before anything imports stream.app, which builds the app from them
     from stream.faust_adapter import install
     from stream.memory import limit_arenas
 
