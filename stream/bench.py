@@ -45,7 +45,7 @@ from stream.bench_seed import seed
 from stream.bench_segments import EXAMPLES, segment_variants
 from stream.cli import http_get
 from stream.definitions import produce_definition
-from stream.demo import load_launcher, metrics, stop_process, wait_healthy
+from stream.demo import free_port, load_launcher, metrics, stop_process, wait_healthy
 from stream.kafka_io import client_config, ensure_topic, ensure_topics, producer
 from stream.produce import produce_lines
 from stream.settings import Settings
@@ -56,14 +56,6 @@ TARGETS = {"events_per_s_per_worker": 3_000, "events_per_s_per_worker_goal": 10_
 
 def say(*parts: Any) -> None:
     print(*parts, file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Run:
@@ -330,7 +322,7 @@ def local_kafka(base: Path) -> Iterator[str]:
         yield given
         return
     launcher = load_launcher()
-    broker = launcher.start(port=launcher.free_port(), workdir=base / "kafka")
+    broker = launcher.start(port=free_port(), workdir=base / "kafka")
     say(f"Kafka {broker.bootstrap}")
     try:
         yield broker.bootstrap

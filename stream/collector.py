@@ -80,6 +80,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from processors.errors import DeliveryFailed, TuskError
 from processors.events import parse_time
 from processors.identifiers import IdentityRules, input_key
+from processors.timeutil import iso
 from stream import variables as var
 from stream.settings import Settings, SettingsError
 
@@ -213,10 +214,6 @@ def parse_document(body: bytes) -> dict[str, Any]:
     return doc
 
 
-def iso_ms(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def event_timestamp(event: dict[str, Any], received_ms: int, received_at: str) -> Any:
     """Segment's rule: kept when given, else skew-corrected, else originalTimestamp, else receivedAt."""
     if event.get("timestamp") is not None:
@@ -226,7 +223,7 @@ def event_timestamp(event: dict[str, Any], received_ms: int, received_at: str) -
         original_ms = parse_time(original)
         sent_ms = parse_time(sent) if isinstance(sent, str) else None
         if original_ms is not None and sent_ms is not None:
-            return iso_ms(received_ms - (sent_ms - original_ms))
+            return iso(received_ms - (sent_ms - original_ms))
         return original
     return received_at
 
@@ -236,7 +233,7 @@ def build_records(route: str, doc: dict[str, Any], max_event_bytes: int,
                   rules: IdentityRules | None = None) -> list[tuple[bytes | None, bytes]]:
     """(key, value) records for a decoded request body; Refused when the request is unusable."""
     received_ms = now_ms if now_ms is not None else int(datetime.now(UTC).timestamp() * 1000)
-    received_at = iso_ms(received_ms)
+    received_at = iso(received_ms)
     doc.pop("writeKey", None)
     if route == "batch":
         items = doc.get("batch")

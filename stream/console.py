@@ -46,6 +46,7 @@ from faust.web import Request, Response, View
 from stream.app import app, settings
 from stream.kafka_io import client_config, poll_record, watermarks
 from stream.settings import Settings
+from stream.web import json_response
 
 KEEP = 200
 REFRESH_S = 10.0
@@ -189,8 +190,7 @@ TAIL = TriggerTail(settings)
 
 
 def _json(view: View, body: Any, status: int = 200) -> Response:
-    return view.bytes(orjson.dumps(body), content_type="application/json", status=status,
-                      headers={"Cache-Control": "no-store"})
+    return json_response(view, body, status, headers={"Cache-Control": "no-store"})
 
 
 @app.page("/console/triggers")

@@ -50,6 +50,11 @@ def load_launcher() -> ModuleType:
     return module
 
 
+def free_port() -> int:
+    """A free TCP port on the loopback (the launcher's, deploy/kafka/local_kafka.py)."""
+    return int(load_launcher().free_port())
+
+
 @contextlib.contextmanager
 def kafka(workdir: Path, bootstrap: str | None = None) -> Iterator[str]:
     given = bootstrap or variables.given("KAFKA_BOOTSTRAP_SERVERS")
@@ -59,7 +64,7 @@ def kafka(workdir: Path, bootstrap: str | None = None) -> Iterator[str]:
     launcher = load_launcher()
     with console.status("starting a local Kafka (KRaft, loopback)…"):
         try:
-            broker = launcher.start(port=launcher.free_port(), workdir=workdir / "kafka")
+            broker = launcher.start(port=free_port(), workdir=workdir / "kafka")
         except launcher.LauncherError as e:
             raise CliError(str(e)) from e
     console.print(f"[green]✓[/] Kafka {broker.bootstrap}")
@@ -290,11 +295,7 @@ def run_demo(profiles: int = 400, seed: int = 7, bootstrap: str | None = None) -
     run_id = f"demo{int(time.time())}"
     try:
         with kafka(workdir, bootstrap) as bootstrap:
-            import socket
-
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                port = s.getsockname()[1]
+            port = free_port()
             # event-time clock: the synthetic history is judged at its own last instant
             env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "TUSK_TOPIC_PREFIX": f"{run_id}.",
                    "TUSK_APP_ID": run_id, "TUSK_DATADIR": str(workdir / "worker"),

@@ -28,8 +28,9 @@ HOP_HEADER = "X-Tusk-Hops"
 MAX_HOPS = 6
 
 
-def json_response(view: View, body: Any, status: int = 200) -> Response:
-    return view.bytes(orjson.dumps(body), content_type="application/json", status=status)
+def json_response(view: View, body: Any, status: int = 200,
+                  headers: dict[str, str] | None = None) -> Response:
+    return view.bytes(orjson.dumps(body), content_type="application/json", status=status, headers=headers)
 
 
 def error(view: View, status: int, reason: str, message: str) -> Response:

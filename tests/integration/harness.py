@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,16 +14,10 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from stream.cli import http_get
-from stream.demo import metrics, stop_process, wait_healthy
+from stream.demo import free_port, metrics, stop_process, wait_healthy
 from stream.kafka_io import client_config, ensure_topics, read_topic, watermarks
 from stream.produce import produce_lines
 from stream.settings import Settings
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Worker:

@@ -208,11 +208,9 @@ def test_the_collector_producer_gets_the_login() -> None:
 
 
 def test_no_broker_is_a_sentence_not_a_hang() -> None:
-    import socket
+    from stream.demo import free_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     with pytest.raises(KafkaAccessError, match=f"no Kafka broker answered at 127.0.0.1:{port} within 1s"):
         connect(Settings(bootstrap=f"127.0.0.1:{port}"), timeout=1)
 
