@@ -38,7 +38,7 @@ from stream.app import (
 )
 from stream.definitions import DefinitionsReader
 from stream.failures import is_platform_failure
-from stream.kafka_io import client_config, ensure_topic, watermarks
+from stream.kafka_io import ensure_topic, reader, watermarks
 from stream.outbox import OUTBOX, DeliveryFailed
 from stream.state import STATE, StateWriteFailed, partition_db
 
@@ -298,8 +298,7 @@ def low_watermark(sources: dict[str, list[Any]], count: int) -> int | None:
 @functools.cache
 def end_reader() -> Consumer:
     """A group-less reader for end offsets (the group id is required, never joined)."""
-    return Consumer(client_config(settings, **{"group.id": f"{settings.app_id}-ends",
-                                               "enable.auto.commit": False}))
+    return reader(settings, f"{settings.app_id}-ends")
 
 
 def end_offsets(partitions: list[int]) -> dict[int, int | None]:

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import TopicPartition
 
 from processors.definitions import load_file
 from processors.synthetic import shop_stream
@@ -46,7 +46,7 @@ from stream.bench_segments import EXAMPLES, segment_variants
 from stream.cli import http_get
 from stream.definitions import produce_definition
 from stream.demo import free_port, load_launcher, metrics, stop_process, wait_healthy
-from stream.kafka_io import client_config, ensure_topic, ensure_topics, producer
+from stream.kafka_io import ensure_topic, ensure_topics, producer, reader
 from stream.produce import produce_lines
 from stream.settings import Settings
 
@@ -199,8 +199,7 @@ def latency(bootstrap: str, base: Path, rate: int, seconds: float, partitions: i
     ensure_topic(run.settings, topic)
     for i in range(workers):
         run.start(["stream.cli", "worker"], f"worker{i}")
-    consumer = Consumer(client_config(run.settings, **{"group.id": f"{run.id}-lat", "auto.offset.reset":
-                                                        "earliest", "enable.auto.commit": False}))
+    consumer = reader(run.settings, f"{run.id}-lat", **{"auto.offset.reset": "earliest"})
     consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     prod = producer(run.settings, **{"linger.ms": 1})
     sent: dict[str, float] = {}

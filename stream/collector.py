@@ -81,6 +81,7 @@ from processors.errors import DeliveryFailed, TuskError
 from processors.events import parse_time
 from processors.identifiers import IdentityRules, input_key
 from processors.timeutil import iso
+from stream import kafka_io
 from stream import variables as var
 from stream.settings import Settings, SettingsError
 
@@ -357,17 +358,9 @@ class KafkaSink:
 
 
 def producer_config(settings: Settings, config: CollectorConfig) -> dict[str, Any]:
-    conf: dict[str, Any] = {
-        "bootstrap.servers": settings.bootstrap, "client.id": "tusk-collector",
-        "log_level": 3,  # librdkafka's transient start-up retries are not the operator's business
-        # murmur2 like the Java client and Faust, so keys land where other producers put them
-        "partitioner": "murmur2_random", "linger.ms": 5,
-        "delivery.timeout.ms": config.delivery_timeout_ms,
-        **settings.kafka_extra,  # TUSK_KAFKA_*, like every other client (stream/kafka_security.py)
-    }
-    # the 200 promises durability: these are not negotiable through TUSK_KAFKA_*
-    conf.update({"acks": "all", "enable.idempotence": True})
-    return conf
+    # the 200 promises durability: acks and idempotence are fixed (kafka_io.PRODUCER_FIXED)
+    return kafka_io.producer_config(settings, **{"client.id": "tusk-collector",
+                                                 "delivery.timeout.ms": config.delivery_timeout_ms})
 
 
 # ---------------------------------------------------------------- HTTP

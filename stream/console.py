@@ -44,7 +44,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaExcepti
 from faust.web import Request, Response, View
 
 from stream.app import app, settings
-from stream.kafka_io import client_config, poll_record, watermarks
+from stream.kafka_io import poll_record, reader, watermarks
 from stream.settings import Settings
 from stream.web import json_response
 
@@ -108,10 +108,8 @@ class TriggerTail:
     # --- the consumer thread ---
 
     def _run(self) -> None:
-        consumer = Consumer(client_config(self.settings, **{
-            "group.id": f"{self.settings.app_id}-console-unused",  # required; never joined
-            "enable.auto.commit": False, "enable.auto.offset.store": False,
-            "auto.offset.reset": "latest"}))
+        consumer = reader(self.settings, f"{self.settings.app_id}-console-unused", **{
+            "enable.auto.offset.store": False, "auto.offset.reset": "latest"})
         try:
             first = True
             next_scan = 0.0
