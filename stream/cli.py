@@ -357,26 +357,29 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="tusk", description="Tusk: real-time customer profiles on Kafka.")
     sub = ap.add_subparsers(dest="command", required=True)
 
-    def kafka_opts(p: argparse.ArgumentParser) -> None:
+    def kafka_opts(p: argparse.ArgumentParser, url: str | None = None, serves: bool = False) -> None:
+        """The Kafka options; with `url`, a worker's address too (--url, default `url`); a process
+        that `serves` gets --log-level."""
         p.add_argument("--bootstrap", help="Kafka bootstrap servers (default $KAFKA_BOOTSTRAP_SERVERS)")
         p.add_argument("--prefix", help="topic prefix (default tusk.)")
         p.add_argument("--partitions", type=int, help="partitions of input and state topics (default 8)")
         p.add_argument("--app-id", help="Faust app id / consumer group (default tusk)")
+        if url is not None:
+            p.add_argument("--url", default=url)
+        if serves:
+            p.add_argument("--log-level", choices=["crit", "error", "warn", "info", "debug"],
+                           help="default warn")
 
     w = sub.add_parser("worker", help="run one worker replica (run more to scale)")
-    kafka_opts(w)
+    kafka_opts(w, serves=True)
     w.add_argument("--datadir", help="RocksDB folder of this replica (one per replica)")
     w.add_argument("--web-port", type=int, help="HTTP port of this replica (default 6066)")
-    w.add_argument("--log-level", choices=["crit", "error", "warn", "info", "debug"],
-                   help="default warn")
     w.set_defaults(func=cmd_worker)
 
     c = sub.add_parser("collector", help="Segment-compatible HTTP ingest (POST /v1/batch, /v1/track, ...)")
-    kafka_opts(c)
+    kafka_opts(c, serves=True)
     c.add_argument("--host", help="address to listen on (default 0.0.0.0)")
     c.add_argument("--port", type=int, help="HTTP port (default 8088)")
-    c.add_argument("--log-level", choices=["crit", "error", "warn", "info", "debug"],
-                   help="default warn")
     c.set_defaults(func=cmd_collector)
 
     p = sub.add_parser("produce", help="send a JSON-lines file of events to the input topic")
@@ -410,8 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the backfill")
     a.set_defaults(func=cmd_segments_apply)
     ls = sgs.add_parser("list", help="the definitions in force (with sizes when a worker answers)")
-    kafka_opts(ls)
-    ls.add_argument("--url", default=url_default)
+    kafka_opts(ls, url_default)
     ls.set_defaults(func=cmd_segments_list)
     de = sgs.add_parser("delete", help="delete a segment (or with --computed, a computed trait)")
     kafka_opts(de)
