@@ -27,8 +27,7 @@ import orjson
 from processors import aggregates as ag
 from processors.events import Touchpoint
 from processors.formula import Compiled, Lookup, compile_formula
-from processors.predicates import Ctx, DefinitionError, EventFilter, compile_where, get_values
-from processors.timeutil import parse_duration_ms
+from processors.predicates import Ctx, DefinitionError, EventFilter, compile_where, duration_at, get_values
 
 Profile = dict[str, Any]
 WINDOW_BUCKETS = 128
@@ -105,12 +104,7 @@ class TraitDef:
 
 
 def _duration(spec: Mapping[str, Any], key: str, path: Sequence[str | int]) -> int | None:
-    if spec.get(key) is None:
-        return None
-    try:
-        return parse_duration_ms(spec[key], key)
-    except ValueError:
-        raise DefinitionError([*path, key], f"a duration like 30d, 12h or 2w, got {spec[key]!r}") from None
+    return duration_at(spec, key, path, "30d, 12h or 2w")
 
 
 def compile_trait(spec: Mapping[str, Any], path: Sequence[str | int],

@@ -33,10 +33,10 @@ from processors.predicates import (
     Predicate,
     as_number,
     compile_comparison,
+    duration_at,
     get_path,
 )
 from processors.predict import Forecast
-from processors.timeutil import parse_duration_ms
 
 Profile = dict[str, Any]
 FOREVER_MS = 100 * 365 * 86_400_000
@@ -115,12 +115,7 @@ def _performed(node: Mapping[str, Any], path: list[str | int], c: Compiling) -> 
         raise DefinitionError([*path, kind], "an event name (or `type:` for page/screen/identify)")
 
     def duration(key: str) -> int | None:
-        if node.get(key) is None:
-            return None
-        try:
-            return parse_duration_ms(node[key], key)
-        except ValueError:
-            raise DefinitionError([*path, key], f"a duration like 1h or 30d, got {node[key]!r}") from None
+        return duration_at(node, key, path, "1h or 30d")
 
     within, before = duration("within"), duration("before")
     at_least, at_most = node.get("at_least"), node.get("at_most")

@@ -360,9 +360,12 @@ def worker_routes() -> list[tuple[str, str]]:
     from stream.worker import load_views
 
     load_views()
+    from faust.web import View
+
     routes = []
     for path, view in app.web.views.items():
-        routes += [(m.upper(), path) for m in _METHODS if m in type(view).__dict__]
+        own = [c for c in type(view).__mro__ if issubclass(c, View) and c is not View]  # not Faust's 405s
+        routes += [(m.upper(), path) for m in _METHODS if any(m in c.__dict__ for c in own)]
     return routes
 
 

@@ -326,8 +326,22 @@ async def definition(view: View, request: Request, specs: Mapping[str, Any], kin
     return json_response(view, answer(spec, await cluster_state(request)))
 
 
+class CatalogDefinition(View):
+    """PUT and DELETE of one segment or computed trait (`kind`)."""
+
+    kind = ""
+
+    async def put(self, request: Request, ident: str) -> Response:
+        return await _put(self, request, self.kind, ident)
+
+    async def delete(self, request: Request, ident: str) -> Response:
+        return await _delete(self, self.kind, ident)
+
+
 @app.page("/segments/{ident}")
-class Segment(View):
+class Segment(CatalogDefinition):
+    kind = "segment"
+
     async def get(self, request: Request, ident: str) -> Response:
         def with_size(spec: Any, state: dict[str, Any]) -> dict[str, Any]:
             return {**spec, "size": state["sizes"].get(ident, 0), "backfill": {
@@ -335,12 +349,6 @@ class Segment(View):
 
         specs = agents.READER.catalog.segment_specs
         return await definition(self, request, specs, "segment", ident, with_size)
-
-    async def put(self, request: Request, ident: str) -> Response:
-        return await _put(self, request, "segment", ident)
-
-    async def delete(self, request: Request, ident: str) -> Response:
-        return await _delete(self, "segment", ident)
 
 
 @app.page("/segments/{ident}/size")
@@ -355,15 +363,11 @@ class SegmentSize(View):
 
 
 @app.page("/computed-traits/{ident}")
-class ComputedTrait(View):
+class ComputedTrait(CatalogDefinition):
+    kind = "computed_trait"
+
     async def get(self, request: Request, ident: str) -> Response:
         return await definition(self, request, agents.READER.catalog.trait_specs, "computed trait", ident)
-
-    async def put(self, request: Request, ident: str) -> Response:
-        return await _put(self, request, "computed_trait", ident)
-
-    async def delete(self, request: Request, ident: str) -> Response:
-        return await _delete(self, "computed_trait", ident)
 
 
 # --- privacy -------------------------------------------------------------------------------
