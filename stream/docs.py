@@ -97,11 +97,11 @@ TOPICS: dict[str, Topic] = {
 
 def topics_md() -> str:
     from stream.kafka_io import TABLES, contract_topics
-    from stream.settings import Settings
+    from stream.settings import Settings, TopicName
 
     s = Settings()
     roles = {getattr(s.topics, attr): attr for attr in dir(type(s.topics))
-             if isinstance(getattr(type(s.topics), attr, None), property)}
+             if isinstance(getattr(type(s.topics), attr, None), TopicName)}
     roles.update({f"{s.app_id}-{table}-changelog": f"changelog:{table}" for table in TABLES})
     rows = []
     for name, config in contract_topics(s).items():

@@ -9,13 +9,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import overload
 
 from processors.identifiers import IdentityRules
 from stream import kafka_security
 from stream import variables as var
 from stream.variables import Env, SettingsError
 
-__all__ = ["Settings", "SettingsError", "Topics", "retention_env"]
+__all__ = ["Settings", "SettingsError", "TopicName", "Topics", "retention_env"]
 
 
 RETENTION_SETTINGS = {"touchpoints": "TUSK_TOUCHPOINTS_RETENTION", "dlq": "TUSK_DLQ_RETENTION",
@@ -33,38 +34,33 @@ def retention_env(env: Env | None = None) -> dict[str, int]:
     return out
 
 
+class TopicName:
+    """A topic name: the deployment's prefix (TUSK_TOPIC_PREFIX) and this fixed name."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, topics: None, owner: type) -> TopicName: ...
+    @overload
+    def __get__(self, topics: Topics, owner: type | None = None) -> str: ...
+
+    def __get__(self, topics: Topics | None, owner: type | None = None) -> str | TopicName:
+        return self if topics is None else topics.prefix + self.name
+
+
 @dataclass(frozen=True)
 class Topics:
     prefix: str
 
-    @property
-    def touchpoints(self) -> str:
-        return f"{self.prefix}touchpoints"
-
-    @property
-    def dlq(self) -> str:
-        return f"{self.prefix}dlq"
-
-    @property
-    def segments(self) -> str:
-        return f"{self.prefix}segments"
-
-    @property
-    def profile_changes(self) -> str:
-        return f"{self.prefix}profile-changes"
-
-    @property
-    def privacy(self) -> str:
-        return f"{self.prefix}privacy"
-
-    @property
-    def privacy_results(self) -> str:
-        return f"{self.prefix}privacy-results"
-
-    @property
-    def routed(self) -> str:
-        """Internal: validated events keyed by their routing identifier."""
-        return f"{self.prefix}internal.events"
+    touchpoints = TopicName("touchpoints")
+    dlq = TopicName("dlq")
+    segments = TopicName("segments")
+    profile_changes = TopicName("profile-changes")
+    privacy = TopicName("privacy")
+    privacy_results = TopicName("privacy-results")
+    routed = TopicName("internal.events")
+    """internal: validated events keyed by their routing identifier"""
 
     def activations(self, channel: str) -> str:
         return f"{self.prefix}activations.{channel}"
