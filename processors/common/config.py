@@ -11,6 +11,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
 import schemas
+from processors.common.errors import TuskError
 
 
 class YamlLoader(yaml.SafeLoader):
@@ -25,7 +26,7 @@ YamlLoader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 
 
-class ConfigError(ValueError):
+class ConfigError(TuskError, ValueError):
     """`file:line: at path: expected …, got …` — one sentence a person can act on."""
 
 

@@ -12,10 +12,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from processors.common.errors import TuskError
 from processors.common.timeutil import parse_duration_ms, to_ms
 
 
-class DefinitionError(ValueError):
+class DefinitionError(TuskError, ValueError):
     """A definition that cannot be compiled: where (path of keys) and what was expected."""
 
     def __init__(self, path: Sequence[str | int], expected: str) -> None:
@@ -117,28 +118,29 @@ def _equal(arg: Any) -> Predicate:
     return check
 
 
-def _older_than(ms: int) -> Predicate:
+def _age(ms: int, older: bool) -> Predicate:
+    """older_than (`older`) or newer_than `ms`: while a time is not older yet, the answer changes
+    the instant it becomes so, which is when the profile is due again."""
     def check(value: Any, ctx: Ctx) -> bool:
         t = to_ms(value)
         if t is None:
             return False
-        if ctx.now - t > ms:
-            return True
-        ctx.due(t + ms + 1)
-        return False
-    return check
-
-
-def _newer_than(ms: int) -> Predicate:
-    def check(value: Any, ctx: Ctx) -> bool:
-        t = to_ms(value)
-        if t is None:
-            return False
-        if ctx.now - t <= ms:
+        is_older = ctx.now - t > ms
+        if not is_older:
             ctx.due(t + ms + 1)
-            return True
-        return False
+        return is_older == older
     return check
+
+
+def duration_at(spec: Mapping[str, Any], key: str, path: Sequence[str | int], example: str) -> int | None:
+    """The duration `spec[key]` in ms (None when absent); DefinitionError at path/key, showing
+    `example` ("30d, 12h or 2w"), when it is not one."""
+    if spec.get(key) is None:
+        return None
+    try:
+        return parse_duration_ms(spec[key], key)
+    except ValueError:
+        raise DefinitionError([*path, key], f"a duration like {example}, got {spec[key]!r}") from None
 
 
 def _contains(arg: Any) -> Predicate:
@@ -193,7 +195,7 @@ def compile_operator(op: str, arg: Any, path: Sequence[str | int]) -> Predicate:
             ms = parse_duration_ms(arg, op)
         except ValueError:
             raise DefinitionError(at, f"a duration like 1h, 30d or 2w, got {arg!r}") from None
-        return _older_than(ms) if op == "older_than" else _newer_than(ms)
+        return _age(ms, older=op == "older_than")
     raise DefinitionError(path, f"one operator of {list(OPERATORS)}, got {op!r}")
 
 

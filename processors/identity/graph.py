@@ -7,7 +7,7 @@ Two tables, both partitioned like the internal topic (murmur2 of the key):
 Every message on the internal topic is keyed by the table key it must touch,
 so a message only ever reads and writes keys of the partition it arrives on.
 handle() takes one message and that partition's store and returns what to
-send next. Kinds:
+send next. Kinds (named, with a constructor each, in processors/common/records.py):
 
   E  key=identifier  a validated event, routed by its highest-priority identifier:
                      look the identifier up (or mint a profile id on this partition)
@@ -53,11 +53,14 @@ from typing import Any, Protocol
 
 from processors.activation import policy as activation
 from processors.activation.policy import ActivationConfig
+from processors.common import records
 from processors.common.config import ConfigError, line_of, load_yaml_with_nodes
+from processors.common.records import Handlers, Kind
 from processors.common.timeutil import parse_duration_ms
 from processors.identity import quarantine
 from processors.identity.partitioning import mint_profile_id, partition_for
 from processors.identity.quarantine import QuarantineConfig
+from processors.identity.suppression import is_suppressed
 from processors.ingest.events import Touchpoint
 from processors.ingest.identifiers import (
     DEFAULT_BLOCKED,
@@ -202,7 +205,7 @@ def load_identity_config(path: str | Path, partitions: int,
 
 
 def event_message(encoded: Mapping[str, Any]) -> Message:
-    return {"k": "E", "ev": dict(encoded)}
+    return records.event(encoded)
 
 
 def _touchpoint(ev: Mapping[str, Any]) -> Touchpoint:
@@ -237,12 +240,14 @@ def can_merge(a: Profile, b: Profile, limits: Mapping[str, int],
 
 
 def handle(key: str, msg: Message, store: Store, cfg: IdentityConfig,
-           source: tuple[int, int] | None = None, env: Env | None = None) -> Effects:
+           source: tuple[int, int] | None = None, env: Env | None = None,
+           handlers: Handlers | None = None) -> Effects:
+    """One record; `handlers`: the kinds it may be (processors/protocol.py: all; default: identity's)."""
     fx = Effects(env or Env())
     fx.counts[f"msg:{msg['k']}"] += 1
     if msg["k"] in PROFILE_KEYED and not _arrived(key, msg, store, fx, source):
         return fx
-    HANDLERS[msg["k"]](key, msg, store, cfg, fx, source)
+    (handlers or OWN)[msg["k"]](key, msg, store, cfg, fx, source)
     return fx
 
 
@@ -375,7 +380,7 @@ def _verify_links(profile: Profile, fx: Effects) -> None:
     the known refusal turns into an unlink (U); one that points nowhere is claimed."""
     for kind, values in sorted(profile["identities"].items()):
         for value in values:
-            fx.send.append((key_of((kind, value)), {"k": "L", "pid": profile["id"]}))
+            fx.send.append((key_of((kind, value)), records.link(profile["id"])))
 
 
 def _replayed_restore(profile: Profile | None, fx: Effects, source: tuple[int, int] | None) -> None:
@@ -395,7 +400,7 @@ def _on_event(key: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Eff
             fx.send.append((rest[0], msg))
             return
     pid = store.identity(key)
-    if pid is None and cfg.erased_suppression_ms and privacy.is_suppressed(
+    if pid is None and cfg.erased_suppression_ms and is_suppressed(
             key, store, fx.env.at(msg["ev"]["ts"])):
         fx.counts["erased_suppressed"] += 1
         return
@@ -403,7 +408,7 @@ def _on_event(key: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Eff
         pid = mint_profile_id(key, cfg.partitions)
         store.set_identity(key, pid)
         fx.counts["profile_created"] += 1
-    fx.send.append((pid, {"k": "A", "ev": msg["ev"], "known": [key], "via": []}))
+    fx.send.append((pid, records.apply(msg["ev"], [key], [])))
 
 
 def _limit_of(reason: str, cfg: IdentityConfig) -> int | None:
@@ -488,7 +493,7 @@ def _on_apply(pid: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Eff
 
 def _link_message(pid: str, profile: Profile, ident: Identifier, ts: int, cfg: IdentityConfig) -> Message:
     """L, with who claims (the profile's anchor) and when, where the over-merge guard counts."""
-    msg: Message = {"k": "L", "pid": pid}
+    msg: Message = records.link(pid)
     if cfg.quarantine.threshold(ident[0]) is not None:
         msg["w"] = quarantine.anchor(profile["identities"], ident[0], cfg.rules)
         msg["ts"] = ts
@@ -639,7 +644,7 @@ def recheck(pid: str, store: Store, env: Env, cause: str, everything: bool = Fal
     now = env.at(None)
     ttl = cfg.profile_limits.ttl_ms if cfg is not None else None
     if ttl is not None and profile.get("last_seen") is not None and profile["last_seen"] + ttl <= now:
-        fx.send.append((pid, {"k": "Q", "op": "erase", "rid": f"expired:{pid}:{profile['last_seen']}"}))
+        fx.send.append((pid, records.profile_request("erase", f"expired:{pid}:{profile['last_seen']}")))
         fx.counts["expired"] += 1
         return fx
     previous = profile.get("_next")
@@ -661,8 +666,8 @@ def recheck(pid: str, store: Store, env: Env, cause: str, everything: bool = Fal
 def _group_traits_message(tp: Touchpoint, cfg: IdentityConfig, member: str) -> tuple[str, Message]:
     gid = str(tp.msg["groupId"])
     traits = {k: v for k, v in (tp.msg.get("traits") or {}).items() if k not in MEMBERSHIP_FIELDS}
-    return account_id(gid, cfg.partitions), {"k": "G", "gid": gid, "traits": traits,
-                                             "ts": tp.ts, "mid": tp.message_id, "pid": member}
+    return account_id(gid, cfg.partitions), records.group_traits(gid, traits, tp.ts, tp.message_id,
+                                                                        member)
 
 
 def _join_group(profile: Profile, tp: Touchpoint, cfg: IdentityConfig, fx: Effects) -> None:
@@ -726,7 +731,7 @@ def _on_group_traits(aid: str, msg: Message, store: Store, cfg: IdentityConfig, 
 
 
 def _account_message(account: Profile) -> Message:
-    return {"k": "K", "aid": account["id"], "traits": account["traits"], "tt": account["_tt"]}
+    return records.account_traits(account["id"], account["traits"], account["_tt"])
 
 
 def _on_account_traits(pid: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effects,
@@ -758,7 +763,7 @@ def _on_link(key: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effe
              source: tuple[int, int] | None) -> None:
     pid = msg["pid"]
     current = store.identity(key)
-    if current is None and cfg.erased_suppression_ms and privacy.is_suppressed(key, store, fx.env.at(None)):
+    if current is None and cfg.erased_suppression_ms and is_suppressed(key, store, fx.env.at(None)):
         fx.counts["erased_suppressed"] += 1
         return
     if cfg.quarantine.enabled and _quarantined(key, msg, current, store, cfg, fx):
@@ -768,7 +773,7 @@ def _on_link(key: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effe
         fx.counts["identity_linked"] += 1
     elif current != pid:
         survivor, loser = sorted((current, pid))
-        fx.send.append((loser, {"k": "F", "s": survivor, "link": key, "req": pid}))
+        fx.send.append((loser, records.freeze(survivor, key, pid)))
 
 
 def _quarantined(key: str, msg: Message, current: str | None, store: Store, cfg: IdentityConfig,
@@ -810,8 +815,8 @@ def _on_freeze(holder: str, msg: Message, store: Store, cfg: IdentityConfig, fx:
             fx.send.append((msg["req"], _unlink_message(msg["link"], msg["req"], holder, other)))
         return
     if loser != holder:  # the other one must freeze toward us
-        fx.send.append((loser, {"k": "F", "s": survivor, "link": msg.get("link"),
-                                "req": msg.get("req")}))
+        fx.send.append((loser, records.freeze(survivor, msg.get("link"),
+                                               msg.get("req"))))
         return
     nonce = f"{loser}>{survivor}@{source[0]}:{source[1]}" if source else f"{loser}>{survivor}"
     redirect = {"id": loser, "redirect": survivor, "nonce": nonce, "snap": profile,
@@ -824,9 +829,8 @@ def _on_freeze(holder: str, msg: Message, store: Store, cfg: IdentityConfig, fx:
 
 def _merge_message(redirect: Profile) -> tuple[str, Message]:
     """The M that ships a frozen loser to its survivor (re-sent on replays)."""
-    return redirect["redirect"], {"k": "M", "snap": redirect["snap"],
-                                  "nonce": redirect["nonce"], "link": redirect.get("link"),
-                                  "req": redirect.get("req")}
+    return redirect["redirect"], records.merge(redirect["snap"], redirect["nonce"],
+                                                redirect.get("link"), redirect.get("req"))
 
 
 def _is_replay_of(record: Profile, source: tuple[int, int] | None) -> bool:
@@ -878,7 +882,7 @@ def _on_merge(survivor: str, msg: Message, store: Store, cfg: IdentityConfig, fx
             # frozen loser forwards them straight back until they die of hops
             profile["_refused"][loser] = msg["nonce"]
             store.set_profile(survivor, profile)
-        fx.send.append((loser, {"k": "X", "snap": snap, "nonce": msg["nonce"]}))
+        fx.send.append((loser, records.restore(snap, msg["nonce"])))
         if msg.get("req") and msg.get("link"):
             fx.send.append((msg["req"], _unlink_message(msg["link"], msg["req"], survivor, loser)))
         if profile is not None:
@@ -933,7 +937,7 @@ def _repoint(snap: Profile, loser: str, survivor: str, msg: Message, fx: Effects
     if msg.get("link"):
         keys.add(msg["link"])
     for k in sorted(keys):
-        fx.send.append((k, {"k": "R", "from": loser, "to": survivor}))
+        fx.send.append((k, records.repoint(loser, survivor)))
 
 
 def _on_restore(loser: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effects,
@@ -947,7 +951,7 @@ def _on_restore(loser: str, msg: Message, store: Store, cfg: IdentityConfig, fx:
 
 def _unlink_message(key: str, req: str, a: str, b: str) -> Message:
     """U: `req` drops `key`, which belongs to the other of the refused pair (a, b)."""
-    return {"k": "U", "key": key, "h": b if req == a else a}
+    return records.unlink(key, b if req == a else a)
 
 
 def _drop_identifier(profile: Profile, msg: Message) -> bool:
@@ -986,14 +990,14 @@ def _on_unlink(pid: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Ef
     # the key's own partition decides: if it points here after all (a claim or a repoint
     # sent before this drop, FIFO ahead of the check), it gives the key back. Sent even
     # when nothing was dropped: this may be a replay whose first check was lost.
-    fx.send.append((msg["key"], {"k": "C", "pid": pid}))
+    fx.send.append((msg["key"], records.check(pid)))
 
 
 def _on_check(key: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effects,
               source: tuple[int, int] | None) -> None:
     """C: a profile dropped this key; if the key points at it, it must list the key."""
     if store.identity(key) == msg["pid"]:
-        fx.send.append((msg["pid"], {"k": "I", "key": key}))
+        fx.send.append((msg["pid"], records.identity_back(key)))
 
 
 def _on_identity_back(pid: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effects,
@@ -1018,15 +1022,26 @@ def _on_repoint(key: str, msg: Message, store: Store, cfg: IdentityConfig, fx: E
         # the merged snapshot listed a key a third profile holds (a link the loser had
         # taken optimistically, or one unlinked from it after it froze): the survivor
         # lists it now, so ask for that link as the loser's L would have
-        _on_link(key, {"k": "L", "pid": msg["to"]}, store, cfg, fx, source)
+        _on_link(key, records.link(msg["to"]), store, cfg, fx, source)
 
 
-PROFILE_KEYED = frozenset("AFMUKQI")
-HANDLERS: dict[str, Any] = {
-    "E": _on_event, "A": _on_apply, "L": _on_link, "F": _on_freeze, "M": _on_merge,
-    "X": _on_restore, "U": _on_unlink, "R": _on_repoint, "G": _on_group_traits,
-    "K": _on_account_traits, "C": _on_check, "I": _on_identity_back, "O": _on_quarantine_op,
+PROFILE_KEYED = frozenset({Kind.APPLY, Kind.FREEZE, Kind.MERGE, Kind.UNLINK, Kind.ACCOUNT_TRAITS,
+                           Kind.PROFILE_REQUEST, Kind.IDENTITY_BACK})
+HANDLERS: dict[Kind, records.Handler] = {
+    Kind.EVENT: _on_event, Kind.APPLY: _on_apply, Kind.LINK: _on_link, Kind.FREEZE: _on_freeze,
+    Kind.MERGE: _on_merge, Kind.RESTORE: _on_restore, Kind.UNLINK: _on_unlink, Kind.REPOINT: _on_repoint,
+    Kind.GROUP_TRAITS: _on_group_traits, Kind.ACCOUNT_TRAITS: _on_account_traits, Kind.CHECK: _on_check,
+    Kind.IDENTITY_BACK: _on_identity_back, Kind.QUARANTINE_OP: _on_quarantine_op,
 }
+"""identity's own record kinds (privacy's: processors/privacy/protocol.py; all: processors/protocol.py)"""
+
+
+def register(table: Handlers) -> None:
+    table.register_all(HANDLERS)
+
+
+OWN = Handlers()
+register(OWN)
 
 
 def home(key: str, cfg: IdentityConfig) -> int:
@@ -1040,9 +1055,4 @@ def runs_inline(msg: Message, out_key: str, out: Message, partition: int, cfg: I
     step travels as its own record, so a replay of that record (at-least-once)
     reaches the state it wrote and can re-send what a crash may have lost.
     """
-    return msg["k"] == "E" and out["k"] == "A" and home(out_key, cfg) == partition
-
-
-from processors.privacy import (  # noqa: E402 - registers the privacy kinds (P, Q, Z, Y) in HANDLERS
-    protocol as privacy,
-)
+    return msg["k"] == Kind.EVENT and out["k"] == Kind.APPLY and home(out_key, cfg) == partition

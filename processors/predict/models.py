@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 from scipy import optimize, special
 
+from processors.common.errors import TuskError
 from processors.predict.rfm import DAY_MS, RfmConfig, Summary
 
 TRAITS = ("p_alive", "expected_orders_90d", "clv_12m")
@@ -42,7 +43,7 @@ HORIZON_DAYS = 100 * 366
 """Deadlines are searched this far ahead of a customer's current age."""
 
 
-class FitError(ValueError):
+class FitError(TuskError, ValueError):
     """The data cannot be fitted (too few customers, no repeat purchases, no convergence)."""
 
 

@@ -19,31 +19,15 @@ unless the config allows a fresh profile.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
+from processors.common import records
 from processors.identity import graph as idn
 from processors.identity import quarantine
+from processors.identity.suppression import identifier_hash, suppression_key
 from processors.ingest.identifiers import key_of
 from processors.journeys import engine as journeys
 from processors.profile.unified import public_view
-
-SALT = b"tusk-erased-v1"
-
-
-def suppression_key(key: str) -> str:
-    """The suppression-list entry of an identifier key: a hash, never the value itself."""
-    return "x:" + hashlib.sha256(SALT + key.encode()).hexdigest()
-
-
-def identifier_hash(key: str) -> str:
-    """The salted SHA-256 of an identifier key ("email:jo@example.com") that results carry."""
-    return suppression_key(key)[2:]
-
-
-def is_suppressed(key: str, store: idn.Store, now: int) -> bool:
-    entry = store.identity(suppression_key(key))
-    return entry is not None and entry.startswith("erased:") and int(entry[7:]) > now
 
 
 def export_view(profile: idn.Profile) -> dict[str, Any]:
@@ -59,7 +43,7 @@ def _on_request(key: str, msg: idn.Message, store: idn.Store, cfg: idn.IdentityC
         fx.results.append({"request_id": msg["rid"], "type": msg["op"], "status": "not_found",
                            "identifier_sha256": identifier_hash(key)})
         return
-    fx.send.append((pid, {"k": "Q", "op": msg["op"], "rid": msg["rid"], "ih": identifier_hash(key)}))
+    fx.send.append((pid, records.profile_request(msg["op"], msg["rid"], identifier_hash(key))))
 
 
 def _on_profile_request(pid: str, msg: idn.Message, store: idn.Store, cfg: idn.IdentityConfig,
@@ -84,9 +68,9 @@ def _on_profile_request(pid: str, msg: idn.Message, store: idn.Store, cfg: idn.I
     keys = sorted({key_of((k, v)) for k, vs in profile["identities"].items() for v in vs})
     accounts = sorted({m["account_id"] for m in profile.get("memberships", [])})
     parts: list[tuple[str, idn.Message]] = []
-    parts += [(k, {"k": "Z", "what": "identity", "pids": pids, "until": until}) for k in keys]
-    parts += [(p, {"k": "Z", "what": "redirect", "pids": pids}) for p in pids[1:]]
-    parts += [(a, {"k": "Z", "what": "member", "pids": pids}) for a in accounts]
+    parts += [(k, records.erase_part("identity", pids, until=until)) for k in keys]
+    parts += [(p, records.erase_part("redirect", pids)) for p in pids[1:]]
+    parts += [(a, records.erase_part("member", pids)) for a in accounts]
     for target, z in parts:
         fx.send.append((target, {**z, "rid": rid, "reply": pid}))
     for sid in profile.get("segments", {}):
@@ -130,7 +114,7 @@ def _on_erase_part(key: str, msg: idn.Message, store: idn.Store, cfg: idn.Identi
             if members != account.get("_members", []):
                 account["_members"] = members
                 store.set_profile(key, account)
-    fx.send.append((msg["reply"], {"k": "Y", "rid": msg["rid"]}))
+    fx.send.append((msg["reply"], records.erase_ack(msg["rid"])))
 
 
 def _on_erase_ack(key: str, msg: idn.Message, store: idn.Store, cfg: idn.IdentityConfig, fx: idn.Effects,
@@ -146,4 +130,12 @@ def _on_erase_ack(key: str, msg: idn.Message, store: idn.Store, cfg: idn.Identit
     fx.results.append(_erased(msg["rid"], state["summary"]))
 
 
-idn.HANDLERS.update({"P": _on_request, "Q": _on_profile_request, "Z": _on_erase_part, "Y": _on_erase_ack})
+HANDLERS: dict[records.Kind, records.Handler] = {
+    records.Kind.PRIVACY_REQUEST: _on_request, records.Kind.PROFILE_REQUEST: _on_profile_request,
+    records.Kind.ERASE_PART: _on_erase_part, records.Kind.ERASE_ACK: _on_erase_ack,
+}
+"""privacy's record kinds, registered beside identity's by processors/protocol.py"""
+
+
+def register(table: records.Handlers) -> None:
+    table.register_all(HANDLERS)

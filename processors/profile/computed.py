@@ -24,8 +24,14 @@ from typing import Any
 
 import orjson
 
-from processors.common.predicates import Ctx, DefinitionError, EventFilter, compile_where, get_values
-from processors.common.timeutil import parse_duration_ms
+from processors.common.predicates import (
+    Ctx,
+    DefinitionError,
+    EventFilter,
+    compile_where,
+    duration_at,
+    get_values,
+)
 from processors.ingest.events import Touchpoint
 from processors.profile import aggregates as ag
 from processors.profile.formula import Compiled, Lookup, compile_formula
@@ -105,12 +111,7 @@ class TraitDef:
 
 
 def _duration(spec: Mapping[str, Any], key: str, path: Sequence[str | int]) -> int | None:
-    if spec.get(key) is None:
-        return None
-    try:
-        return parse_duration_ms(spec[key], key)
-    except ValueError:
-        raise DefinitionError([*path, key], f"a duration like 30d, 12h or 2w, got {spec[key]!r}") from None
+    return duration_at(spec, key, path, "30d, 12h or 2w")
 
 
 def compile_trait(spec: Mapping[str, Any], path: Sequence[str | int],

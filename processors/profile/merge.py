@@ -18,7 +18,7 @@ from processors.predict.rfm import merge as merge_rfm
 from processors.profile.aggregates import bucket_merge
 from processors.profile.computed import merge_states
 from processors.profile.trust import TrustConfig
-from processors.profile.unified import CONSENT_HISTORY, EVENT_BUCKETS, Profile, ProfileLimits
+from processors.profile.unified import CONSENT_HISTORY, EVENT_BUCKETS, Profile, ProfileLimits, trim_seen
 
 
 def _newest(a: list[Any] | None, b: list[Any] | None,
@@ -91,13 +91,7 @@ def merge(a: Profile, b: Profile, limits: ProfileLimits | None = None) -> Profil
     members = {(m["group_id"], m["since"]): m for m in a["memberships"] + b["memberships"]}
     out["memberships"] = [members[k] for k in sorted(members)]
     out["merged_from"] = sorted(set(a["merged_from"]) | set(b["merged_from"]) | {b["id"]})
-    seen = {**a["_seen"], **b["_seen"]}
-    if len(seen) > limits.dedup_max_ids:
-        newest = max(seen.values())
-        keep = sorted(((t, m) for m, t in seen.items() if t >= newest - limits.dedup_window_ms),
-                      reverse=True)[: limits.dedup_max_ids]
-        seen = {m: t for t, m in keep}
-    out["_seen"] = seen
+    out["_seen"] = trim_seen({**a["_seen"], **b["_seen"]}, limits, limits.dedup_max_ids)
     src = dict(a["_src"])
     for p, off in b["_src"].items():
         src[p] = max(src.get(p, off), off)

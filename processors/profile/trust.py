@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from processors.common.errors import TuskError
 from processors.common.predicates import get_path
 
 DEFAULT_SOURCE = "default"
@@ -84,7 +85,7 @@ def raised_value(rule: Raise, msg: Mapping[str, Any]) -> Any:
     return None
 
 
-class TrustError(ValueError):
+class TrustError(TuskError, ValueError):
     """A trust section that passes the schema but cannot work: where, and what was expected."""
 
     def __init__(self, path: list[Any], expected: str) -> None:

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
+from processors.common.timeutil import iso
 from processors.ingest.events import Touchpoint
 from processors.ingest.identifiers import Identifier
 from processors.profile.trust import NO_TRUST, TrustConfig, provenance, raised_value, source_of
@@ -128,16 +128,22 @@ def _set_stamped(profile: Profile, field: str, stamps: str, name: str, value: An
     return False
 
 
+def trim_seen(seen: dict[str, int], limits: ProfileLimits, keep: int) -> dict[str, int]:
+    """The dedup window (`_seen`) once it holds more than dedup_max_ids messageIds: the `keep`
+    newest within dedup_window_ms of the newest (ties by messageId); else `seen` itself."""
+    if len(seen) <= limits.dedup_max_ids:
+        return seen
+    newest = max(seen.values())
+    kept = sorted(((t, m) for m, t in seen.items() if t >= newest - limits.dedup_window_ms),
+                  reverse=True)[:keep]
+    return {m: t for t, m in kept}
+
+
 def _remember(profile: Profile, mid: str, ts: int, limits: ProfileLimits) -> None:
     seen: dict[str, int] = profile["_seen"]
     seen[mid] = ts
-    if len(seen) > limits.dedup_max_ids:
-        newest = max(seen.values())
-        keep = sorted(
-            ((t, m) for m, t in seen.items() if t >= newest - limits.dedup_window_ms),
-            reverse=True,
-        )[: max(1, limits.dedup_max_ids * 3 // 4)]
-        profile["_seen"] = {m: t for t, m in keep}
+    # trimmed to three quarters, so that the next events do not trim again at once
+    profile["_seen"] = trim_seen(seen, limits, max(1, limits.dedup_max_ids * 3 // 4))
 
 
 def _record_recent(profile: Profile, tp: Touchpoint, limits: ProfileLimits) -> None:
@@ -209,13 +215,6 @@ def apply(profile: Profile, tp: Touchpoint, limits: ProfileLimits | None = None,
     counts[tp.name] = counts.get(tp.name, 0) + 1
     _record_recent(profile, tp, limits)
     return Outcome.APPLIED
-
-
-def iso(ms: int | None) -> str | None:
-    if ms is None:
-        return None
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")
 
 
 def public_view(profile: Profile) -> Profile:

@@ -31,9 +31,9 @@ from processors.common.predicates import (
     Predicate,
     as_number,
     compile_comparison,
+    duration_at,
     get_path,
 )
-from processors.common.timeutil import parse_duration_ms
 from processors.predict.models import Forecast
 from processors.profile import aggregates as ag
 from processors.profile.computed import EventSelector, TraitDef, compile_selector, version_of
@@ -115,12 +115,7 @@ def _performed(node: Mapping[str, Any], path: list[str | int], c: Compiling) -> 
         raise DefinitionError([*path, kind], "an event name (or `type:` for page/screen/identify)")
 
     def duration(key: str) -> int | None:
-        if node.get(key) is None:
-            return None
-        try:
-            return parse_duration_ms(node[key], key)
-        except ValueError:
-            raise DefinitionError([*path, key], f"a duration like 1h or 30d, got {node[key]!r}") from None
+        return duration_at(node, key, path, "1h or 30d")
 
     within, before = duration("within"), duration("before")
     at_least, at_most = node.get("at_least"), node.get("at_most")

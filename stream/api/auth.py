@@ -17,12 +17,12 @@ web server starts: aiohttp freezes an application's middlewares when its runner 
 from __future__ import annotations
 
 import hmac
-import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, cast
 
 from aiohttp import web
 
+from stream.runtime import variables
 from stream.runtime.app import app
 
 TOKEN_ENV = "TUSK_API_TOKEN"
@@ -32,8 +32,8 @@ OPEN_PATHS = frozenset({"/health", "/metrics", "/console"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def api_token(environ: dict[str, str] | None = None) -> str | None:
-    token = (os.environ if environ is None else environ).get(TOKEN_ENV, "").strip()
+def api_token(environ: Mapping[str, str] | None = None) -> str | None:
+    token = variables.text(TOKEN_ENV, environ).strip()
     return token or None
 
 

@@ -45,7 +45,8 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, TopicPartition
 from faust.web import Request, Response, View
 
-from stream.kafka.clients import client_config, poll_record, watermarks
+from stream.api.web import json_response
+from stream.kafka.clients import poll_record, reader, watermarks
 from stream.runtime.app import app, settings
 from stream.runtime.settings import Settings
 
@@ -106,10 +107,8 @@ class TriggerTail:
     # --- the consumer thread ---
 
     def _run(self) -> None:
-        consumer = Consumer(client_config(self.settings, **{
-            "group.id": f"{self.settings.app_id}-console-unused",  # required; never joined
-            "enable.auto.commit": False, "enable.auto.offset.store": False,
-            "auto.offset.reset": "latest"}))
+        consumer = reader(self.settings, f"{self.settings.app_id}-console-unused", **{
+            "enable.auto.offset.store": False, "auto.offset.reset": "latest"})
         try:
             first = True
             next_scan = 0.0
@@ -188,8 +187,7 @@ TAIL = TriggerTail(settings)
 
 
 def _json(view: View, body: Any, status: int = 200) -> Response:
-    return view.bytes(orjson.dumps(body), content_type="application/json", status=status,
-                      headers={"Cache-Control": "no-store"})
+    return json_response(view, body, status, headers={"Cache-Control": "no-store"})
 
 
 @app.page("/console/triggers")

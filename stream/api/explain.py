@@ -11,15 +11,14 @@ from faust.web import Request, Response, View
 from processors.profile.explain import explain
 from stream.api.web import (
     MAX_HOPS,
-    Resolved,
     ask,
+    by_identifier,
     clock_now,
     error,
     hops,
     json_response,
     not_ready,
     owner_of,
-    resolve_identifier,
 )
 from stream.runtime import agents
 from stream.runtime.app import app, profiles
@@ -55,12 +54,4 @@ class ExplainById(View):
 @app.page("/profiles/{kind}/{value}/explain")
 class ExplainByIdentifier(View):
     async def get(self, request: Request, kind: str, value: str) -> Response:
-        try:
-            found = await resolve_identifier(self, request, kind, value)
-            if not isinstance(found, Resolved):  # an answer already (faust's Response is no base class)
-                return found
-            if not found.pid:
-                return error(self, 404, "not_found", f"no profile has {kind} {found.normalised!r}")
-            return await _explain(self, found.pid, found.hop)
-        except KeyError:
-            return not_ready(self)
+        return await by_identifier(self, request, kind, value, lambda pid, hop: _explain(self, pid, hop))

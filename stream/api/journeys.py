@@ -5,7 +5,7 @@ from __future__ import annotations
 from faust.web import Request, Response, View
 
 from processors.journeys.engine import funnel
-from stream.api.web import cluster_state, delete_definition, error, json_response, put_definition
+from stream.api.web import cluster_state, definition, delete_definition, json_response, put_definition
 from stream.runtime import agents
 from stream.runtime.app import app
 
@@ -23,11 +23,9 @@ class Journeys(View):
 @app.page("/journeys/{ident}")
 class Journey(View):
     async def get(self, request: Request, ident: str) -> Response:
-        spec = agents.READER.journeys.specs.get(ident)
-        if spec is None:
-            return error(self, 404, "not_found", f"no journey {ident!r}")
-        state = await cluster_state(request)
-        return json_response(self, {**funnel(spec, state["journeys"]), "workers": state["workers"]})
+        return await definition(self, request, agents.READER.journeys.specs, "journey", ident,
+                                lambda spec, state: {**funnel(spec, state["journeys"]),
+                                                     "workers": state["workers"]})
 
     async def put(self, request: Request, ident: str) -> Response:
         reader = agents.READER

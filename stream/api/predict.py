@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 from faust.web import Request, Response, View
 
+from processors.common.errors import PlatformError
 from processors.predict import rfm
 from stream.api.web import ask_peers, clock_now, error, json_response
 from stream.runtime import agents
@@ -50,7 +51,7 @@ async def local_summaries(until: str | None) -> dict[str, Any]:
     return {"partitions": mine, "as_of_day": day, "summaries": rows}
 
 
-class Incomplete(RuntimeError):
+class Incomplete(PlatformError, RuntimeError):
     """Some partition has no worker able to answer for it right now."""
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 from faust.web import Request, Response, View
 
+from processors.common import records
 from processors.identity import quarantine
 from processors.identity.partitioning import partition_for
 from processors.ingest.identifiers import key_of, normalise, parse_key
@@ -80,7 +81,7 @@ class QuarantineRelease(View):
         if key is None:
             return error(self, 400, "invalid_identifier",
                          "expected identifier TYPE:VALUE, e.g. device_id:kiosk-1")
-        record = orjson.dumps({"k": "O", "op": "release"})
+        record = orjson.dumps(records.quarantine_op("release"))
         await app.producer.send_and_wait(agents.ROUTED, key.encode(), record,
                                          partition_for(key, agents.N), None, None)
         return json_response(self, {"identifier": key, "status": "release_requested"}, status=202)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -28,8 +28,9 @@ HOP_HEADER = "X-Tusk-Hops"
 MAX_HOPS = 6
 
 
-def json_response(view: View, body: Any, status: int = 200) -> Response:
-    return view.bytes(orjson.dumps(body), content_type="application/json", status=status)
+def json_response(view: View, body: Any, status: int = 200,
+                  headers: dict[str, str] | None = None) -> Response:
+    return view.bytes(orjson.dumps(body), content_type="application/json", status=status, headers=headers)
 
 
 def error(view: View, status: int, reason: str, message: str) -> Response:
@@ -160,19 +161,30 @@ def not_ready(view: View) -> Response:
     return error(view, 503, "not_ready", "partitions are being assigned; try again shortly")
 
 
+async def by_identifier(view: View, request: Request, kind: str, value: str,
+                        answer: Callable[[str, int], Awaitable[Response | None]]) -> Response:
+    """`answer(profile id, hop)` for the profile holding kind:value (asked of the worker that owns
+    it); 404 when no profile has it (or `answer` finds none), 503 while partitions move."""
+    try:
+        found = await resolve_identifier(view, request, kind, value)
+        if not isinstance(found, Resolved):  # an answer already (faust's Response is no base class)
+            return found
+        answered = await answer(found.pid, found.hop) if found.pid else None
+    except KeyError:
+        return not_ready(view)
+    if answered is None:
+        return error(view, 404, "not_found", f"no profile has {kind} {found.normalised!r}")
+    return answered
+
+
 @app.page("/profiles/{kind}/{value}")
 class ProfileByIdentifier(View):
     async def get(self, request: Request, kind: str, value: str) -> Response:
-        try:
-            found = await resolve_identifier(self, request, kind, value)
-            if not isinstance(found, Resolved):  # an answer already (faust's Response is no base class)
-                return found
-            profile = await fetch_profile(found.pid, found.hop) if found.pid else None
-        except KeyError:
-            return not_ready(self)
-        if profile is None:
-            return error(self, 404, "not_found", f"no profile has {kind} {found.normalised!r}")
-        return json_response(self, profile)
+        async def profile(pid: str, hop: int) -> Response | None:
+            found = await fetch_profile(pid, hop)
+            return None if found is None else json_response(self, found)
+
+        return await by_identifier(self, request, kind, value, profile)
 
 
 @app.page("/health")
@@ -299,47 +311,60 @@ async def _delete(view: View, kind: str, ident: str) -> Response:
                                    lambda: cat.delete(kind, ident), "is still used")
 
 
-@app.page("/segments/{ident}")
-class Segment(View):
-    async def get(self, request: Request, ident: str) -> Response:
-        spec = agents.READER.catalog.segment_specs.get(ident)
-        if spec is None:
-            return error(self, 404, "not_found", f"no segment {ident!r}")
-        state = await cluster_state(request)
-        return json_response(self, {**spec, "size": state["sizes"].get(ident, 0), "backfill": {
-            "partitions_done": state["backfilled_partitions"], "partitions": state["partitions_total"]}})
+async def definition(view: View, request: Request, specs: Mapping[str, Any], kind: str, ident: str,
+                     answer: Callable[[Any, dict[str, Any]], Any] | None = None) -> Response:
+    """GET of one definition: 404 when `ident` is not among `specs`, else `answer(spec, the
+    cluster's state)` (without `answer`: the definition itself)."""
+    spec = specs.get(ident)
+    if spec is None:
+        return error(view, 404, "not_found", f"no {kind} {ident!r}")
+    if answer is None:
+        return json_response(view, dict(spec))
+    return json_response(view, answer(spec, await cluster_state(request)))
+
+
+class CatalogDefinition(View):
+    """PUT and DELETE of one segment or computed trait (`kind`)."""
+
+    kind = ""
 
     async def put(self, request: Request, ident: str) -> Response:
-        return await _put(self, request, "segment", ident)
+        return await _put(self, request, self.kind, ident)
 
     async def delete(self, request: Request, ident: str) -> Response:
-        return await _delete(self, "segment", ident)
+        return await _delete(self, self.kind, ident)
+
+
+@app.page("/segments/{ident}")
+class Segment(CatalogDefinition):
+    kind = "segment"
+
+    async def get(self, request: Request, ident: str) -> Response:
+        def with_size(spec: Any, state: dict[str, Any]) -> dict[str, Any]:
+            return {**spec, "size": state["sizes"].get(ident, 0), "backfill": {
+                "partitions_done": state["backfilled_partitions"], "partitions": state["partitions_total"]}}
+
+        specs = agents.READER.catalog.segment_specs
+        return await definition(self, request, specs, "segment", ident, with_size)
 
 
 @app.page("/segments/{ident}/size")
 class SegmentSize(View):
     async def get(self, request: Request, ident: str) -> Response:
-        if ident not in agents.READER.catalog.segment_specs:
-            return error(self, 404, "not_found", f"no segment {ident!r}")
-        state = await cluster_state(request)
-        complete = state["backfilled_partitions"] >= state["partitions_total"]
-        return json_response(self, {"segment": ident, "size": state["sizes"].get(ident, 0),
-                                    "workers": state["workers"], "complete": complete})
+        def size(_spec: Any, state: dict[str, Any]) -> dict[str, Any]:
+            complete = state["backfilled_partitions"] >= state["partitions_total"]
+            return {"segment": ident, "size": state["sizes"].get(ident, 0), "workers": state["workers"],
+                    "complete": complete}
+
+        return await definition(self, request, agents.READER.catalog.segment_specs, "segment", ident, size)
 
 
 @app.page("/computed-traits/{ident}")
-class ComputedTrait(View):
+class ComputedTrait(CatalogDefinition):
+    kind = "computed_trait"
+
     async def get(self, request: Request, ident: str) -> Response:
-        spec = agents.READER.catalog.trait_specs.get(ident)
-        if spec is None:
-            return error(self, 404, "not_found", f"no computed trait {ident!r}")
-        return json_response(self, dict(spec))
-
-    async def put(self, request: Request, ident: str) -> Response:
-        return await _put(self, request, "computed_trait", ident)
-
-    async def delete(self, request: Request, ident: str) -> Response:
-        return await _delete(self, "computed_trait", ident)
+        return await definition(self, request, agents.READER.catalog.trait_specs, "computed trait", ident)
 
 
 # --- privacy -------------------------------------------------------------------------------

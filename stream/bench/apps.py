@@ -18,20 +18,23 @@ from pathlib import Path
 import faust
 import orjson
 
+from stream.runtime.settings import Settings
+
 MODE, TOPIC = sys.argv[1], sys.argv[2]
 if MODE == "bare-patched":
     from stream.runtime.faust_adapter import install
 
     assert install(), "the drain adapter did not install"
 PROGRESS = Path(os.environ["BENCH_PROGRESS"])
+SETTINGS = Settings.from_env()  # the run's (stream/bench/suite.py sets them for this process)
 app = faust.App(
-    os.environ["TUSK_APP_ID"], broker=f"kafka://{os.environ['KAFKA_BOOTSTRAP_SERVERS']}",
-    store="rocksdb://", datadir=os.environ["TUSK_DATADIR"], web_port=int(os.environ["TUSK_WEB_PORT"]),
-    topic_partitions=int(os.environ.get("TUSK_PARTITIONS", "8")), consumer_auto_offset_reset="earliest",
+    SETTINGS.app_id, broker=SETTINGS.broker_url,
+    store="rocksdb://", datadir=str(SETTINGS.datadir), web_port=SETTINGS.web_port,
+    topic_partitions=SETTINGS.partitions, consumer_auto_offset_reset="earliest",
     key_serializer="raw", value_serializer="raw", producer_linger_ms=10, autodiscover=False,
 )
 source = app.topic(TOPIC, key_type=bytes, value_type=bytes)
-table = app.Table("naive", partitions=int(os.environ.get("TUSK_PARTITIONS", "8")), key_type=bytes,
+table = app.Table("naive", partitions=SETTINGS.partitions, key_type=bytes,
                   value_type=bytes, options={"block_cache_size": 8 << 20, "write_buffer_size": 4 << 20})
 seen = [0]
 
@@ -57,5 +60,5 @@ async def report() -> None:
 
 
 if __name__ == "__main__":
-    sys.argv = ["bench", "worker", "--loglevel", "warn", "--web-port", os.environ["TUSK_WEB_PORT"]]
+    sys.argv = ["bench", "worker", "--loglevel", "warn", "--web-port", str(SETTINGS.web_port)]
     app.main()

@@ -35,17 +35,18 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import TopicPartition
 
 from processors.segments.definitions import load_file
 from stream.bench.purchases import cdnow_events
 from stream.bench.seed import seed
 from stream.bench.segments import EXAMPLES, segment_variants
-from stream.cli.base import http_get
-from stream.demo.session import load_launcher, metrics, stop_process, wait_healthy
+from stream.cli.commands import http_get
+from stream.demo.session import free_port, load_launcher, metrics, stop_process, wait_healthy
 from stream.demo.synthetic import shop_stream
 from stream.ingest.produce import produce_lines
-from stream.kafka.clients import client_config, ensure_topic, ensure_topics, producer
+from stream.kafka.clients import ensure_topic, ensure_topics, producer, reader
+from stream.runtime import variables
 from stream.runtime.definitions import produce_definition
 from stream.runtime.settings import Settings
 
@@ -57,14 +58,6 @@ def say(*parts: Any) -> None:
     print(*parts, file=sys.stderr, flush=True)
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Run:
     """An isolated deployment: own topic prefix, app id and folders."""
 
@@ -74,13 +67,7 @@ class Run:
         self.env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "TUSK_TOPIC_PREFIX": f"{self.id}.",
                     "TUSK_APP_ID": self.id, "TUSK_PARTITIONS": str(partitions), "TUSK_LOG_LEVEL": "warn",
                     **extra}
-        saved = dict(os.environ)
-        os.environ.update(self.env)
-        try:
-            self.settings = Settings.from_env()
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
+        self.settings = Settings.from_env(self.env)
         self.procs: list[tuple[subprocess.Popen[bytes], str]] = []
 
     def start(self, argv: list[str], name: str, wait: bool = True,
@@ -212,8 +199,7 @@ def latency(bootstrap: str, base: Path, rate: int, seconds: float, partitions: i
     ensure_topic(run.settings, topic)
     for i in range(workers):
         run.start(["stream.cli.commands", "worker"], f"worker{i}")
-    consumer = Consumer(client_config(run.settings, **{"group.id": f"{run.id}-lat", "auto.offset.reset":
-                                                        "earliest", "enable.auto.commit": False}))
+    consumer = reader(run.settings, f"{run.id}-lat", **{"auto.offset.reset": "earliest"})
     consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     prod = producer(run.settings, **{"linger.ms": 1})
     sent: dict[str, float] = {}
@@ -331,11 +317,12 @@ def state_at_scale(bootstrap: str, base: Path, count: int, lines: list[bytes], w
 
 @contextlib.contextmanager
 def local_kafka(base: Path) -> Iterator[str]:
-    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
-        yield os.environ["KAFKA_BOOTSTRAP_SERVERS"]
+    given = variables.given("KAFKA_BOOTSTRAP_SERVERS")
+    if given:
+        yield given
         return
     launcher = load_launcher()
-    broker = launcher.start(port=launcher.free_port(), workdir=base / "kafka")
+    broker = launcher.start(port=free_port(), workdir=base / "kafka")
     say(f"Kafka {broker.bootstrap}")
     try:
         yield broker.bootstrap

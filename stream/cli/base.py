@@ -8,7 +8,6 @@ import this module; it imports none of them.
 from __future__ import annotations
 
 import argparse
-import os
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -16,16 +15,19 @@ from typing import Any
 
 import orjson
 
+from processors.common.errors import TuskError
 
-class CliError(Exception):
+
+class CliError(TuskError):
     """A sentence for the person at the terminal."""
 
 
-def set_env(args: argparse.Namespace, names: dict[str, str]) -> None:
-    for attr, env in names.items():
-        value = getattr(args, attr, None)
-        if value is not None:
-            os.environ[env] = str(value)
+def flag_env(args: argparse.Namespace, names: dict[str, str]) -> dict[str, str]:
+    """The environment with the given flags over it ({flag attribute: variable}): what the
+    command's settings are read from (stream/runtime/variables.py), passed on, never written back."""
+    from stream.runtime.variables import with_flags
+
+    return with_flags({env: getattr(args, attr, None) for attr, env in names.items()})
 
 
 COMMON_ENV = {"bootstrap": "KAFKA_BOOTSTRAP_SERVERS", "prefix": "TUSK_TOPIC_PREFIX",
@@ -33,7 +35,9 @@ COMMON_ENV = {"bootstrap": "KAFKA_BOOTSTRAP_SERVERS", "prefix": "TUSK_TOPIC_PREF
 
 
 def http_get(url: str, timeout: float = 10.0) -> tuple[int, Any]:
-    token = os.environ.get("TUSK_API_TOKEN")
+    from stream.runtime.variables import given
+
+    token = given("TUSK_API_TOKEN")
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as resp:
@@ -70,13 +74,13 @@ def apply_definitions(args: argparse.Namespace,
     """Write a definitions file to the definitions topic: create the topics, read the
     definitions in force, `load(reader)` the file against them (ConfigError → CliError) as
     (kind, specs) batches, then produce every spec in that order. (settings, kind → specs)."""
-    set_env(args, COMMON_ENV)
+    env = flag_env(args, COMMON_ENV)
     from processors.common.config import ConfigError
     from stream.kafka.clients import ensure_topics
     from stream.runtime.definitions import produce_definition
     from stream.runtime.settings import Settings
 
-    settings = Settings.from_env()
+    settings = Settings.from_env(env)
     try:
         ensure_topics(settings)
     except Exception as e:
@@ -95,10 +99,10 @@ def apply_definitions(args: argparse.Namespace,
 def in_force_and_live(args: argparse.Namespace, route: str, field: str) -> tuple[Any, dict[str, Any]]:
     """The definitions in force, and {id: its `field`} of a worker's GET `route` (the list
     under the route's last name), empty when no worker answers."""
-    set_env(args, COMMON_ENV)
+    env = flag_env(args, COMMON_ENV)
     from stream.runtime.settings import Settings
 
-    reader = current_catalog(Settings.from_env())
+    reader = current_catalog(Settings.from_env(env))
     live: dict[str, Any] = {}
     try:
         status, body = http_get(args.url.rstrip("/") + route, timeout=5)
@@ -113,12 +117,12 @@ def delete_definition(args: argparse.Namespace, kind: str, exists: Callable[[Any
                       check: Callable[[Any], object], in_use: str) -> int:
     """Tombstone definition `args.id` of `kind` once `check(reader)` (DefinitionError: still
     `in_use`) allows it."""
-    set_env(args, COMMON_ENV)
+    env = flag_env(args, COMMON_ENV)
     from processors.common.predicates import DefinitionError
     from stream.runtime.definitions import produce_definition
     from stream.runtime.settings import Settings
 
-    settings = Settings.from_env()
+    settings = Settings.from_env(env)
     reader = current_catalog(settings)
     label = kind.replace("_", " ")
     if not exists(reader):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import urllib.error
 import urllib.parse
@@ -19,19 +18,19 @@ from stream.cli.base import (
     CliError,
     apply_definitions,
     delete_definition,
+    flag_env,
     http_get,
     in_force_and_live,
-    set_env,
 )
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    set_env(args, {**COMMON_ENV, "datadir": "TUSK_DATADIR", "web_port": "TUSK_WEB_PORT",
+    env = flag_env(args, {**COMMON_ENV, "datadir": "TUSK_DATADIR", "web_port": "TUSK_WEB_PORT",
                     "log_level": "TUSK_LOG_LEVEL"})
     from stream.kafka.clients import ensure_topics
     from stream.runtime.settings import Settings
 
-    settings = Settings.from_env()
+    settings = Settings.from_env(env)
     from stream.kafka.security import KafkaSecurityError, faust_credentials
 
     try:  # Faust's aiokafka clients get the same login, or the worker does not start
@@ -65,14 +64,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_collector(args: argparse.Namespace) -> int:
-    set_env(args, {**COMMON_ENV, "host": "TUSK_COLLECTOR_HOST", "port": "TUSK_COLLECTOR_PORT",
+    env = flag_env(args, {**COMMON_ENV, "host": "TUSK_COLLECTOR_HOST", "port": "TUSK_COLLECTOR_PORT",
                     "log_level": "TUSK_LOG_LEVEL"})
     from stream.ingest.collector import CollectorConfig, run
     from stream.kafka.clients import ensure_topics
     from stream.runtime.settings import Settings
 
-    settings = Settings.from_env()
-    config = CollectorConfig.from_env(settings)
+    settings = Settings.from_env(env)
+    config = CollectorConfig.from_env(settings, env)
     try:
         ensure_topics(settings)
     except Exception as e:
@@ -85,11 +84,11 @@ def cmd_collector(args: argparse.Namespace) -> int:
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
-    set_env(args, COMMON_ENV)
+    env = flag_env(args, COMMON_ENV)
     from stream.ingest.produce import produce_file
     from stream.runtime.settings import Settings
 
-    settings = Settings.from_env()
+    settings = Settings.from_env(env)
     path = Path(args.file)
     if not path.is_file():
         raise CliError(f"{path} does not exist or is not a file.")
@@ -198,7 +197,7 @@ def cmd_segments_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_privacy(args: argparse.Namespace) -> int:
-    set_env(args, COMMON_ENV)
+    env = flag_env(args, COMMON_ENV)
     from processors.privacy.requests import privacy_request
     from stream.privacy.client import submit
     from stream.runtime.settings import Settings
@@ -208,7 +207,7 @@ def cmd_privacy(args: argparse.Namespace) -> int:
                                             "identifier": args.identifier}))
     except ValueError as e:
         raise CliError(f"{args.identifier!r} is not a usable identifier ({e}).") from None
-    settings = Settings.from_env()
+    settings = Settings.from_env(env)
     try:
         result = submit(settings, args.action, req["identifier"], timeout=args.timeout)
     except Exception as e:
@@ -222,50 +221,55 @@ def cmd_privacy(args: argparse.Namespace) -> int:
 
 
 def cmd_predict_fit(args: argparse.Namespace) -> int:
-    set_env(args, COMMON_ENV)
+    env = flag_env(args, COMMON_ENV)
     from stream.cli.predict import fit_cluster, publish
     from stream.runtime.settings import Settings
 
     result = fit_cluster(args.url, args.until, args.unit, args.timeout)
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
     if not args.no_publish:
-        settings = Settings.from_env()
+        settings = Settings.from_env(env)
         publish(settings, result)
         print(f"published to {settings.topics.segments} as predict:model", file=sys.stderr)
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    set_env(args, {"bootstrap": "KAFKA_BOOTSTRAP_SERVERS"})
     from stream.demo.session import run_demo
 
-    return run_demo(profiles=args.profiles, seed=args.seed)
+    return run_demo(profiles=args.profiles, seed=args.seed, bootstrap=args.bootstrap)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from stream.runtime.variables import text
+
+    url_default = text("TUSK_URL")
     ap = argparse.ArgumentParser(prog="tusk", description="Tusk: real-time customer profiles on Kafka.")
     sub = ap.add_subparsers(dest="command", required=True)
 
-    def kafka_opts(p: argparse.ArgumentParser) -> None:
+    def kafka_opts(p: argparse.ArgumentParser, url: str | None = None, serves: bool = False) -> None:
+        """The Kafka options; with `url`, a worker's address too (--url, default `url`); a process
+        that `serves` gets --log-level."""
         p.add_argument("--bootstrap", help="Kafka bootstrap servers (default $KAFKA_BOOTSTRAP_SERVERS)")
         p.add_argument("--prefix", help="topic prefix (default tusk.)")
         p.add_argument("--partitions", type=int, help="partitions of input and state topics (default 8)")
         p.add_argument("--app-id", help="Faust app id / consumer group (default tusk)")
+        if url is not None:
+            p.add_argument("--url", default=url)
+        if serves:
+            p.add_argument("--log-level", choices=["crit", "error", "warn", "info", "debug"],
+                           help="default warn")
 
     w = sub.add_parser("worker", help="run one worker replica (run more to scale)")
-    kafka_opts(w)
+    kafka_opts(w, serves=True)
     w.add_argument("--datadir", help="RocksDB folder of this replica (one per replica)")
     w.add_argument("--web-port", type=int, help="HTTP port of this replica (default 6066)")
-    w.add_argument("--log-level", choices=["crit", "error", "warn", "info", "debug"],
-                   help="default warn")
     w.set_defaults(func=cmd_worker)
 
     c = sub.add_parser("collector", help="Segment-compatible HTTP ingest (POST /v1/batch, /v1/track, ...)")
-    kafka_opts(c)
+    kafka_opts(c, serves=True)
     c.add_argument("--host", help="address to listen on (default 0.0.0.0)")
     c.add_argument("--port", type=int, help="HTTP port (default 8088)")
-    c.add_argument("--log-level", choices=["crit", "error", "warn", "info", "debug"],
-                   help="default warn")
     c.set_defaults(func=cmd_collector)
 
     p = sub.add_parser("produce", help="send a JSON-lines file of events to the input topic")
@@ -279,19 +283,18 @@ def build_parser() -> argparse.ArgumentParser:
     prs = pr.add_subparsers(dest="profile_command", required=True)
     g = prs.add_parser("get", help="a profile by TYPE:VALUE (or id:p_...)")
     g.add_argument("identifier")
-    g.add_argument("--url", default=os.environ.get("TUSK_URL", "http://127.0.0.1:6066"),
+    g.add_argument("--url", default=url_default,
                    help="any worker's HTTP address")
     g.set_defaults(func=cmd_profile_get)
     ex = prs.add_parser("explain", help="why: the event behind each identifier, the merges, the "
                         "conditions of each segment that hold")
     ex.add_argument("identifier")
-    ex.add_argument("--url", default=os.environ.get("TUSK_URL", "http://127.0.0.1:6066"),
+    ex.add_argument("--url", default=url_default,
                     help="any worker's HTTP address")
     ex.set_defaults(func=cmd_profile_get, suffix="/explain")
 
     sg = sub.add_parser("segments", help="apply, list and delete segments and computed traits")
     sgs = sg.add_subparsers(dest="segments_command", required=True)
-    url_default = os.environ.get("TUSK_URL", "http://127.0.0.1:6066")
     a = sgs.add_parser("apply", help="write the definitions of a YAML file (then show the backfill)")
     kafka_opts(a)
     a.add_argument("file")
@@ -300,8 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the backfill")
     a.set_defaults(func=cmd_segments_apply)
     ls = sgs.add_parser("list", help="the definitions in force (with sizes when a worker answers)")
-    kafka_opts(ls)
-    ls.add_argument("--url", default=url_default)
+    kafka_opts(ls, url_default)
     ls.set_defaults(func=cmd_segments_list)
     de = sgs.add_parser("delete", help="delete a segment (or with --computed, a computed trait)")
     kafka_opts(de)

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import os
 import urllib.error
 import urllib.request
 from typing import Any
 
 import orjson
 
+from stream.runtime import variables
+
 
 def _post(url: str, body: dict[str, Any], timeout: float = 10.0) -> tuple[int, Any]:
     from stream.cli.base import CliError
 
-    token = os.environ.get("TUSK_API_TOKEN")
+    token = variables.given("TUSK_API_TOKEN")
     headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
     request = urllib.request.Request(url, data=orjson.dumps(body), headers=headers, method="POST")
     try:

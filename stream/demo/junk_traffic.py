@@ -18,6 +18,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from processors.common.timeutil import iso
+
 KIOSK_DEVICE = "kiosk-store-12-ipad"
 PLACEHOLDER_EMAILS = ("test@test.com", "noreply@example.com")
 CALL_CENTRE_PHONE = "+14155550100"
@@ -34,12 +36,6 @@ class Traffic:
     """messageId → true person"""
 
 
-def _iso(ms: int) -> str:
-    from datetime import UTC, datetime
-
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
 def generate(people: int = 40, seed: int = 7, junk_share: float = 0.3, days: int = 30,
              start_ms: int = 1_704_067_200_000) -> Traffic:
     rng = random.Random(seed)
@@ -51,7 +47,7 @@ def generate(people: int = 40, seed: int = 7, junk_share: float = 0.3, days: int
         nonlocal n
         n += 1
         mid = f"{person}-{n}"
-        ev = {**ev, "messageId": mid, "timestamp": _iso(start_ms + day * DAY_MS + n * 1000)}
+        ev = {**ev, "messageId": mid, "timestamp": iso(start_ms + day * DAY_MS + n * 1000)}
         events.append(ev)
         truth[mid] = person
 

@@ -31,6 +31,7 @@ from stream.cli.base import CliError, http_get
 from stream.demo.synthetic import people, shop_stream
 from stream.ingest.produce import produce_lines
 from stream.kafka.clients import ensure_topics, read_topic
+from stream.runtime import variables
 from stream.runtime.definitions import produce_definition
 from stream.runtime.settings import Settings
 
@@ -49,16 +50,21 @@ def load_launcher() -> ModuleType:
     return module
 
 
+def free_port() -> int:
+    """A free TCP port on the loopback (the launcher's, deploy/kafka/local_kafka.py)."""
+    return int(load_launcher().free_port())
+
+
 @contextlib.contextmanager
-def kafka(workdir: Path) -> Iterator[str]:
-    given = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+def kafka(workdir: Path, bootstrap: str | None = None) -> Iterator[str]:
+    given = bootstrap or variables.given("KAFKA_BOOTSTRAP_SERVERS")
     if given:
         yield given
         return
     launcher = load_launcher()
     with console.status("starting a local Kafka (KRaft, loopback)…"):
         try:
-            broker = launcher.start(port=launcher.free_port(), workdir=workdir / "kafka")
+            broker = launcher.start(port=free_port(), workdir=workdir / "kafka")
         except launcher.LauncherError as e:
             raise CliError(str(e)) from e
     console.print(f"[green]✓[/] Kafka {broker.bootstrap}")
@@ -281,25 +287,21 @@ def report_journeys(url: str) -> None:
         console.print(t)
 
 
-def run_demo(profiles: int = 400, seed: int = 7) -> int:
+def run_demo(profiles: int = 400, seed: int = 7, bootstrap: str | None = None) -> int:
+    """`bootstrap`: a Kafka to use (`tusk demo --bootstrap`); default KAFKA_BOOTSTRAP_SERVERS, else a
+    local one started for the demo."""
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="tusk-demo-"))
     run_id = f"demo{int(time.time())}"
     try:
-        with kafka(workdir) as bootstrap:
-            import socket
-
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                port = s.getsockname()[1]
+        with kafka(workdir, bootstrap) as bootstrap:
+            port = free_port()
             # event-time clock: the synthetic history is judged at its own last instant
             env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "TUSK_TOPIC_PREFIX": f"{run_id}.",
                    "TUSK_APP_ID": run_id, "TUSK_DATADIR": str(workdir / "worker"),
                    "TUSK_WEB_PORT": str(port), "TUSK_PARTITIONS": "4", "TUSK_CLOCK": "event",
                    "TUSK_TICK_INTERVAL": "500ms"}
-            os.environ.update({k: env[k] for k in ("KAFKA_BOOTSTRAP_SERVERS", "TUSK_TOPIC_PREFIX",
-                                                   "TUSK_PARTITIONS")})
-            settings = Settings.from_env()
+            settings = Settings.from_env(env)
             ensure_topics(settings)
             traits, segments = load_file(EXAMPLES)
             for kind, items in (("computed_trait", traits), ("segment", segments)):

@@ -63,7 +63,6 @@ import binascii
 import contextlib
 import hmac
 import logging
-import os
 import sys
 import threading
 import zlib
@@ -78,9 +77,13 @@ from aiohttp import web
 from confluent_kafka import KafkaError, KafkaException, Producer
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
+from processors.common.errors import DeliveryFailed, TuskError
+from processors.common.timeutil import iso
 from processors.ingest.events import parse_time
 from processors.ingest.identifiers import IdentityRules, input_key
-from stream.runtime.settings import Settings, SettingsError, int_env
+from stream.kafka import clients as kafka_io
+from stream.runtime import variables as var
+from stream.runtime.settings import Settings, SettingsError
 
 log = logging.getLogger("tusk.collector")
 
@@ -108,8 +111,8 @@ class CollectorConfig:
     """identity.yaml's rules: events are keyed by their routing identifier, as workers route them"""
 
     @classmethod
-    def from_env(cls, settings: Settings) -> CollectorConfig:
-        raw_keys = os.environ.get("TUSK_COLLECTOR_WRITE_KEYS")
+    def from_env(cls, settings: Settings, env: var.Env | None = None) -> CollectorConfig:
+        raw_keys = var.given("TUSK_COLLECTOR_WRITE_KEYS", env)
         keys: frozenset[str] | None = None
         sources: dict[str, str] = {}
         if raw_keys is not None and raw_keys.strip():
@@ -120,23 +123,23 @@ class CollectorConfig:
                 if source:
                     sources[key] = source
             keys = frozenset(e.partition("=")[0].strip() for e in raw_keys.split(",") if e.strip())
-        max_batch = int_env("TUSK_COLLECTOR_MAX_BATCH_BYTES", cls.max_batch_bytes, 1024)
+        max_batch = var.integer("TUSK_COLLECTOR_MAX_BATCH_BYTES", 1024, env)
         if max_batch < settings.max_event_bytes:
             raise SettingsError(f"TUSK_COLLECTOR_MAX_BATCH_BYTES={max_batch}: expected at least "
                                 f"TUSK_MAX_EVENT_BYTES ({settings.max_event_bytes}).")
         return cls(
-            host=os.environ.get("TUSK_COLLECTOR_HOST") or cls.host,
-            port=int_env("TUSK_COLLECTOR_PORT", cls.port, 1),
+            host=var.given("TUSK_COLLECTOR_HOST", env) or var.declared("TUSK_COLLECTOR_HOST").default,
+            port=var.integer("TUSK_COLLECTOR_PORT", 1, env),
             write_keys=keys,
             sources=sources,
             max_event_bytes=settings.max_event_bytes,
             max_batch_bytes=max_batch,
-            delivery_timeout_ms=int_env("TUSK_COLLECTOR_DELIVERY_TIMEOUT_MS", cls.delivery_timeout_ms, 1000),
+            delivery_timeout_ms=var.integer("TUSK_COLLECTOR_DELIVERY_TIMEOUT_MS", 1000, env),
             rules=settings.identity_rules(),
         )
 
 
-class Refused(Exception):
+class Refused(TuskError):
     """A request answered with an error: HTTP status, machine code, one sentence."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
@@ -212,10 +215,6 @@ def parse_document(body: bytes) -> dict[str, Any]:
     return doc
 
 
-def iso_ms(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def event_timestamp(event: dict[str, Any], received_ms: int, received_at: str) -> Any:
     """Segment's rule: kept when given, else skew-corrected, else originalTimestamp, else receivedAt."""
     if event.get("timestamp") is not None:
@@ -225,7 +224,7 @@ def event_timestamp(event: dict[str, Any], received_ms: int, received_at: str) -
         original_ms = parse_time(original)
         sent_ms = parse_time(sent) if isinstance(sent, str) else None
         if original_ms is not None and sent_ms is not None:
-            return iso_ms(received_ms - (sent_ms - original_ms))
+            return iso(received_ms - (sent_ms - original_ms))
         return original
     return received_at
 
@@ -235,7 +234,7 @@ def build_records(route: str, doc: dict[str, Any], max_event_bytes: int,
                   rules: IdentityRules | None = None) -> list[tuple[bytes | None, bytes]]:
     """(key, value) records for a decoded request body; Refused when the request is unusable."""
     received_ms = now_ms if now_ms is not None else int(datetime.now(UTC).timestamp() * 1000)
-    received_at = iso_ms(received_ms)
+    received_at = iso(received_ms)
     doc.pop("writeKey", None)
     if route == "batch":
         items = doc.get("batch")
@@ -283,10 +282,6 @@ def build_records(route: str, doc: dict[str, Any], max_event_bytes: int,
 
 
 # ---------------------------------------------------------------- Kafka
-
-
-class DeliveryFailed(Exception):
-    pass
 
 
 def _settle(fut: asyncio.Future[KafkaError | None], err: KafkaError | None) -> None:
@@ -363,17 +358,9 @@ class KafkaSink:
 
 
 def producer_config(settings: Settings, config: CollectorConfig) -> dict[str, Any]:
-    conf: dict[str, Any] = {
-        "bootstrap.servers": settings.bootstrap, "client.id": "tusk-collector",
-        "log_level": 3,  # librdkafka's transient start-up retries are not the operator's business
-        # murmur2 like the Java client and Faust, so keys land where other producers put them
-        "partitioner": "murmur2_random", "linger.ms": 5,
-        "delivery.timeout.ms": config.delivery_timeout_ms,
-        **settings.kafka_extra,  # TUSK_KAFKA_*, like every other client (stream/kafka/security.py)
-    }
-    # the 200 promises durability: these are not negotiable through TUSK_KAFKA_*
-    conf.update({"acks": "all", "enable.idempotence": True})
-    return conf
+    # the 200 promises durability: acks and idempotence are fixed (kafka_io.PRODUCER_FIXED)
+    return kafka_io.producer_config(settings, **{"client.id": "tusk-collector",
+                                                 "delivery.timeout.ms": config.delivery_timeout_ms})
 
 
 # ---------------------------------------------------------------- HTTP
@@ -496,7 +483,7 @@ def build_app(settings: Settings, config: CollectorConfig, sink: KafkaSink | Non
 def run(settings: Settings, config: CollectorConfig) -> None:
     levels = {"crit": logging.CRITICAL, "error": logging.ERROR, "warn": logging.WARNING,
               "info": logging.INFO, "debug": logging.DEBUG}
-    logging.basicConfig(level=levels.get(os.environ.get("TUSK_LOG_LEVEL", "warn").lower(), logging.WARNING),
+    logging.basicConfig(level=levels.get(settings.log_level.lower(), logging.WARNING),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # access_log=None: request lines carry client addresses, which are personal data
     web.run_app(build_app(settings, config), host=config.host, port=config.port, access_log=None,

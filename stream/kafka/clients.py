@@ -94,16 +94,10 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
     admin = connect(settings, timeout)
     wanted = contract_topics(settings)
     existing = set(admin.list_topics(timeout=timeout).topics)
-    new = [NewTopic(name, settings.partitions, settings.replication, config=conf)
-           for name, conf in wanted.items() if name not in existing]
-    if not new:
+    missing = {name: conf for name, conf in wanted.items() if name not in existing}
+    if not missing:
         return
-    for _name, fut in admin.create_topics(new, request_timeout=timeout).items():
-        try:
-            fut.result()
-        except KafkaException as e:
-            if e.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise
+    _create(admin, settings, missing, timeout)
     # metadata propagates asynchronously; wait until every topic is visible
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -120,19 +114,36 @@ def ensure_topic(settings: Settings, name: str, config: dict[str, str] | None = 
         return
     if config is None:  # one of Tusk's topics (an activation topic): its retention
         config = config_of(settings, name)
-    fut = admin.create_topics([NewTopic(name, settings.partitions, settings.replication,
-                                        config=config or {})], request_timeout=timeout)[name]
-    try:
-        fut.result()
-    except KafkaException as e:
-        if e.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-            raise
+    _create(admin, settings, {name: config or {}}, timeout)
+
+
+def _create(admin: AdminClient, settings: Settings, configs: dict[str, dict[str, str]],
+            timeout: float) -> None:
+    """Create these topics (name → config) with the cluster's partitions and replication; one
+    that another client created meanwhile is no error."""
+    new = [NewTopic(name, settings.partitions, settings.replication, config=conf)
+           for name, conf in configs.items()]
+    for fut in admin.create_topics(new, request_timeout=timeout).values():
+        try:
+            fut.result()
+        except KafkaException as e:
+            if e.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+
+
+PRODUCER_FIXED = {"partitioner": "murmur2_random", "enable.idempotence": True, "acks": "all"}
+"""Not negotiable through TUSK_KAFKA_*: murmur2 like the Java client, aiokafka and Faust, so keys
+land on the partitions Faust expects; acknowledged by every replica, without duplicates."""
+
+
+def producer_config(settings: Settings, **defaults: Any) -> dict[str, Any]:
+    """librdkafka settings of every Tusk producer: `defaults` (and linger.ms 5) under TUSK_KAFKA_*,
+    PRODUCER_FIXED over them."""
+    return {"linger.ms": 5, **defaults, **client_config(settings, **PRODUCER_FIXED)}
 
 
 def producer(settings: Settings, **overrides: Any) -> Producer:
-    # murmur2 like the Java client and aiokafka, so keys land where Faust expects them
-    conf = client_config(settings, **{"partitioner": "murmur2_random", "linger.ms": 5,
-                                       "enable.idempotence": True, "acks": "all"})
+    conf = producer_config(settings)
     conf.update(overrides)
     return Producer(conf)
 
@@ -175,46 +186,61 @@ def watermarks(consumer: Consumer, topic: str, partition: int, timeout: float = 
             time.sleep(0.3)
 
 
+def reader(settings: Settings, group: str, **overrides: Any) -> Consumer:
+    """A group-less consumer (it assigns partitions itself and commits nothing): librdkafka
+    requires a group id, which is never joined."""
+    return Consumer(client_config(settings, **{"group.id": group, "enable.auto.commit": False,
+                                               **overrides}))
+
+
+def offsets(consumer: Consumer, topic: str, timeout: float = 15.0) -> dict[int, tuple[int, int]]:
+    """partition → (low, high) of `topic`; empty when the topic does not exist."""
+    md = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+    if md is None or md.error is not None:
+        return {}
+    return {p: watermarks(consumer, topic, p, timeout) for p in sorted(md.partitions)}
+
+
+def read_to_end(consumer: Consumer, ends: dict[int, int], timeout: float, idle: float,
+                strict: bool = True) -> Iterator[Message]:
+    """Every record an assigned consumer (with enable.partition.eof) polls until each partition
+    of `ends` (partition → end offset) reached it, or `timeout`; records past an end included.
+    A consumer error raises KafkaException (`strict`) or is passed over."""
+    remaining = set(ends)
+    deadline = time.monotonic() + timeout
+    while remaining and time.monotonic() < deadline:
+        msg = consumer.poll(idle)
+        if msg is None:
+            continue
+        err = msg.error()
+        part = msg.partition() or 0
+        if err is not None:
+            if err.code() == KafkaError._PARTITION_EOF:
+                remaining.discard(part)
+            elif strict:
+                raise KafkaException(err)
+            continue
+        yield msg
+        if (msg.offset() or 0) + 1 >= ends.get(part, 0):
+            remaining.discard(part)
+
+
 def read_topic(settings: Settings, topic: str, timeout: float = 10.0,
                idle: float = 1.0) -> Iterator[Any]:
     """Every record currently in `topic`, from the start, without a consumer group.
 
     Stops at the end offsets seen when called (or after `timeout`).
     """
-    consumer = Consumer(client_config(settings, **{
-        "group.id": "tusk-reader-unused", "enable.auto.commit": False,
-        "enable.partition.eof": True}))
+    consumer = reader(settings, "tusk-reader-unused", **{"enable.partition.eof": True})
     try:
-        md = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
-        if md is None or md.error is not None:
+        marks = {p: (low, high) for p, (low, high) in offsets(consumer, topic, timeout).items() if high > low}
+        if not marks:
             return
-        ends: dict[int, int] = {}
-        lows: dict[int, int] = {}
-        for p in md.partitions:
-            low, high = watermarks(consumer, topic, p, timeout)
-            if high > low:
-                ends[p], lows[p] = high, low
-        if not ends:
-            return
-        consumer.assign([TopicPartition(topic, p, lows[p]) for p in ends])
-        remaining = dict(ends)
-        deadline = time.monotonic() + timeout
-        while remaining and time.monotonic() < deadline:
-            msg = consumer.poll(idle)
-            if msg is None:
-                continue
-            err = msg.error()
-            part = msg.partition() or 0
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    remaining.pop(part, None)
-                    continue
-                raise KafkaException(err)
-            offset = msg.offset() or 0
-            if offset < ends.get(part, 0):
+        consumer.assign([TopicPartition(topic, p, low) for p, (low, _high) in marks.items()])
+        ends = {p: high for p, (_low, high) in marks.items()}
+        for msg in read_to_end(consumer, ends, timeout, idle):
+            if (msg.offset() or 0) < ends[msg.partition() or 0]:
                 yield msg
-            if offset + 1 >= ends.get(part, 0):
-                remaining.pop(part, None)
     finally:
         consumer.close()
 

@@ -24,6 +24,7 @@ import faust
 from confluent_kafka import KafkaError, Message, Producer
 from faust.types import TP
 
+from processors.common.errors import DeliveryFailed
 from stream.kafka.clients import produce_waiting, producer
 from stream.runtime.metrics import RESTORED_IN_BULK
 from stream.runtime.settings import Settings
@@ -31,10 +32,6 @@ from stream.state.restore import restore
 from stream.state.writeback import STATE, WriteBack
 
 log = logging.getLogger(__name__)
-
-
-class DeliveryFailed(Exception):
-    """The broker did not take a record (after librdkafka's own retries)."""
 
 
 class Outbox:

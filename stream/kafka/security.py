@@ -44,6 +44,8 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from processors.common.errors import TuskError
+
 PREFIX = "TUSK_KAFKA_"
 _UNDERSCORE = "\0"  # placeholder while single underscores turn into dots
 
@@ -81,7 +83,7 @@ _SASL_MAPPED = {"sasl.mechanism", "sasl.mechanisms", "sasl.username", "sasl.pass
                 "sasl.oauthbearer.method", *_OIDC, "sasl.oauthbearer.scope", "sasl.oauthbearer.extensions"}
 
 
-class KafkaSecurityError(ValueError):
+class KafkaSecurityError(TuskError, ValueError):
     """A sentence naming the TUSK_KAFKA_* variable to fix."""
 
 
@@ -98,9 +100,9 @@ def env_name(prop: str) -> str:
 
 def client_config(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The librdkafka properties set through `TUSK_KAFKA_*` (empty values are ignored)."""
-    env = os.environ if environ is None else environ
-    return {property_name(k): v for k, v in sorted(env.items())
-            if k.startswith(PREFIX) and len(k) > len(PREFIX) and v != ""}
+    from stream.runtime.variables import family
+
+    return {property_name(k): v for k, v in family(PREFIX, environ).items()}
 
 
 def protocol(conf: Mapping[str, str]) -> str:

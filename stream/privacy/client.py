@@ -7,9 +7,9 @@ import uuid
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import KafkaException, TopicPartition
 
-from stream.kafka.clients import client_config, ensure_topics, poll_record, producer, watermarks
+from stream.kafka.clients import ensure_topics, offsets, poll_record, producer, reader
 from stream.runtime.settings import Settings
 
 
@@ -19,15 +19,10 @@ def submit(settings: Settings, kind: str, identifier: str, timeout: float = 60.0
     ensure_topics(settings)
     rid = request_id or f"req-{uuid.uuid4().hex}"
     topic = settings.topics.privacy_results
-    consumer = Consumer(client_config(settings, **{"group.id": "tusk-privacy-client-unused",
-                                                   "enable.auto.commit": False}))
+    consumer = reader(settings, "tusk-privacy-client-unused")
     try:
-        md = consumer.list_topics(topic, timeout=15).topics[topic]
-        start = []
-        for p in md.partitions:
-            _low, high = watermarks(consumer, topic, p)
-            start.append(TopicPartition(topic, p, high))
-        consumer.assign(start)
+        ends = offsets(consumer, topic)
+        consumer.assign([TopicPartition(topic, p, high) for p, (_low, high) in ends.items()])
         p = producer(settings)
         p.produce(settings.topics.privacy, key=rid.encode(),
                   value=orjson.dumps({"request_id": rid, "type": kind, "identifier": identifier}))

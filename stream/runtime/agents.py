@@ -9,12 +9,12 @@ import time
 from typing import Any
 
 import orjson
-from aiokafka.errors import KafkaError
 from confluent_kafka import Consumer, KafkaException
-from faust.exceptions import FaustError
 from faust.types import TP
 
+from processors import protocol
 from processors.activation.policy import ActivationConfig, load_activation_config
+from processors.common import records
 from processors.identity import graph as identity
 from processors.identity.partitioning import partition_for
 from processors.ingest import events as ev
@@ -25,7 +25,7 @@ from processors.journeys import engine as journeys
 from processors.privacy.requests import privacy_request
 from processors.profile.unified import Profile, ProfileLimits
 from processors.segments.definitions import named_channels
-from stream.kafka.clients import client_config, ensure_topic, watermarks
+from stream.kafka.clients import ensure_topic, reader, watermarks
 from stream.kafka.outbox import OUTBOX, DeliveryFailed
 from stream.runtime import metrics as m
 from stream.runtime.app import (
@@ -42,6 +42,7 @@ from stream.runtime.app import (
     touchpoints_topic,
 )
 from stream.runtime.definitions import DefinitionsReader
+from stream.runtime.failures import is_platform_failure
 from stream.state.writeback import STATE, StateWriteFailed, partition_db
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,7 @@ class TableStore:
 
 
 STORE = TableStore()
+HANDLERS = protocol.handlers()  # identity's and privacy's record kinds (processors/common/records.py)
 READER = DefinitionsReader(settings, on_change=lambda catalog: warm_activation_topics(catalog))
 """Started by stream.runtime.worker before the first event, so every event sees the definitions."""
 
@@ -162,8 +164,8 @@ async def ingest(stream):  # type: ignore[no-untyped-def]
             read_source(msg.partition, msg.offset, None)
             continue
         key = routing_key(result.identifiers)
-        record = {"k": "E", "ev": {"m": result.msg, "ts": result.ts,
-                                   "ids": [list(i) for i in result.identifiers]}}
+        record = records.event({"m": result.msg, "ts": result.ts,
+                                "ids": [list(i) for i in result.identifiers]})
         home = partition_for(key, N)
         if home == msg.partition and co_partitioned():
             # keyed by its routing identifier, the event already sits on the partition that
@@ -225,7 +227,7 @@ async def privacy_requests(stream):  # type: ignore[no-untyped-def]
                 "completed_at": int(time.time() * 1000)}))
             continue
         key = req["identifier"]
-        send_internal(key, {"k": "P", "op": req["type"], "rid": req["request_id"]})
+        send_internal(key, records.privacy_request(req["type"], req["request_id"]))
 
 
 def _count(fx: identity.Effects) -> None:
@@ -299,8 +301,7 @@ def low_watermark(sources: dict[str, list[Any]], count: int) -> int | None:
 @functools.cache
 def end_reader() -> Consumer:
     """A group-less reader for end offsets (the group id is required, never joined)."""
-    return Consumer(client_config(settings, **{"group.id": f"{settings.app_id}-ends",
-                                               "enable.auto.commit": False}))
+    return reader(settings, f"{settings.app_id}-ends")
 
 
 def end_offsets(partitions: list[int]) -> dict[int, int | None]:
@@ -434,11 +435,12 @@ async def on_record(key: str, record: dict[str, Any], msg: Any,
         key, record = pending.pop(0)
         env = env_at(now_ms(msg.partition))
         try:
-            fx = identity.handle(key, record, STORE, CFG, source, env)
-        except (FaustError, KafkaError) as e:
-            await platform_failure(e)
-            raise
-        except Exception as e:  # a bug on this record: keep it, replayable, in the DLQ
+            fx = identity.handle(key, record, STORE, CFG, source, env, HANDLERS)
+        except Exception as e:
+            if is_platform_failure(e):
+                await platform_failure(e)
+                raise
+            # the record's failure (a bug meeting it): keep it, replayable, in the DLQ
             log.exception("identity record %s failed at %s@%s", record.get("k"), *source)
             dead_letter(key, record, msg, "internal_error",
                         f"{type(e).__name__} in identity record {record.get('k')}")
@@ -500,7 +502,7 @@ async def on_tick(record: dict[str, Any], msg: Any) -> None:
             send_internal(out_key, out)
         await settle(fx)
     if len(due) >= settings.backfill_batch:  # more are due: continue right after this one
-        OUTBOX.send(ROUTED, b"tick", orjson.dumps({"k": "T"}), p)
+        OUTBOX.send(ROUTED, b"tick", orjson.dumps(records.tick()), p)
 
 
 async def on_backfill(record: dict[str, Any], msg: Any) -> None:
@@ -527,7 +529,7 @@ async def on_backfill(record: dict[str, Any], msg: Any) -> None:
             break
     if last is not None and done >= settings.backfill_batch:
         OUTBOX.send(ROUTED, b"backfill",
-                    orjson.dumps({"k": "B", "fp": record["fp"], "after": last.decode()}), p)
+                    orjson.dumps(records.backfill(record["fp"], last.decode())), p)
     else:
         STATE.put(meta, b"bv", record["fp"].encode())
 
@@ -538,17 +540,18 @@ async def handle_record(key: str, record: dict[str, Any], msg: Any,
     started = time.perf_counter()
     kind = record.get("k")
     try:
-        if kind == "T":
+        if kind == records.Kind.TICK:
             await on_tick(record, msg)
-        elif kind == "B":
+        elif kind == records.Kind.BACKFILL:
             await on_backfill(record, msg)
         else:
             await on_record(key, record, msg, source)
-    except (FaustError, KafkaError) as e:
-        await platform_failure(e)
+    except Exception as e:
+        if is_platform_failure(e):
+            await platform_failure(e)
         raise
     m.PROCESSING_SECONDS.observe(time.perf_counter() - started)
-    if msg.timestamp and kind == "E":
+    if msg.timestamp and kind == records.Kind.EVENT:
         m.EVENT_LAG_SECONDS.observe(max(0.0, time.time() - msg.timestamp))
 
 
@@ -579,9 +582,9 @@ async def tick() -> None:
         except Exception:  # no metadata yet
             of = N
         ends = await asyncio.to_thread(end_offsets, my_sources())
-        value = orjson.dumps({"k": "T", "src": source_report(ends), "of": of})
+        value = orjson.dumps(records.tick(source_report(ends), of))
     else:
-        value = orjson.dumps({"k": "T"})
+        value = orjson.dumps(records.tick())
     # every partition, not just ours: the event-time watermark must reach them all
     for p in range(N):
         OUTBOX.send(ROUTED, b"tick", value, p)
@@ -590,7 +593,7 @@ async def tick() -> None:
     for p in mine:
         if BACKFILLS.get(p) != fp and backfilled(p) != fp:
             BACKFILLS[p] = fp
-            OUTBOX.send(ROUTED, b"backfill", orjson.dumps({"k": "B", "fp": fp, "after": None}), p)
+            OUTBOX.send(ROUTED, b"backfill", orjson.dumps(records.backfill(fp, None)), p)
     m.BACKFILL_PARTITIONS_DONE.set(sum(1 for p in mine if backfilled(p) == fp))
     m.DEFINITIONS.labels("segment").set(len(READER.catalog.segments))
     m.DEFINITIONS.labels("computed_trait").set(len(READER.catalog.traits))

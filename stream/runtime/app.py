@@ -17,9 +17,10 @@ import faust
 from stream.kafka import security as kafka_security
 from stream.kafka.outbox import OutboxTable
 from stream.kafka.topic_configs import compacted
-from stream.runtime.settings import Settings, SettingsError
+from stream.runtime.settings import SettingsError, in_force
 
-settings = Settings.from_env()
+# the worker's (stream/runtime/worker.py hands its settings over), else the environment's
+settings = in_force()
 topics = settings.topics
 try:  # TUSK_KAFKA_* security settings, mapped for Faust's aiokafka consumer and producer
     credentials = kafka_security.faust_credentials(settings.kafka_extra)

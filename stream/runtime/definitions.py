@@ -12,19 +12,18 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from processors.common.predicates import DefinitionError
 from processors.journeys import engine as journeys
 from processors.predict.models import load_config as load_predict_config
 from processors.segments.catalog import Catalog, parse_topic_key, topic_key
 from processors.segments.definitions import parse_record
-from stream.kafka.clients import client_config, connect, watermarks
+from stream.kafka.clients import connect, offsets, read_to_end, reader
 from stream.runtime.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -106,30 +105,13 @@ class DefinitionsReader:
     def start(self, timeout: float = 30.0) -> None:
         """Read to the end of the topic (so the first event sees every definition), then follow."""
         connect(self.settings, timeout)  # a refused login fails here, with a sentence
-        self._consumer = Consumer(client_config(self.settings, **{
-            "group.id": f"{self.settings.app_id}-definitions-unused", "enable.auto.commit": False,
-            "enable.partition.eof": True}))
-        md = self._consumer.list_topics(self.topic, timeout=timeout).topics.get(self.topic)
-        parts = sorted(md.partitions) if md is not None and md.error is None else []
-        ends = {}
-        for p in parts:
-            _low, high = watermarks(self._consumer, self.topic, p, timeout)
-            ends[p] = high
-        self._consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in parts])
-        remaining = {p for p, high in ends.items() if high > 0}
-        deadline = time.monotonic() + timeout
-        while remaining and time.monotonic() < deadline:
-            msg = self._consumer.poll(0.5)
-            if msg is None:
-                continue
-            err = msg.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    remaining.discard(msg.partition())
-                continue
+        self._consumer = reader(self.settings, f"{self.settings.app_id}-definitions-unused",
+                                **{"enable.partition.eof": True})
+        ends = {p: high for p, (_low, high) in offsets(self._consumer, self.topic, timeout).items()}
+        self._consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in ends])
+        for msg in read_to_end(self._consumer, {p: high for p, high in ends.items() if high > 0}, timeout,
+                               0.5, strict=False):
             self._take(msg)
-            if (msg.offset() or 0) + 1 >= ends.get(msg.partition() or 0, 0):
-                remaining.discard(msg.partition())
         self._rebuild()
         self._thread = threading.Thread(target=self._follow, name="tusk-definitions", daemon=True)
         self._thread.start()

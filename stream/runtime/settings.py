@@ -1,4 +1,4 @@
-"""Worker settings: defaults in code, overridden by TUSK_* environment variables.
+"""Worker settings: every TUSK_* variable read through its declaration (stream/runtime/variables.py).
 
 Read once per process (the Faust app is built from them at import), validated
 with one readable sentence per problem.
@@ -6,49 +6,17 @@ with one readable sentence per problem.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import overload
 
-from processors.common import timeutil
 from processors.ingest.identifiers import IdentityRules
 from stream.kafka import security as kafka_security
+from stream.runtime import variables as var
+from stream.runtime.variables import Env, SettingsError
 
-
-class SettingsError(ValueError):
-    pass
-
-
-def parse_duration_ms(text: str, name: str = "duration") -> int:
-    try:
-        return timeutil.parse_duration_ms(text, name)
-    except ValueError as e:
-        raise SettingsError(str(e)) from None
-
-
-def _env(name: str, default: str) -> str:
-    return os.environ.get(name, default)
-
-
-def int_env(name: str, default: int, minimum: int = 0) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r}: expected a whole number.") from None
-    if value < minimum:
-        raise SettingsError(f"{name}={raw!r}: expected at least {minimum}.")
-    return value
-
-
-def _choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
-    value = os.environ.get(name, default)
-    if value not in allowed:
-        raise SettingsError(f"{name}={value!r}: expected one of {', '.join(allowed)}.")
-    return value
+__all__ = ["Settings", "SettingsError", "TopicName", "Topics", "retention_env"]
 
 
 RETENTION_SETTINGS = {"touchpoints": "TUSK_TOUCHPOINTS_RETENTION", "dlq": "TUSK_DLQ_RETENTION",
@@ -56,55 +24,43 @@ RETENTION_SETTINGS = {"touchpoints": "TUSK_TOUCHPOINTS_RETENTION", "dlq": "TUSK_
                       "activations": "TUSK_ACTIVATIONS_RETENTION", "privacy": "TUSK_PRIVACY_RETENTION"}
 
 
-def retention_env() -> dict[str, int]:
+def retention_env(env: Env | None = None) -> dict[str, int]:
     """The TUSK_*_RETENTION settings given, by topic kind (defaults: stream/kafka/topic_configs.py)."""
     out = {}
     for kind, name in RETENTION_SETTINGS.items():
-        if os.environ.get(name):
-            out[kind] = duration_at_least(name, os.environ[name], 1000)
+        value = var.optional_duration(name, 1000, env)
+        if value is not None:
+            out[kind] = value
     return out
 
 
-def duration_at_least(name: str, default: str, minimum_ms: int) -> int:
-    raw = _env(name, default)
-    value = parse_duration_ms(raw, name)
-    if value < minimum_ms:
-        raise SettingsError(f"{name}={raw!r}: expected at least {minimum_ms} ms.")
-    return value
+class TopicName:
+    """A topic name: the deployment's prefix (TUSK_TOPIC_PREFIX) and this fixed name."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, topics: None, owner: type) -> TopicName: ...
+    @overload
+    def __get__(self, topics: Topics, owner: type | None = None) -> str: ...
+
+    def __get__(self, topics: Topics | None, owner: type | None = None) -> str | TopicName:
+        return self if topics is None else topics.prefix + self.name
 
 
 @dataclass(frozen=True)
 class Topics:
     prefix: str
 
-    @property
-    def touchpoints(self) -> str:
-        return f"{self.prefix}touchpoints"
-
-    @property
-    def dlq(self) -> str:
-        return f"{self.prefix}dlq"
-
-    @property
-    def segments(self) -> str:
-        return f"{self.prefix}segments"
-
-    @property
-    def profile_changes(self) -> str:
-        return f"{self.prefix}profile-changes"
-
-    @property
-    def privacy(self) -> str:
-        return f"{self.prefix}privacy"
-
-    @property
-    def privacy_results(self) -> str:
-        return f"{self.prefix}privacy-results"
-
-    @property
-    def routed(self) -> str:
-        """Internal: validated events keyed by their routing identifier."""
-        return f"{self.prefix}internal.events"
+    touchpoints = TopicName("touchpoints")
+    dlq = TopicName("dlq")
+    segments = TopicName("segments")
+    profile_changes = TopicName("profile-changes")
+    privacy = TopicName("privacy")
+    privacy_results = TopicName("privacy-results")
+    routed = TopicName("internal.events")
+    """internal: validated events keyed by their routing identifier"""
 
     def activations(self, channel: str) -> str:
         return f"{self.prefix}activations.{channel}"
@@ -173,57 +129,67 @@ class Settings:
         return ",".join(f"kafka://{h}" for h in self.bootstrap.split(","))
 
     @classmethod
-    def from_env(cls) -> Settings:
-        bootstrap = os.environ.get("TUSK_BOOTSTRAP_SERVERS") or os.environ.get(
-            "KAFKA_BOOTSTRAP_SERVERS", cls.bootstrap)
-        web_port = int_env("TUSK_WEB_PORT", cls.web_port, 1)
-        prefix = _env("TUSK_TOPIC_PREFIX", cls.topic_prefix)
+    def from_env(cls, env: Env | None = None) -> Settings:
+        """The settings of `env` (default: this process's environment; the CLI passes its flags
+        over it, stream/variables.with_flags), every variable read through its declaration."""
+        bootstrap = var.given("TUSK_BOOTSTRAP_SERVERS", env) or var.text("KAFKA_BOOTSTRAP_SERVERS", env)
+        web_port = var.integer("TUSK_WEB_PORT", 1, env)
+        prefix = var.text("TUSK_TOPIC_PREFIX", env)
         if not re.fullmatch(r"[A-Za-z0-9._-]*", prefix):
             raise SettingsError(f"TUSK_TOPIC_PREFIX={prefix!r}: only letters, digits, '.', '_' and '-'.")
-        extra = kafka_security.client_config()  # the one parser of TUSK_KAFKA_* (every client)
+        extra = kafka_security.client_config(env)  # the one parser of TUSK_KAFKA_* (every client)
         try:
             kafka_security.check(extra)
         except kafka_security.KafkaSecurityError as e:
             raise SettingsError(str(e)) from None
+        web_host = var.text("TUSK_WEB_HOST", env)
         return cls(
             bootstrap=bootstrap,
-            app_id=_env("TUSK_APP_ID", cls.app_id),
+            app_id=var.text("TUSK_APP_ID", env),
             topic_prefix=prefix,
-            partitions=int_env("TUSK_PARTITIONS", cls.partitions, 1),
-            replication=int_env("TUSK_REPLICATION", cls.replication, 1),
-            datadir=Path(_env("TUSK_DATADIR", f".tusk/worker-{web_port}")),
-            web_host=_env("TUSK_WEB_HOST", cls.web_host),
-            advertised_host=_env("TUSK_WEB_ADVERTISED_HOST",
-                                 _env("TUSK_WEB_HOST", cls.web_host)),
+            partitions=var.integer("TUSK_PARTITIONS", 1, env),
+            replication=var.integer("TUSK_REPLICATION", 1, env),
+            datadir=Path(var.text("TUSK_DATADIR", env, default=f".tusk/worker-{web_port}")),
+            web_host=web_host,
+            advertised_host=var.text("TUSK_WEB_ADVERTISED_HOST", env, default=web_host),
             web_port=web_port,
-            max_event_bytes=int_env("TUSK_MAX_EVENT_BYTES", cls.max_event_bytes, 64),
-            dedup_window_ms=parse_duration_ms(_env("TUSK_DEDUP_WINDOW", "24h"), "TUSK_DEDUP_WINDOW"),
-            dedup_max_ids=int_env("TUSK_DEDUP_MAX_IDS", cls.dedup_max_ids, 1),
-            recent_events=int_env("TUSK_RECENT_EVENTS", cls.recent_events, 0),
-            block_cache_mb=int_env("TUSK_BLOCK_CACHE_MB", cls.block_cache_mb, 1),
-            write_buffer_mb=int_env("TUSK_WRITE_BUFFER_MB", cls.write_buffer_mb, 1),
-            session_timeout_ms=parse_duration_ms(_env("TUSK_SESSION_TIMEOUT", "10s"), "TUSK_SESSION_TIMEOUT"),
-            standby_replicas=int_env("TUSK_STANDBY_REPLICAS", cls.standby_replicas, 0),
-            producer_linger_ms=int_env("TUSK_PRODUCER_LINGER_MS", cls.producer_linger_ms, 0),
-            bulk_restore_ms=parse_duration_ms(_env("TUSK_BULK_RESTORE", "120s"), "TUSK_BULK_RESTORE"),
-            log_level=_env("TUSK_LOG_LEVEL", cls.log_level),
-            identity_config=Path(os.environ["TUSK_IDENTITY_CONFIG"])
-            if os.environ.get("TUSK_IDENTITY_CONFIG") else None,
-            retention_ms=parse_duration_ms(_env("TUSK_RETENTION", "105w"), "TUSK_RETENTION"),
-            profile_ttl_ms=parse_duration_ms(os.environ["TUSK_PROFILE_TTL"], "TUSK_PROFILE_TTL")
-            if os.environ.get("TUSK_PROFILE_TTL") else None,
-            erase_within_ms=duration_at_least("TUSK_ERASE_WITHIN", "7d", 1000),
-            topic_retention_ms=retention_env(),
-            activation_config=Path(os.environ["TUSK_ACTIVATION_CONFIG"])
-            if os.environ.get("TUSK_ACTIVATION_CONFIG") else None,
-            clock=_choice("TUSK_CLOCK", cls.clock, ("wall", "event")),
-            tick_interval_ms=parse_duration_ms(_env("TUSK_TICK_INTERVAL", "2s"), "TUSK_TICK_INTERVAL"),
-            backfill_batch=int_env("TUSK_BACKFILL_BATCH", cls.backfill_batch, 1),
-            state_cache_mb=int_env("TUSK_STATE_CACHE_MB", cls.state_cache_mb, 0),
-            flush_records=int_env("TUSK_FLUSH_RECORDS", cls.flush_records, 1),
-            flush_interval_ms=parse_duration_ms(_env("TUSK_FLUSH_INTERVAL", "20ms"), "TUSK_FLUSH_INTERVAL"),
+            max_event_bytes=var.integer("TUSK_MAX_EVENT_BYTES", 64, env),
+            dedup_window_ms=var.duration("TUSK_DEDUP_WINDOW", 0, env),
+            dedup_max_ids=var.integer("TUSK_DEDUP_MAX_IDS", 1, env),
+            recent_events=var.integer("TUSK_RECENT_EVENTS", 0, env),
+            block_cache_mb=var.integer("TUSK_BLOCK_CACHE_MB", 1, env),
+            write_buffer_mb=var.integer("TUSK_WRITE_BUFFER_MB", 1, env),
+            session_timeout_ms=var.duration("TUSK_SESSION_TIMEOUT", 0, env),
+            standby_replicas=var.integer("TUSK_STANDBY_REPLICAS", 0, env),
+            producer_linger_ms=var.integer("TUSK_PRODUCER_LINGER_MS", 0, env),
+            bulk_restore_ms=var.duration("TUSK_BULK_RESTORE", 0, env),
+            log_level=var.text("TUSK_LOG_LEVEL", env),
+            identity_config=var.optional_path("TUSK_IDENTITY_CONFIG", env),
+            retention_ms=var.duration("TUSK_RETENTION", 0, env),
+            profile_ttl_ms=var.optional_duration("TUSK_PROFILE_TTL", 0, env),
+            erase_within_ms=var.duration("TUSK_ERASE_WITHIN", 1000, env),
+            topic_retention_ms=retention_env(env),
+            activation_config=var.optional_path("TUSK_ACTIVATION_CONFIG", env),
+            clock=var.choice("TUSK_CLOCK", ("wall", "event"), env),
+            tick_interval_ms=var.duration("TUSK_TICK_INTERVAL", 0, env),
+            backfill_batch=var.integer("TUSK_BACKFILL_BATCH", 1, env),
+            state_cache_mb=var.integer("TUSK_STATE_CACHE_MB", 0, env),
+            flush_records=var.integer("TUSK_FLUSH_RECORDS", 1, env),
+            flush_interval_ms=var.duration("TUSK_FLUSH_INTERVAL", 0, env),
             kafka_extra=extra,
-            predict_config=Path(os.environ["TUSK_PREDICT_CONFIG"])
-            if os.environ.get("TUSK_PREDICT_CONFIG") else None,
+            predict_config=var.optional_path("TUSK_PREDICT_CONFIG", env),
         )
 
+
+_IN_FORCE: list[Settings] = []
+
+
+def start_with(settings: Settings) -> None:
+    """The settings this process's worker runs with, handed over by `tusk worker` (its flags
+    included) before stream/runtime/app.py builds the Faust app from `in_force()`."""
+    _IN_FORCE[:] = [settings]
+
+
+def in_force() -> Settings:
+    """The settings handed over by start_with, else the environment's."""
+    return _IN_FORCE[0] if _IN_FORCE else Settings.from_env()

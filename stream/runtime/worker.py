@@ -6,7 +6,7 @@ import logging
 import sys
 
 from stream.kafka import security as kafka_security
-from stream.runtime.settings import Settings, SettingsError
+from stream.runtime.settings import Settings, SettingsError, start_with
 
 
 def load_views() -> None:
@@ -23,6 +23,7 @@ def load_views() -> None:
 
 
 def run(settings: Settings) -> None:
+    start_with(settings)  # before anything imports stream.runtime.app, which builds the app from them
     from stream.runtime.faust_adapter import install
     from stream.runtime.memory import limit_arenas
 

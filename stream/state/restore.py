@@ -17,10 +17,10 @@ import time
 from typing import Any
 
 import rocksdict
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import KafkaError, TopicPartition
 from faust.types import TP
 
-from stream.kafka.clients import client_config, watermarks
+from stream.kafka.clients import reader, watermarks
 from stream.kafka.topic_configs import ROLL_KEY
 from stream.privacy.erasure import mark
 from stream.runtime.memory import release_freed_memory
@@ -35,12 +35,11 @@ def restore(store: Any, topic: str, partitions: list[int], settings: Settings,
             budget_s: float) -> dict[int, int]:
     """Records written per partition. Blocking: run in a thread."""
     started = time.monotonic()
-    consumer = Consumer(client_config(settings, **{
-        "group.id": f"{settings.app_id}-restore", "enable.auto.commit": False,
+    consumer = reader(settings, f"{settings.app_id}-restore", **{
         "enable.partition.eof": True, "fetch.max.bytes": 32 * 1024 * 1024,
         # librdkafka's pre-fetch queue: fetching goes on while Python writes; bounded, as the
         # worker's allocator keeps some of it after the restore
-        "max.partition.fetch.bytes": 8 * 1024 * 1024, "queued.max.messages.kbytes": 64 * 1024}))
+        "max.partition.fetch.bytes": 8 * 1024 * 1024, "queued.max.messages.kbytes": 64 * 1024})
     # no write-ahead log: each batch holds its records and their offset, and a batch lost in a
     # crash leaves an older offset, from which the changelog is read again
     unlogged = rocksdict.WriteOptions()

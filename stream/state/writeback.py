@@ -37,6 +37,8 @@ import rocksdict
 from faust.exceptions import FaustError
 from faust.streams import current_event
 
+from processors.common.errors import PlatformError
+
 # --- Faust internals (checked against faust-streaming 0.15.3, faust/stores/rocksdb.py) --------
 
 FAUST_VERSION = "0.15.3"
@@ -73,7 +75,7 @@ def changelog_topic(table: Any) -> str:
 Value = bytes | None
 
 
-class StateWriteFailed(FaustError):  # type: ignore[misc]
+class StateWriteFailed(PlatformError, FaustError):  # type: ignore[misc]
     """RocksDB refused a batch: the platform, not a record (the agents crash the worker, so no
     offset moves past what was not written)."""
 

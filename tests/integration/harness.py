@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,17 +13,11 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from stream.cli.base import http_get
-from stream.demo.session import metrics, stop_process, wait_healthy
+from stream.cli.commands import http_get
+from stream.demo.session import free_port, metrics, stop_process, wait_healthy
 from stream.ingest.produce import produce_lines
 from stream.kafka.clients import client_config, ensure_topics, read_topic, watermarks
 from stream.runtime.settings import Settings
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Worker:

@@ -15,10 +15,11 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processors.identity.graph import Env, IdentityConfig, event_message, handle, recheck, runs_inline
+from processors.identity.graph import Env, IdentityConfig, event_message, recheck, runs_inline
 from processors.ingest import events as ev
 from processors.ingest.identifiers import routing_key
 from processors.profile.unified import iso
+from processors.protocol import handle
 from processors.segments.catalog import Catalog
 from processors.segments.definitions import load_file
 from tests.unit.test_identity_protocol import Partition

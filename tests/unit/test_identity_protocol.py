@@ -18,11 +18,12 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processors.identity.graph import Env, IdentityConfig, event_message, handle, is_redirect, runs_inline
+from processors.identity.graph import Env, IdentityConfig, event_message, is_redirect, runs_inline
 from processors.identity.partitioning import partition_for
 from processors.identity.quarantine import QuarantineConfig
 from processors.ingest import events as ev
 from processors.ingest.identifiers import IdentityRules, key_of, routing_key
+from processors.protocol import handle
 from tests.graph import components as graph_components
 
 

@@ -21,11 +21,12 @@ from hypothesis import strategies as st
 
 from processors.common.config import ConfigError
 from processors.common.predicates import DefinitionError
-from processors.identity.graph import Env, IdentityConfig, event_message, handle, recheck
+from processors.identity.graph import Env, IdentityConfig, event_message, recheck
 from processors.ingest import events as ev
 from processors.ingest.identifiers import routing_key
 from processors.journeys import engine as jn
 from processors.profile.unified import iso
+from processors.protocol import handle
 from processors.segments.catalog import Catalog
 from processors.segments.definitions import load_file, load_journeys
 from tests.unit.test_identity_protocol import Partition

@@ -32,11 +32,12 @@ def test_committed_reference_equals_the_generated_one() -> None:
 
 
 def settings_read() -> dict[str, str]:
-    """Every TUSK_* name the code reads (string constants in stream/ and processors/) or the
-    deployment sets (deploy/), with the first file that names it."""
+    """Every TUSK_* name the code reads (string constants in stream/, processors/ and the tests'
+    conftest) or the deployment sets (deploy/), with the first file that names it."""
     found: dict[str, str] = {}
-    sources = [p for p in [*REPO.glob("stream/**/*.py"), *REPO.glob("processors/**/*.py")]
-               if p.name != "docs.py"]  # the declarations themselves
+    sources = [p for p in [*REPO.glob("stream/**/*.py"), *REPO.glob("processors/**/*.py"),
+                           REPO / "tests" / "conftest.py"]
+               if p.name != "variables.py"]  # the declarations themselves
     for path in sorted(sources):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and (
@@ -56,14 +57,16 @@ def test_every_setting_read_is_declared() -> None:
     for name, where in sorted(read.items()):
         assert not name.endswith("_"), (
             f"{where} builds variable names from {name!r}: add Setting({name + '<WHAT>'!r}, ...) to "
-            f"SETTINGS in stream/cli/docs.py, saying what <WHAT> stands for, then run "
+            f"SETTINGS in stream/runtime/variables.py, saying what <WHAT> stands for, then run "
             f"python -m stream.cli.docs.")
         assert name in declared, (
             f"{name} is read in {where} but not documented: add Setting({name!r}, \"<default>\", "
             f"\"<meaning>\", \"<worker|collector|CLI>\", \"Settings.<field>\" or None) to SETTINGS in "
-            f"stream/cli/docs.py, then run python -m stream.cli.docs and commit docs/reference/settings.md.")
+            f"stream/runtime/variables.py, then run python -m stream.cli.docs and commit "
+            f"docs/reference/settings.md.")
     for name in sorted(n for n in declared - set(read) if "<" not in n):
-        raise AssertionError(f"{name} is in SETTINGS of stream/cli/docs.py but nothing reads it any more: "
+        raise AssertionError(f"{name} is in SETTINGS of stream/runtime/variables.py but nothing reads it "
+                             f"any more: "
                              f"remove it, then run python -m stream.cli.docs.")
 
 
@@ -82,6 +85,6 @@ def test_documented_defaults_are_the_real_ones(setting: object, monkeypatch: pyt
 
     real = value()
     monkeypatch.setenv(s.name, s.default)
-    assert value() == real, (f"SETTINGS in stream/cli/docs.py documents {s.name}={s.default!r} as the "
-                             f"default, "
-                             f"but the default of {s.field} is {real!r}: correct one of them.")
+    assert value() == real, (f"SETTINGS in stream/runtime/variables.py documents {s.name}={s.default!r} as "
+                             f"the "
+                             f"default, but the default of {s.field} is {real!r}: correct one of them.")
