@@ -24,6 +24,7 @@ import faust
 from confluent_kafka import KafkaError, Message, Producer
 from faust.types import TP
 
+from stream.faust_adapter import chain_producer_flush
 from stream.kafka_io import produce_waiting, producer
 from stream.metrics import RESTORED_IN_BULK
 from stream.restore import restore
@@ -61,15 +62,11 @@ class Outbox:
     def attach(self, app: faust.App) -> None:
         """Make Faust's flush (before each commit, before a rebalance) write the tables' dirty
         state (stream/state.py) and drain this producer too."""
-        faust_producer = app.producer
-        faust_flush = faust_producer.flush
-
-        async def flush() -> None:
-            await faust_flush()
+        async def after_faust_flush() -> None:
             STATE.flush()
             await self.drain()
 
-        faust_producer.flush = flush  # type: ignore[method-assign]
+        chain_producer_flush(app, after_faust_flush)
 
     @property
     def producer(self) -> Producer:

@@ -17,12 +17,13 @@ from faust.web import Request
 from processors import rfm
 from stream import agents
 from stream.app import profiles
+from stream.faust_adapter import partition_db
 
 
 def _scan(partitions: list[int], as_of_day: int) -> list[list[Any]]:
     out: list[list[Any]] = []
     for p in partitions:
-        db = profiles.data._db_for_partition(p)  # type: ignore[attr-defined]
+        db = partition_db(profiles, p)
         for key, raw in db.items():
             if key.startswith(b"__faust") or not raw or b'"_rfm"' not in raw:
                 continue

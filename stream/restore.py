@@ -21,6 +21,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 from faust.types import TP
 
 from stream.erasure import mark
+from stream.faust_adapter import store_db
 from stream.kafka_io import client_config, watermarks
 from stream.memory import release_freed_memory
 from stream.settings import Settings
@@ -91,7 +92,7 @@ def restore(store: Any, topic: str, partitions: list[int], settings: Settings,
             for p, batch in batches.items():
                 # the offset in the same batch: the database never claims more than it holds
                 batch.put(store.offset_key, str(last[p]).encode())
-                store._db_for_partition(p).write(batch, unlogged)
+                store_db(store, p).write(batch, unlogged)
     finally:
         consumer.close()
         release_freed_memory()

@@ -20,7 +20,7 @@ from processors.journeys import sum_stats
 from processors.predicates import DefinitionError
 from processors.profile import public_view
 from stream import agents
-from stream.app import app, identities, meta, profiles
+from stream.app import app, identities, profiles
 from stream.definitions import produce_definition
 from stream.state import STATE
 
@@ -205,10 +205,10 @@ def local_state() -> dict[str, Any]:
     fp = agents.READER.fingerprint
     done = 0
     for p in mine:
-        for seg, n in orjson.loads(STATE.peek(meta, p, b"s") or b"{}").items():
+        for seg, n in agents.STORE.peek_segment_sizes(p).items():
             sizes[seg] = sizes.get(seg, 0) + n
-        done += STATE.peek(meta, p, b"bv") == fp.encode()
-        flows.append(orjson.loads(STATE.peek(meta, p, b"j") or b"{}"))
+        done += agents.STORE.peek_backfilled(p) == fp
+        flows.append(agents.STORE.peek_journey_stats(p))
     return {"partitions": mine, "sizes": sizes, "backfilled": done, "fingerprint": fp,
             "journeys": sum_stats(flows)}
 
