@@ -10,7 +10,6 @@ from faust.web import Request, Response, View
 from processors.explain import explain
 from stream import agents
 from stream.app import app, profiles
-from stream.state import STATE
 from stream.web import (
     MAX_HOPS,
     Resolved,
@@ -32,7 +31,7 @@ async def _explain(view: View, pid: str, hop: int) -> Response:
         if owner is not None and hop < MAX_HOPS:
             status, body, ctype = await ask(owner, f"/profiles/id/{quote(pid, safe='')}/explain", hop)
             return view.bytes(body, content_type=ctype, status=status)
-        raw = STATE.lookup(profiles, pid.encode())  # unflushed state too (stream/state.py)
+        raw = agents.STORE.lookup_profile(pid)  # unflushed state too (stream/state.py)
         if raw is None:
             break
         profile = orjson.loads(raw)

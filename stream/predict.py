@@ -16,23 +16,20 @@ from faust.web import Request
 
 from processors import rfm
 from stream import agents
-from stream.app import profiles
-from stream.faust_adapter import partition_db
 
 
 def _scan(partitions: list[int], as_of_day: int) -> list[list[Any]]:
     out: list[list[Any]] = []
     for p in partitions:
-        db = partition_db(profiles, p)
-        for key, raw in db.items():
-            if key.startswith(b"__faust") or not raw or b'"_rfm"' not in raw:
+        for pid, raw in agents.STORE.stored_profiles(p):
+            if b'"_rfm"' not in raw:
                 continue
             profile = orjson.loads(raw)
             if "redirect" in profile:
                 continue
             s = rfm.summary(profile.get("_rfm"), as_of_day)
             if s is not None:
-                out.append([key.decode(), s.first_day, s.frequency, s.recency_days, s.age_days, s.monetary])
+                out.append([pid, s.first_day, s.frequency, s.recency_days, s.age_days, s.monetary])
     return out
 
 

@@ -22,7 +22,6 @@ from processors.profile import public_view
 from stream import agents
 from stream.app import app, identities, profiles
 from stream.definitions import produce_definition
-from stream.state import STATE
 
 HOP_HEADER = "X-Tusk-Hops"
 MAX_HOPS = 6
@@ -109,7 +108,7 @@ async def fetch_profile(pid: str, hop: int) -> dict[str, Any] | None:
         if owner is not None and hop < MAX_HOPS:
             status, body, _ = await ask(owner, f"/profiles/id/{quote(pid, safe='')}", hop)
             return orjson.loads(body) if status == 200 else None
-        raw = STATE.lookup(profiles, pid.encode())
+        raw = agents.STORE.lookup_profile(pid)  # unflushed state too
         if raw is None:
             return None
         profile: dict[str, Any] = orjson.loads(raw)
@@ -152,8 +151,8 @@ async def resolve_identifier(view: View, request: Request, kind: str, value: str
     if owner is not None and hop < MAX_HOPS:
         status, body, ctype = await ask(owner, request.url.path, hop)
         return view.bytes(body, content_type=ctype, status=status)
-    pid = STATE.lookup(identities, key)  # unflushed state too (stream/state.py)
-    return Resolved(normalised, pid.decode() if pid else None, hop)
+    pid = agents.STORE.lookup_identity(key.decode())  # unflushed state too (stream/state.py)
+    return Resolved(normalised, pid, hop)
 
 
 def not_ready(view: View) -> Response:
