@@ -22,6 +22,7 @@ from processors.profile import public_view
 from stream import agents
 from stream.app import app, identities, profiles
 from stream.definitions import produce_definition
+from stream.faust_adapter import recovered
 
 HOP_HEADER = "X-Tusk-Hops"
 MAX_HOPS = 6
@@ -179,7 +180,7 @@ class Health(View):
     async def get(self, request: Request) -> Response:
         assigned = sorted(tp.partition for tp in app.assignor.assigned_actives()
                           if tp.topic.endswith("profiles-changelog"))
-        recovering = not app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
+        recovering = not recovered(app)
         status = 503 if recovering else 200
         return json_response(self, {"status": "recovering" if recovering else "ok",
                                     "partitions": assigned}, status)
