@@ -284,3 +284,22 @@ def test_backfill_chains_through_a_partition_once_per_definitions() -> None:
     asyncio.run(pipe.handle_record("backfill", {"k": "B", "fp": "fp1", "after": None}, msg(1, 9, "routed")))
     assert [v for k, v, _ in outbox.to("routed") if k == b"backfill"] == []
     assert state.peek_backfilled(1) == "fp1"
+
+
+def test_an_app_is_built_from_any_settings_and_its_worker_wired_to_it() -> None:
+    from stream.agents import build_pipeline, register
+    from stream.app import build_app
+
+    s = dataclasses.replace(Settings(), app_id="built-1", topic_prefix="b1.", partitions=3)
+    built = build_app(s)
+    assert built.app.conf.id == "built-1"
+    assert built.touchpoints.get_topic_name() == "b1.touchpoints"
+    assert built.routed.get_topic_name() == s.topics.routed
+    tables = (built.identities, built.profiles, built.meta)
+    assert [t.name for t in tables] == ["identities", "profiles", "meta"]
+    pipe = build_pipeline(built, s)
+    register(built, pipe, s)
+    assert pipe.n == 3 and pipe.routed == s.topics.routed and pipe.touchpoints == "b1.touchpoints"
+    assert sorted(built.app.agents) == ["stream.agents.identity_stage", "stream.agents.ingest",
+                                        "stream.agents.privacy_requests"]
+    assert build_app(s).app is not built.app  # nothing shared between two builds
