@@ -135,11 +135,6 @@ class TableState:
         self._lent.clear()
         self._wb.record_done()
 
-    def forget(self) -> None:
-        """`begin` without a partition (the one Faust delivers is used anyway)."""
-        self._lent.clear()
-        self._wb.record_done()
-
     def flush(self) -> int:
         written: int = self._wb.flush()
         return written
