@@ -22,7 +22,6 @@ from stream.api.web import (
 )
 from stream.runtime import agents
 from stream.runtime.app import app, profiles
-from stream.state.writeback import STATE
 
 
 async def _explain(view: View, pid: str, hop: int) -> Response:
@@ -32,7 +31,7 @@ async def _explain(view: View, pid: str, hop: int) -> Response:
         if owner is not None and hop < MAX_HOPS:
             status, body, ctype = await ask(owner, f"/profiles/id/{quote(pid, safe='')}/explain", hop)
             return view.bytes(body, content_type=ctype, status=status)
-        raw = STATE.lookup(profiles, pid.encode())  # unflushed state too (stream/state/writeback.py)
+        raw = agents.STORE.lookup_profile(pid)  # unflushed state too (stream/state/writeback.py)
         if raw is None:
             break
         profile = orjson.loads(raw)

@@ -18,22 +18,21 @@ from processors.common.errors import PlatformError
 from processors.predict import rfm
 from stream.api.web import ask_peers, clock_now, error, json_response
 from stream.runtime import agents
-from stream.runtime.app import app, profiles
+from stream.runtime.app import app
 
 
 def _scan(partitions: list[int], as_of_day: int) -> list[list[Any]]:
     out: list[list[Any]] = []
     for p in partitions:
-        db = profiles.data._db_for_partition(p)  # type: ignore[attr-defined]
-        for key, raw in db.items():
-            if key.startswith(b"__faust") or not raw or b'"_rfm"' not in raw:
+        for pid, raw in agents.STORE.stored_profiles(p):
+            if b'"_rfm"' not in raw:
                 continue
             profile = orjson.loads(raw)
             if "redirect" in profile:
                 continue
             s = rfm.summary(profile.get("_rfm"), as_of_day)
             if s is not None:
-                out.append([key.decode(), s.first_day, s.frequency, s.recency_days, s.age_days, s.monetary])
+                out.append([pid, s.first_day, s.frequency, s.recency_days, s.age_days, s.monetary])
     return out
 
 

@@ -13,32 +13,22 @@ import orjson
 from faust.web import Request, Response, View
 
 from processors.common import records
-from processors.identity import quarantine
 from processors.identity.partitioning import partition_for
 from processors.ingest.identifiers import key_of, normalise, parse_key
 from stream.api.web import error, gather_ok, json_response
 from stream.runtime import agents
-from stream.runtime.app import app, meta
-
-_PREFIX = b"r:" + quarantine.PREFIX.encode()
+from stream.runtime.app import app
 
 
 def local_quarantine() -> list[dict[str, Any]]:
     """Quarantined identifiers on this worker's active partitions (meta, changelogged)."""
     out: list[dict[str, Any]] = []
     for p in agents.active_partitions():
-        db = meta.data._dbs.get(p)  # type: ignore[attr-defined]
-        if db is None:
-            continue
-        for raw_key, raw in db.items(from_key=_PREFIX):
-            if not raw_key.startswith(_PREFIX):
-                break
-            record = orjson.loads(raw).get("quarantined")
-            if record:
-                kind, value = parse_key(raw_key[len(_PREFIX):].decode())
-                out.append({"type": kind, "value": value, "since": record["at"],
-                            "distinct_people": record["distinct"], "threshold": record["threshold"],
-                            "holder": record.get("holder")})
+        for key, record in agents.STORE.peek_quarantined(p):
+            kind, value = parse_key(key)
+            out.append({"type": kind, "value": value, "since": record["at"],
+                        "distinct_people": record["distinct"], "threshold": record["threshold"],
+                        "holder": record.get("holder")})
     return out
 
 

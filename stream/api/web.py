@@ -20,9 +20,9 @@ from processors.journeys.engine import sum_stats
 from processors.profile.unified import public_view
 from processors.segments.definitions import parse_record
 from stream.runtime import agents
-from stream.runtime.app import app, identities, meta, profiles
+from stream.runtime.app import app, identities, profiles
 from stream.runtime.definitions import produce_definition
-from stream.state.writeback import STATE
+from stream.runtime.faust_adapter import recovered
 
 HOP_HEADER = "X-Tusk-Hops"
 MAX_HOPS = 6
@@ -110,7 +110,7 @@ async def fetch_profile(pid: str, hop: int) -> dict[str, Any] | None:
         if owner is not None and hop < MAX_HOPS:
             status, body, _ = await ask(owner, f"/profiles/id/{quote(pid, safe='')}", hop)
             return orjson.loads(body) if status == 200 else None
-        raw = STATE.lookup(profiles, pid.encode())
+        raw = agents.STORE.lookup_profile(pid)  # unflushed state too
         if raw is None:
             return None
         profile: dict[str, Any] = orjson.loads(raw)
@@ -153,8 +153,8 @@ async def resolve_identifier(view: View, request: Request, kind: str, value: str
     if owner is not None and hop < MAX_HOPS:
         status, body, ctype = await ask(owner, request.url.path, hop)
         return view.bytes(body, content_type=ctype, status=status)
-    pid = STATE.lookup(identities, key)  # unflushed state too (stream/state/writeback.py)
-    return Resolved(normalised, pid.decode() if pid else None, hop)
+    pid = agents.STORE.lookup_identity(key.decode())  # unflushed state too (stream/state/writeback.py)
+    return Resolved(normalised, pid, hop)
 
 
 def not_ready(view: View) -> Response:
@@ -192,7 +192,7 @@ class Health(View):
     async def get(self, request: Request) -> Response:
         assigned = sorted(tp.partition for tp in app.assignor.assigned_actives()
                           if tp.topic.endswith("profiles-changelog"))
-        recovering = not app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
+        recovering = not recovered(app)
         status = 503 if recovering else 200
         return json_response(self, {"status": "recovering" if recovering else "ok",
                                     "partitions": assigned}, status)
@@ -214,10 +214,10 @@ def local_state() -> dict[str, Any]:
     fp = agents.READER.fingerprint
     done = 0
     for p in mine:
-        for seg, n in orjson.loads(STATE.peek(meta, p, b"s") or b"{}").items():
+        for seg, n in agents.STORE.peek_segment_sizes(p).items():
             sizes[seg] = sizes.get(seg, 0) + n
-        done += STATE.peek(meta, p, b"bv") == fp.encode()
-        flows.append(orjson.loads(STATE.peek(meta, p, b"j") or b"{}"))
+        done += agents.STORE.peek_backfilled(p) == fp
+        flows.append(agents.STORE.peek_journey_stats(p))
     return {"partitions": mine, "sizes": sizes, "backfilled": done, "fingerprint": fp,
             "journeys": sum_stats(flows)}
 

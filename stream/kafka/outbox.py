@@ -26,6 +26,7 @@ from faust.types import TP
 
 from processors.common.errors import DeliveryFailed
 from stream.kafka.clients import produce_waiting, producer
+from stream.runtime.faust_adapter import chain_producer_flush
 from stream.runtime.metrics import RESTORED_IN_BULK
 from stream.runtime.settings import Settings
 from stream.state.restore import restore
@@ -58,15 +59,11 @@ class Outbox:
     def attach(self, app: faust.App) -> None:
         """Make Faust's flush (before each commit, before a rebalance) write the tables' dirty
         state (stream/state/writeback.py) and drain this producer too."""
-        faust_producer = app.producer
-        faust_flush = faust_producer.flush
-
-        async def flush() -> None:
-            await faust_flush()
+        async def after_faust_flush() -> None:
             STATE.flush()
             await self.drain()
 
-        faust_producer.flush = flush  # type: ignore[method-assign]
+        chain_producer_flush(app, after_faust_flush)
 
     @property
     def producer(self) -> Producer:

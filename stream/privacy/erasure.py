@@ -29,9 +29,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import rocksdict
-from faust.stores import rocksdb as faust_rocksdb
 
 from stream.kafka.topic_configs import ROLL_KEY, changelogs, step_ms
+from stream.runtime.faust_adapter import event_partition, hook_rocksdb_store, open_dbs
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ DIRTY: dict[int, tuple[Any, set[int]]] = {}
 def mark(store: Any, partition: int | None) -> None:
     """Note that a key was deleted in this store's database of `partition` (None: all)."""
     _, parts = DIRTY.setdefault(id(store), (store, set()))
-    parts.update(store._dbs if partition is None else (partition,))
+    parts.update(open_dbs(store) if partition is None else (partition,))
 
 
 def purge(db: rocksdict.Rdict) -> None:
@@ -66,7 +66,7 @@ async def purge_dirty() -> int:
         todo, parts_left = set(parts), parts
         parts_left.clear()
         for partition in sorted(todo):
-            db = store._dbs.get(partition)
+            db = open_dbs(store).get(partition)
             if db is None:  # moved away: its folder is no longer this worker's to keep
                 continue
             try:
@@ -102,7 +102,7 @@ async def drop_unassigned(stores: Iterable[Any], grace_s: float) -> list[str]:
         async with store.db_lock:  # not while a rebalance opens or closes databases
             for partition in partitions_on_disk(store):
                 key = (id(store), partition)
-                if partition in store._dbs:
+                if partition in open_dbs(store):
                     UNASSIGNED.pop(key, None)
                     continue
                 if now - UNASSIGNED.setdefault(key, now) < grace_s:
@@ -115,51 +115,25 @@ async def drop_unassigned(stores: Iterable[Any], grace_s: float) -> list[str]:
     return removed
 
 
+def _deleted(store: Any, key: bytes) -> None:
+    if key != ROLL_KEY:
+        mark(store, event_partition())
+
+
+def _tombstone_applied(store: Any, key: bytes, partition: int) -> None:
+    if key != ROLL_KEY:
+        mark(store, partition)
+
+
+def _opened(store: Any, partition: int) -> None:
+    # what an earlier run left (a delete just before it stopped, flushed at close) goes too
+    DIRTY.setdefault(id(store), (store, set()))[1].add(partition)
+
+
 def _install() -> None:
     """Hook Faust's RocksDB store: MANIFEST rewritten on each change, deletes noted."""
-    options_cls: Any = faust_rocksdb.RocksDBOptions
-    if getattr(options_cls, "_tusk_erasure", False):
-        return
-    as_options: Callable[..., Any] = options_cls.as_options
-
-    def with_small_manifest(self: Any) -> Any:
-        opts = as_options(self)
-        if self.use_rocksdict:
-            opts.set_max_manifest_file_size(1)
-        return opts
-
-    store_cls: Any = faust_rocksdb.Store
-    delete: Callable[..., None] = store_cls._del
-    apply_batch: Callable[..., None] = store_cls.apply_changelog_batch
-    open_db: Callable[..., Any] = store_cls._open_for_partition
-
-    def _open_for_partition(self: Any, partition: int) -> Any:
-        db = open_db(self, partition)
-        # what an earlier run left (a delete just before it stopped, flushed at close) goes too
-        DIRTY.setdefault(id(self), (self, set()))[1].add(partition)
-        return db
-
-    def _del(self: Any, key: bytes) -> None:
-        delete(self, key)
-        if key != ROLL_KEY:
-            from faust.streams import current_event
-
-            event = current_event()
-            mark(self, event.message.partition if event is not None else None)
-
-    def apply_changelog_batch(self: Any, batch: Iterable[Any], to_key: Any, to_value: Any) -> None:
-        events = list(batch)
-        apply_batch(self, events, to_key, to_value)
-        for event in events:
-            msg = event.message
-            if msg.value is None and msg.key != ROLL_KEY:
-                mark(self, msg.partition)
-
-    options_cls.as_options = with_small_manifest
-    store_cls._del = _del
-    store_cls.apply_changelog_batch = apply_changelog_batch
-    store_cls._open_for_partition = _open_for_partition
-    options_cls._tusk_erasure = True
+    hook_rocksdb_store(on_delete=_deleted, on_changelog_delete=_tombstone_applied, on_open=_opened,
+                       small_manifest=True)
 
 
 _install()

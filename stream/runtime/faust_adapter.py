@@ -22,10 +22,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import types
-from collections.abc import AsyncIterator, Coroutine, Generator
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator
 from typing import Any, cast
 
 import faust
+from faust.streams import current_event
 from faust.transport import consumer as faust_consumer
 from faust.transport.consumer import CONSUMER_FETCHING
 from mode import Service
@@ -144,3 +145,131 @@ def install() -> bool:
         return False
     faust_consumer.Consumer._drain_messages = _drain_messages  # type: ignore[method-assign]
     return True
+
+
+# --- Faust internals used elsewhere in Tusk ---------------------------------------------------
+# Every private attribute of a Faust object that Tusk reads, writes or patches is reached through
+# a function of this section (tests/unit/test_faust_private.py fails on one reached elsewhere).
+# Each was read in faust-streaming 0.15.3 (CHECKED_VERSION); the file named is where.
+
+
+def current_partition() -> int:
+    """The partition of the record being handled: Faust's tables keep a record's state in the
+    database (and changelog partition) of that record's partition (`Store._set`).
+    0.15.3: faust/streams.py `current_event` (a context variable set per delivered event)."""
+    event = current_event()
+    if event is None:
+        raise RuntimeError("table state is read or written outside of a partition's record")
+    partition: int = event.message.partition
+    return partition
+
+
+def event_partition() -> int | None:
+    """The current record's partition, or None outside of a record (0.15.3: faust/streams.py)."""
+    event = current_event()
+    return None if event is None else int(event.message.partition)
+
+
+def store_db(store: Any, partition: int) -> Any:
+    """The rocksdict database of a store partition, opened if need be.
+    0.15.3: faust/stores/rocksdb.py `Store._db_for_partition`."""
+    return store._db_for_partition(partition)
+
+
+def partition_db(table: Any, partition: int) -> Any:
+    """The rocksdict database of a table partition (`table.data` is its RocksDB store)."""
+    return store_db(table.data, partition)
+
+
+def open_dbs(store: Any) -> dict[int, Any]:
+    """partition → database of the partitions this worker has open (active or standby).
+    0.15.3: faust/stores/rocksdb.py `Store._dbs` (a dict, filled by `_db_for_partition`)."""
+    dbs: dict[int, Any] = getattr(store, "_dbs", {})
+    return dbs
+
+
+def open_db(table: Any, partition: int) -> Any | None:
+    """The table partition's database if this worker has it open, else None."""
+    return open_dbs(table.data).get(partition)
+
+
+def committed_offset(consumer: Any, tp: Any) -> int | None:
+    """The group's committed offset of a partition as the consumer knows it (set on assignment
+    and on each commit). 0.15.3: faust/transport/consumer.py `Consumer._committed_offset`."""
+    offset: int | None = consumer._committed_offset.get(tp)
+    return offset
+
+
+def recovery(app: Any) -> Any:
+    """The tables' recovery service. 0.15.3: faust/tables/manager.py `TableManager.recovery`
+    (public there, but not in faust.types' TableManagerT: hence here)."""
+    return app.tables.recovery
+
+
+def recovered(app: Any) -> bool:
+    """Has the tables' recovery completed (0.15.3: faust/tables/recovery.py `completed` event)?"""
+    return bool(recovery(app).completed.is_set())
+
+
+def chain_producer_flush(app: Any, after: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run `after` whenever Faust flushes its producer (before each offset commit and before a
+    rebalance hands partitions over). Patched on the instance: 0.15.3's Consumer.commit and
+    the rebalance path call `app.producer.flush()` (faust/transport/consumer.py,
+    faust/app/base.py `_on_partitions_revoked`)."""
+    faust_producer = app.producer
+    faust_flush = faust_producer.flush
+
+    async def flush() -> None:
+        await faust_flush()
+        await after()
+
+    faust_producer.flush = flush
+
+
+def hook_rocksdb_store(*, on_delete: Callable[[Any, bytes], None],
+                       on_changelog_delete: Callable[[Any, bytes, int], None],
+                       on_open: Callable[[Any, int], None], small_manifest: bool) -> None:
+    """Hook Faust's RocksDB store class (once): `on_delete(store, key)` after a table delete,
+    `on_changelog_delete(store, key, partition)` per tombstone a standby or recovery applies,
+    `on_open(store, partition)` when a partition's database opens; with `small_manifest`, the
+    MANIFEST is rewritten on every change. 0.15.3: faust/stores/rocksdb.py `Store._del`,
+    `Store.apply_changelog_batch`, `Store._open_for_partition`, `RocksDBOptions.as_options`."""
+    from faust.stores import rocksdb as faust_rocksdb
+
+    options_cls: Any = faust_rocksdb.RocksDBOptions
+    if getattr(options_cls, "_tusk_hooked", False):
+        return
+    as_options: Callable[..., Any] = options_cls.as_options
+    store_cls: Any = faust_rocksdb.Store
+    delete: Callable[..., None] = store_cls._del
+    apply_batch: Callable[..., None] = store_cls.apply_changelog_batch
+    open_for_partition: Callable[..., Any] = store_cls._open_for_partition
+
+    def with_small_manifest(self: Any) -> Any:
+        opts = as_options(self)
+        if small_manifest and self.use_rocksdict:
+            opts.set_max_manifest_file_size(1)
+        return opts
+
+    def _open_for_partition(self: Any, partition: int) -> Any:
+        db = open_for_partition(self, partition)
+        on_open(self, partition)
+        return db
+
+    def _del(self: Any, key: bytes) -> None:
+        delete(self, key)
+        on_delete(self, key)
+
+    def apply_changelog_batch(self: Any, batch: Any, to_key: Any, to_value: Any) -> None:
+        events = list(batch)
+        apply_batch(self, events, to_key, to_value)
+        for event in events:
+            msg = event.message
+            if msg.value is None:
+                on_changelog_delete(self, msg.key, msg.partition)
+
+    options_cls.as_options = with_small_manifest
+    store_cls._del = _del
+    store_cls.apply_changelog_batch = apply_changelog_batch
+    store_cls._open_for_partition = _open_for_partition
+    options_cls._tusk_hooked = True

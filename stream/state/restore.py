@@ -23,6 +23,7 @@ from faust.types import TP
 from stream.kafka.clients import reader, watermarks
 from stream.kafka.topic_configs import ROLL_KEY
 from stream.privacy.erasure import mark
+from stream.runtime.faust_adapter import store_db
 from stream.runtime.memory import release_freed_memory
 from stream.runtime.settings import Settings
 
@@ -90,7 +91,7 @@ def restore(store: Any, topic: str, partitions: list[int], settings: Settings,
             for p, batch in batches.items():
                 # the offset in the same batch: the database never claims more than it holds
                 batch.put(store.offset_key, str(last[p]).encode())
-                store._db_for_partition(p).write(batch, unlogged)
+                store_db(store, p).write(batch, unlogged)
     finally:
         consumer.close()
         release_freed_memory()

@@ -24,7 +24,7 @@ Clean values (read from, or written to, RocksDB) stay cached, least recently use
 their encoded size passes `state_cache_mb`. After any rebalance the cache is emptied: a
 partition may have become a standby, whose database Faust updates from the changelog.
 
-Faust internals are touched only in the functions of the first section below.
+Faust internals are reached through stream/runtime/faust_adapter.py only.
 """
 
 from __future__ import annotations
@@ -35,34 +35,12 @@ from typing import Any, ClassVar, Protocol
 
 import rocksdict
 from faust.exceptions import FaustError
-from faust.streams import current_event
 
 from processors.common.errors import PlatformError
 
-# --- Faust internals (checked against faust-streaming 0.15.3, faust/stores/rocksdb.py) --------
-
-FAUST_VERSION = "0.15.3"
-
-
-def current_partition() -> int:
-    """The partition of the record being handled: Faust's tables keep a record's state in the
-    database (and changelog partition) of that record's partition (`Store._set`)."""
-    event = current_event()
-    if event is None:
-        raise RuntimeError("table state is read or written outside of a partition's record")
-    partition: int = event.message.partition
-    return partition
-
-
-def partition_db(table: Any, partition: int) -> Any:
-    """The rocksdict database of a table partition (`Store._db_for_partition` opens it if needed)."""
-    return table.data._db_for_partition(partition)
-
-
-def open_db(table: Any, partition: int) -> Any | None:
-    """The partition's database if this worker has it open (`Store._dbs`), else None."""
-    dbs: dict[int, Any] = getattr(table.data, "_dbs", {})
-    return dbs.get(partition)
+# Faust internals (the record's partition, a partition's database) come from the adapter
+# (stream/runtime/faust_adapter.py), checked against faust-streaming 0.15.3.
+from stream.runtime.faust_adapter import current_partition, open_db, partition_db
 
 
 def changelog_topic(table: Any) -> str:

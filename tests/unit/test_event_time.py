@@ -42,14 +42,17 @@ events_st = st.lists(st.tuples(st.sampled_from(NAMES), st.integers(0, 40 * DAY),
                      min_size=1, max_size=25)
 
 
+def raw_event(i: int, name: str, ts: int, amount: int) -> bytes:
+    return orjson.dumps({"type": "track", "event": name, "userId": "u1", "messageId": f"m{i}",
+                         "timestamp": iso(ts), "properties": {"revenue": amount, "total": amount},
+                         # subscribed and consenting: marketing is opt-in, the triggers must flow
+                         "context": {"traits": {"email": "u1@example.com",
+                                                "subscriptions": {"email": "subscribed"}},
+                                     "consent": {"categoryPreferences": {"Advertising": True}}}})
+
+
 def encoded(i: int, name: str, ts: int, amount: int) -> dict[str, Any]:
-    raw = orjson.dumps({"type": "track", "event": name, "userId": "u1", "messageId": f"m{i}",
-                        "timestamp": iso(ts), "properties": {"revenue": amount, "total": amount},
-                        # subscribed and consenting: marketing is opt-in, the triggers must flow
-                        "context": {"traits": {"email": "u1@example.com",
-                                               "subscriptions": {"email": "subscribed"}},
-                                    "consent": {"categoryPreferences": {"Advertising": True}}}})
-    tp = ev.validate(raw, record_ts_ms=ts)
+    tp = ev.validate(raw_event(i, name, ts, amount), record_ts_ms=ts)
     assert isinstance(tp, ev.Touchpoint)
     return {"m": tp.msg, "ts": tp.ts, "ids": tp.identifiers}
 
