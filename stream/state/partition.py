@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from processors.identity.graph import Store
 from processors.identity.quarantine import PREFIX as QUARANTINE_PREFIX
 from processors.profile.unified import Profile
 
@@ -35,23 +36,13 @@ Sources = dict[str, list[Any]]
 """Input partition (as a string) → [latest event time or None, read to its end for a while]."""
 
 
-class State(Protocol):
+class State(Store, Protocol):
     """A worker's state. Every write is of the current record's partition."""
 
     # the record boundary
     def begin(self, partition: int) -> None: ...
     def flush(self) -> int: ...
     def flush_due(self) -> None: ...
-
-    # processors.identity.graph.Store
-    def identity(self, key: str) -> str | None: ...
-    def set_identity(self, key: str, pid: str) -> None: ...
-    def profile(self, pid: str) -> Profile | None: ...
-    def set_profile(self, pid: str, profile: Profile) -> None: ...
-    def delete_profile(self, pid: str) -> None: ...
-    def delete_identity(self, key: str) -> None: ...
-    def request(self, rid: str) -> dict[str, Any] | None: ...
-    def set_request(self, rid: str, state: dict[str, Any] | None) -> None: ...
 
     # partition metadata
     def move_deadline(self, pid: str, old: int | None, new: int | None) -> None: ...
@@ -112,10 +103,90 @@ def is_table_key(key: bytes) -> bool:
     return not key.startswith(b"__faust")
 
 
+class MetaKeys:
+    """The partition metadata kept under the meta table's keys, on three primitives each
+    implementation gives: `_get`/`_put` (None deletes) in the record's partition, `_peek` into
+    any partition from outside a record."""
+
+    def _get(self, key: bytes) -> bytes | None:
+        raise NotImplementedError
+
+    def _put(self, key: bytes, value: bytes | None) -> None:
+        raise NotImplementedError
+
+    def _peek(self, partition: int, key: bytes) -> bytes | None:
+        raise NotImplementedError
+
+    def _json(self, key: bytes) -> Any:
+        raw = self._get(key)
+        return orjson.loads(raw) if raw else {}
+
+    def request(self, rid: str) -> dict[str, Any] | None:
+        raw = self._get(REQUEST + rid.encode())
+        return orjson.loads(raw) if raw else None
+
+    def set_request(self, rid: str, state: dict[str, Any] | None) -> None:
+        self._put(REQUEST + rid.encode(), None if state is None else orjson.dumps(state))
+
+    def segment_sizes(self) -> dict[str, int]:
+        sizes: dict[str, int] = self._json(SIZES)
+        return sizes
+
+    def add_segment_sizes(self, deltas: dict[str, int]) -> None:
+        """One key for all segments: a record changes several at once."""
+        sizes = self.segment_sizes()
+        for segment, delta in deltas.items():
+            if delta:
+                sizes[segment] = sizes.get(segment, 0) + delta
+        self._put(SIZES, orjson.dumps(sizes))
+
+    def journey_stats(self) -> dict[str, Any]:
+        stats: dict[str, Any] = self._json(JOURNEYS)
+        return stats
+
+    def set_journey_stats(self, stats: dict[str, Any]) -> None:
+        self._put(JOURNEYS, orjson.dumps(stats))
+
+    def clock(self) -> tuple[int, int]:
+        return decode_clock(self._get(CLOCK))
+
+    def set_clock(self, watermark: int, offset: int) -> None:
+        self._put(CLOCK, orjson.dumps([watermark, offset]))
+
+    def sources(self) -> Sources:
+        sources: Sources = self._json(SOURCES)
+        return sources
+
+    def set_sources(self, sources: Sources) -> None:
+        """Written only when changed (ticks repeat the same report while nothing moves)."""
+        encoded = orjson.dumps(sources, option=orjson.OPT_SORT_KEYS)
+        if encoded != self._get(SOURCES):
+            self._put(SOURCES, encoded)
+
+    def backfilled(self) -> str | None:
+        raw = self._get(BACKFILLED)
+        return raw.decode() if raw else None
+
+    def set_backfilled(self, fingerprint: str) -> None:
+        self._put(BACKFILLED, fingerprint.encode())
+
+    def peek_segment_sizes(self, partition: int) -> dict[str, int]:
+        sizes: dict[str, int] = orjson.loads(self._peek(partition, SIZES) or b"{}")
+        return sizes
+
+    def peek_journey_stats(self, partition: int) -> dict[str, Any]:
+        stats: dict[str, Any] = orjson.loads(self._peek(partition, JOURNEYS) or b"{}")
+        return stats
+
+    def peek_backfilled(self, partition: int) -> str | None:
+        raw = self._peek(partition, BACKFILLED)
+        return raw.decode() if raw else None
+
+
 # --- the worker's implementation --------------------------------------------------------------
 
 
-class TableState:
+class TableState(MetaKeys):
     """State over the Faust tables (values are JSON bytes), through the write-back layer: reads
     and writes of a record stay in memory and are written per batch of records.
 
@@ -129,6 +200,17 @@ class TableState:
         self._wb = writeback
         self._identities, self._profiles, self._meta = identities, profiles, meta
         self._lent: dict[bytes, tuple[bytes, Profile]] = {}
+
+    def _get(self, key: bytes) -> bytes | None:
+        raw: bytes | None = self._wb.get(self._meta, key)
+        return raw
+
+    def _put(self, key: bytes, value: bytes | None) -> None:
+        self._wb.put(self._meta, key, value)
+
+    def _peek(self, partition: int, key: bytes) -> bytes | None:
+        raw: bytes | None = self._wb.peek(self._meta, partition, key)
+        return raw
 
     def begin(self, partition: int) -> None:
         """A new record starts (the previous one is done); its partition is Faust's."""
@@ -174,13 +256,6 @@ class TableState:
     def delete_identity(self, key: str) -> None:
         self._wb.put(self._identities, key.encode(), None)
 
-    def request(self, rid: str) -> dict[str, Any] | None:
-        raw = self._wb.get(self._meta, REQUEST + rid.encode())
-        return orjson.loads(raw) if raw else None
-
-    def set_request(self, rid: str, state: dict[str, Any] | None) -> None:
-        self._wb.put(self._meta, REQUEST + rid.encode(), None if state is None else orjson.dumps(state))
-
     def move_deadline(self, pid: str, old: int | None, new: int | None) -> None:
         if old is not None:
             self._wb.put(self._meta, due_key(old, pid), None)
@@ -204,52 +279,6 @@ class TableState:
             found.append((k, at, k[9:].decode()))
         return [(at, pid) for _, at, pid in found]
 
-    def _json(self, key: bytes) -> Any:
-        raw = self._wb.get(self._meta, key)
-        return orjson.loads(raw) if raw else {}
-
-    def segment_sizes(self) -> dict[str, int]:
-        sizes: dict[str, int] = self._json(SIZES)
-        return sizes
-
-    def add_segment_sizes(self, deltas: dict[str, int]) -> None:
-        """One key for all segments: a record changes several at once."""
-        sizes = self.segment_sizes()
-        for segment, delta in deltas.items():
-            if delta:
-                sizes[segment] = sizes.get(segment, 0) + delta
-        self._wb.put(self._meta, SIZES, orjson.dumps(sizes))
-
-    def journey_stats(self) -> dict[str, Any]:
-        stats: dict[str, Any] = self._json(JOURNEYS)
-        return stats
-
-    def set_journey_stats(self, stats: dict[str, Any]) -> None:
-        self._wb.put(self._meta, JOURNEYS, orjson.dumps(stats))
-
-    def clock(self) -> tuple[int, int]:
-        return decode_clock(self._wb.get(self._meta, CLOCK))
-
-    def set_clock(self, watermark: int, offset: int) -> None:
-        self._wb.put(self._meta, CLOCK, orjson.dumps([watermark, offset]))
-
-    def sources(self) -> Sources:
-        sources: Sources = self._json(SOURCES)
-        return sources
-
-    def set_sources(self, sources: Sources) -> None:
-        """Written only when changed (ticks repeat the same report while nothing moves)."""
-        encoded = orjson.dumps(sources, option=orjson.OPT_SORT_KEYS)
-        if encoded != self._wb.get(self._meta, SOURCES):
-            self._wb.put(self._meta, SOURCES, encoded)
-
-    def backfilled(self) -> str | None:
-        raw = self._wb.get(self._meta, BACKFILLED)
-        return raw.decode() if raw else None
-
-    def set_backfilled(self, fingerprint: str) -> None:
-        self._wb.put(self._meta, BACKFILLED, fingerprint.encode())
-
     def profile_ids(self, after: str | None, limit: int) -> list[str]:
         """Up to `limit` stored profile ids of this partition after `after`, in key order."""
         from stream.runtime.faust_adapter import current_partition, partition_db
@@ -265,18 +294,6 @@ class TableState:
             if len(out) >= limit:
                 break
         return out
-
-    def peek_segment_sizes(self, partition: int) -> dict[str, int]:
-        sizes: dict[str, int] = orjson.loads(self._wb.peek(self._meta, partition, SIZES) or b"{}")
-        return sizes
-
-    def peek_journey_stats(self, partition: int) -> dict[str, Any]:
-        stats: dict[str, Any] = orjson.loads(self._wb.peek(self._meta, partition, JOURNEYS) or b"{}")
-        return stats
-
-    def peek_backfilled(self, partition: int) -> str | None:
-        raw = self._wb.peek(self._meta, partition, BACKFILLED)
-        return raw.decode() if raw else None
 
     def peek_quarantined(self, partition: int) -> list[tuple[str, dict[str, Any]]]:
         """Quarantined identifiers of an open partition, as written (flushed) to its database."""
@@ -313,7 +330,7 @@ class _Partition:
         self.deadlines: list[tuple[int, str]] = []  # sorted
 
 
-class MemoryState:
+class MemoryState(MetaKeys):
     """The same state in dictionaries, one set per partition; values are kept encoded (JSON),
     as in RocksDB, so a caller never aliases what is stored."""
 
@@ -358,17 +375,6 @@ class MemoryState:
     def delete_identity(self, key: str) -> None:
         self._p().identities.pop(key, None)
 
-    def request(self, rid: str) -> dict[str, Any] | None:
-        raw = self._p().meta.get(REQUEST + rid.encode())
-        return orjson.loads(raw) if raw else None
-
-    def set_request(self, rid: str, state: dict[str, Any] | None) -> None:
-        meta = self._p().meta
-        if state is None:
-            meta.pop(REQUEST + rid.encode(), None)
-        else:
-            meta[REQUEST + rid.encode()] = orjson.dumps(state)
-
     def move_deadline(self, pid: str, old: int | None, new: int | None) -> None:
         deadlines = self._p().deadlines
         if old is not None:
@@ -387,65 +393,11 @@ class MemoryState:
             n += 1
         return deadlines[:n]
 
-    def _json(self, key: bytes, partition: int | None = None) -> Any:
-        raw = self._p(partition).meta.get(key)
-        return orjson.loads(raw) if raw else {}
-
-    def segment_sizes(self) -> dict[str, int]:
-        sizes: dict[str, int] = self._json(SIZES)
-        return sizes
-
-    def add_segment_sizes(self, deltas: dict[str, int]) -> None:
-        sizes = self.segment_sizes()
-        for segment, delta in deltas.items():
-            if delta:
-                sizes[segment] = sizes.get(segment, 0) + delta
-        self._p().meta[SIZES] = orjson.dumps(sizes)
-
-    def journey_stats(self) -> dict[str, Any]:
-        stats: dict[str, Any] = self._json(JOURNEYS)
-        return stats
-
-    def set_journey_stats(self, stats: dict[str, Any]) -> None:
-        self._p().meta[JOURNEYS] = orjson.dumps(stats)
-
-    def clock(self) -> tuple[int, int]:
-        return decode_clock(self._p().meta.get(CLOCK))
-
-    def set_clock(self, watermark: int, offset: int) -> None:
-        self._p().meta[CLOCK] = orjson.dumps([watermark, offset])
-
-    def sources(self) -> Sources:
-        sources: Sources = self._json(SOURCES)
-        return sources
-
-    def set_sources(self, sources: Sources) -> None:
-        self._p().meta[SOURCES] = orjson.dumps(sources, option=orjson.OPT_SORT_KEYS)
-
-    def backfilled(self) -> str | None:
-        raw = self._p().meta.get(BACKFILLED)
-        return raw.decode() if raw else None
-
-    def set_backfilled(self, fingerprint: str) -> None:
-        self._p().meta[BACKFILLED] = fingerprint.encode()
-
     def profile_ids(self, after: str | None, limit: int) -> list[str]:
         keys = sorted(self._p().profiles, key=str.encode)
         if after is not None:
             keys = [k for k in keys if k.encode() > after.encode()]
         return keys[:limit]
-
-    def peek_segment_sizes(self, partition: int) -> dict[str, int]:
-        sizes: dict[str, int] = self._json(SIZES, partition)
-        return sizes
-
-    def peek_journey_stats(self, partition: int) -> dict[str, Any]:
-        stats: dict[str, Any] = self._json(JOURNEYS, partition)
-        return stats
-
-    def peek_backfilled(self, partition: int) -> str | None:
-        raw = self._p(partition).meta.get(BACKFILLED)
-        return raw.decode() if raw else None
 
     def peek_quarantined(self, partition: int) -> list[tuple[str, dict[str, Any]]]:
         meta = self._p(partition).meta
@@ -465,3 +417,15 @@ class MemoryState:
 
     def stored_profiles(self, partition: int) -> Iterator[tuple[str, bytes]]:
         yield from sorted(self._p(partition).profiles.items(), key=lambda kv: kv[0].encode())
+
+    def _get(self, key: bytes) -> bytes | None:
+        return self._p().meta.get(key)
+
+    def _put(self, key: bytes, value: bytes | None) -> None:
+        if value is None:
+            self._p().meta.pop(key, None)
+        else:
+            self._p().meta[key] = value
+
+    def _peek(self, partition: int, key: bytes) -> bytes | None:
+        return self._p(partition).meta.get(key)
