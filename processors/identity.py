@@ -259,8 +259,8 @@ def _arrived(pid: str, msg: Message, store: Store, fx: Effects,
     if is_redirect(profile) and profile is not None and msg.get("refused") == profile["nonce"]:
         # bounced by the survivor that refused this freeze: restore (X may be late or lost)
         _restore(pid, profile, store, fx, source)
-        return True
-    if not is_redirect(profile):
+        profile = store.profile(pid)  # live again: the checks below (home, refused, park) apply
+    elif not is_redirect(profile):
         _replayed_restore(profile, fx, source)
     if is_redirect(profile):
         assert profile is not None
@@ -282,6 +282,8 @@ def _arrived(pid: str, msg: Message, store: Store, fx: Effects,
         fx.send.append((profile["redirect"], {**msg, "via": [*via, pid], "hops": msg.get("hops", 0) + 1}))
         return False
     refused: dict[str, str] = profile.get("_refused", {}) if profile is not None else {}
+    if profile is not None and _came_home(pid, profile, via):
+        return True
     for i, hop in enumerate(via):
         if hop in refused:  # aimed at a profile this one refused to absorb: send it back
             fx.send.append((hop, {**msg, "via": via[:i], "refused": refused[hop],
@@ -289,6 +291,12 @@ def _arrived(pid: str, msg: Message, store: Store, fx: Effects,
             return False
     parked = msg["k"] == "A" and profile is not None and _park(pid, profile, msg, store, fx)
     return not parked
+
+
+def _came_home(pid: str, profile: Profile, via: list[str]) -> bool:
+    """True when the record's addressee (the first hop of its way) is this profile now: it
+    merged here, whatever became of the redirects it was forwarded through after it."""
+    return bool(via) and (via[0] == pid or via[0] in profile["merged_from"])
 
 
 MAX_PARKED = 256
@@ -334,7 +342,7 @@ def _release_parked(pid: str, store: Store, cfg: IdentityConfig, fx: Effects) ->
         for m in queue:
             via = m.get("via") or []
             hop = next((h for h in via if h != pid and h not in merged), None)
-            if hop is None or any(h in refused for h in via):
+            if hop is None or _came_home(pid, profile, via) or any(h in refused for h in via):
                 ready.append(m)
             else:
                 waiting.setdefault(hop, []).append(m)
