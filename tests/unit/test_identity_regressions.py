@@ -81,3 +81,19 @@ def test_event_through_two_redirects_whose_first_hop_merged_is_not_sent_back() -
     seen = {m: pid for pid, p in live.items() for m in p["_seen"]}
     assert seen.get("m-late") == seen.get("m-p3") == "p1", (seen, live)
     assert not any(p.get("_parked") for p in live.values())
+
+
+def test_limits_example_that_lost_an_event() -> None:
+    """The CI failure's kind (merges=2, identifiers=4, no replays, 8 partitions): found by a
+    generator with many repeats of one user; an event of u1's side was lost before the fix."""
+    from tests.unit.test_identity_protocol import assert_limits_and_links
+    from tests.unit.test_limits import limited
+
+    u0, u1 = [("user_id", "u0")], ("user_id", "u1")
+    e0, e1 = ("email", "e0@x.io"), ("email", "e1@x.io")
+    a = [("anonymous_id", f"a{i}") for i in range(5)]
+    idents = [u0, [e1, a[0]], [a[3]], u0, [a[0], e0], u0, [u0[0], a[4], e0], u0, u0, u0, u0,
+              [u1, a[1], e1], u0, [e0, a[2], u0[0]], [a[1]], [u1, a[1]], u0, [u1, a[4]], u0, [e0], u0,
+              [u1, e1]]
+    cluster = limited(idents, 8, 924072006, merges=2, identifiers=4)
+    assert_limits_and_links(cluster, idents, {})
