@@ -93,6 +93,8 @@ class IdentityConfig:
     """Most profiles merged into one (Segment's limit); a merge past it is refused."""
     max_identifiers: int | None = 1000
     """Most identifier values one profile holds, all types together."""
+    journal: bool = True
+    """Keep each profile's recent events (processors/unlink.py) so that unlink can split exactly."""
 
 
 class Store(Protocol):
@@ -289,6 +291,9 @@ def _arrived(pid: str, msg: Message, store: Store, fx: Effects,
             fx.send.append((hop, {**msg, "via": via[:i], "refused": refused[hop],
                                   "hops": msg.get("hops", 0) + 1}))
             return False
+    if msg["k"] == "A" and profile is not None and "_moved" in profile \
+            and unlink.forward_moved(pid, profile, msg, fx):
+        return False
     parked = msg["k"] == "A" and profile is not None and _park(pid, profile, msg, store, fx)
     return not parked
 
@@ -391,6 +396,8 @@ def _replayed_restore(profile: Profile | None, fx: Effects, source: tuple[int, i
 
 def _on_event(key: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effects,
               source: tuple[int, int] | None) -> None:
+    if unlink.reroute_event(key, msg, store, fx):  # an unlinked (blocked) identifier
+        return
     if cfg.quarantine.threshold(parse_key(key)[0]) is not None and quarantine.is_quarantined(store, key):
         # a quarantined value says nothing about who this is: route by the next identifier
         keys = [key_of((k, v)) for k, v in msg["ev"]["ids"]]
@@ -478,6 +485,8 @@ def _on_apply(pid: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Eff
         _remember_changes(profile, fx, changes[len(caught_up):], source, now, tp.message_id, tp)
         _tick_clock(profile, now, fx.env)
         _schedule_expiry(profile, cfg)
+        if cfg.journal:
+            unlink.record(store, profile, msg["ev"])  # for an exact split if a link is undone
         store.set_profile(pid, profile)
         _settled(profile, previous, changes, fx)
     else:
@@ -766,6 +775,8 @@ def _on_link(key: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effe
     if current is None and cfg.erased_suppression_ms and privacy.is_suppressed(key, store, fx.env.at(None)):
         fx.counts["erased_suppressed"] += 1
         return
+    if unlink.refuse_link(key, msg, store, fx):  # an unlinked (blocked) identifier
+        return
     if cfg.quarantine.enabled and _quarantined(key, msg, current, store, cfg, fx):
         return
     if current is None:
@@ -854,8 +865,8 @@ def _on_merge(survivor: str, msg: Message, store: Store, cfg: IdentityConfig, fx
     if profile is not None and loser in profile.get("_refused", ()):
         refused_by: str | None = "replayed"  # send X and U again: they may have been lost
     else:
-        refused_by = "erased" if profile is None else can_merge(profile, snap, cfg.limits, cfg.max_merges,
-                                                               cfg.max_identifiers)
+        refused_by = "erased" if profile is None else unlink.refuses_merge(profile, msg) or can_merge(
+            profile, snap, cfg.limits, cfg.max_merges, cfg.max_identifiers)
     if refused_by is not None:
         if refused_by != "replayed":
             fx.counts[f"merge_refused:{refused_by}"] += 1
@@ -1017,6 +1028,8 @@ def _on_identity_back(pid: str, msg: Message, store: Store, cfg: IdentityConfig,
 def _on_repoint(key: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effects,
                 source: tuple[int, int] | None) -> None:
     current = store.identity(key)
+    if current is None and unlink.refuse_link(key, {"pid": msg["to"]}, store, fx):
+        return
     if current == msg["from"] or current is None:
         store.set_identity(key, msg["to"])
     elif current != msg["to"]:
@@ -1048,4 +1061,5 @@ def runs_inline(msg: Message, out_key: str, out: Message, partition: int, cfg: I
     return msg["k"] == "E" and out["k"] == "A" and home(out_key, cfg) == partition
 
 
-from processors import privacy  # noqa: E402 - registers the privacy kinds (P, Q, Z, Y) in HANDLERS
+# registers the privacy kinds (P, Q, Z, Y) and the unlink kinds (N, S, J, W, B) in HANDLERS
+from processors import privacy, unlink  # noqa: E402

@@ -93,6 +93,7 @@ def _on_profile_request(pid: str, msg: idn.Message, store: idn.Store, cfg: idn.I
     fx.journey_counts.update(journeys.forget(profile, fx.env.journeys))
     if profile.get("_next") is not None:
         fx.schedule.append((pid, profile["_next"], None))
+    unlink.forget(store, pid, profile)
     store.delete_profile(pid)
     fx.changes.append({"type": "erased", "profile_id": pid, "request_id": rid})
     summary = {"profiles": len(pids), "identifiers": len(keys), "memberships": len(accounts),
@@ -121,6 +122,7 @@ def _on_erase_part(key: str, msg: idn.Message, store: idn.Store, cfg: idn.Identi
     elif msg["what"] == "redirect":
         record = store.profile(key)
         if idn.is_redirect(record):
+            unlink.forget(store, key, record)
             store.delete_profile(key)
     elif msg["what"] == "member":
         account = store.profile(key)
@@ -144,5 +146,7 @@ def _on_erase_ack(key: str, msg: idn.Message, store: idn.Store, cfg: idn.Identit
     store.set_request(msg["rid"], None)
     fx.results.append(_erased(msg["rid"], state["summary"]))
 
+
+from processors import unlink  # noqa: E402 - its journals are erased with the profile
 
 idn.HANDLERS.update({"P": _on_request, "Q": _on_profile_request, "Z": _on_erase_part, "Y": _on_erase_ack})
