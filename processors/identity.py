@@ -1061,5 +1061,5 @@ def runs_inline(msg: Message, out_key: str, out: Message, partition: int, cfg: I
     return msg["k"] == "E" and out["k"] == "A" and home(out_key, cfg) == partition
 
 
-# registers the privacy kinds (P, Q, Z, Y) and the unlink kinds (N, S, J, W, B) in HANDLERS
+# registers the privacy kinds (P, Q, Z, Y) and the unlink kinds (N, S, J, W, H) in HANDLERS
 from processors import privacy, unlink  # noqa: E402

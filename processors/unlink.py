@@ -29,7 +29,7 @@ Kinds (all on the internal topic, keyed as the partition that must act):
   S  key=profile     split: follows redirects to the live holder, then gathers the journals
   J  key=profile id  a merged-away profile's journal, asked for by the splitting survivor
   W  key=profile     a journal answer; the split runs when every merged profile answered
-  B  key=new id      a part of the split, stored on its own partition
+  H  key=new id      a part of the split, stored on its own partition
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from processors.identifiers import key_of, parse_key
 from processors.partitioning import mint_profile_id
 from processors.profile import Outcome, apply, new_profile
 
-UNLINK, SPLIT, JOURNAL_ASK, JOURNAL, BUILD = "N", "S", "J", "W", "B"
+UNLINK, SPLIT, JOURNAL_ASK, JOURNAL, BUILD = "N", "S", "J", "W", "H"
 """The record kinds of unlink (see the module docstring)."""
 KINDS = (UNLINK, SPLIT, JOURNAL_ASK, JOURNAL, BUILD)
 
@@ -178,7 +178,7 @@ def _on_unlink_request(key: str, msg: idn.Message, store: idn.Store, cfg: idn.Id
         fx.send.append((holder, {"k": SPLIT, "key": key, "op": msg["op"]}))
     else:
         kind, value = parse_key(key)
-        fx.changes.append({"type": "unlinked", "profile_id": None, "identifier_type": kind,
+        fx.changes.append({"type": "unlinked", "profile_id": key, "identifier_type": kind,
                            "identifier": value, "op": msg["op"], "split": False,
                            "reason": "not_linked", "parts": []})
 

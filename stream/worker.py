@@ -16,6 +16,7 @@ def load_views() -> None:
         console,
         explain_web,
         quarantine_web,
+        unlink_web,
         web,
     )
 

@@ -13,7 +13,9 @@ from typing import Any
 import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
 
+import schemas
 from processors import events as ev
 from processors.identifiers import key_of, routing_key
 from processors.identity import IdentityConfig, event_message
@@ -26,6 +28,7 @@ from tests.unit.test_identity_protocol import (
 )
 
 WRONG = ("email", "shared@x.io")
+CHANGE = Draft202012Validator(schemas.load("profile-change"))
 
 
 def _send(cluster: Cluster, n: int, ids: list[tuple[str, str]]) -> None:
@@ -114,6 +117,7 @@ def test_a_glued_profile_splits_into_its_people_and_the_value_stays_blocked() ->
         assert all("email" not in p["identities"] for p in live.values())
         (record,) = {orjson.dumps(c) for c in cluster.changes if c["type"] == "unlinked"}
         rec = orjson.loads(record)
+        CHANGE.validate(rec)
         assert rec["split"] is True and rec["exact"] is True and rec["events_dropped"] == 0
         assert sorted(p["identities"]["user_id"] for p in rec["parts"]) == [["u1"], ["u2"]]
 
@@ -125,6 +129,7 @@ def test_without_a_journal_no_split_is_guessed() -> None:
     (prof,) = cluster.live_profiles().values()
     assert prof["identities"] == {"user_id": ["u1", "u2"]} and prof["event_count"] == 2
     (rec,) = [c for c in cluster.changes if c["type"] == "unlinked"]
+    CHANGE.validate(rec)
     assert rec["split"] is False and rec["reason"] == "journal_incomplete"
 
 
