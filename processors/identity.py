@@ -197,7 +197,8 @@ def load_identity_config(path: str | Path, partitions: int,
                                                  trust=trust),
                           quarantine=quarantine.config_from(data.get("quarantine"), parse_duration_ms),
                           max_merges=data.get("max_merges", 100) or None,
-                          max_identifiers=data.get("max_identifiers", 1000) or None)
+                          max_identifiers=data.get("max_identifiers", 1000) or None,
+                          journal=bool(data.get("journal", True)))
 
 
 def event_message(encoded: Mapping[str, Any]) -> Message:
