@@ -371,6 +371,7 @@ def _restore(pid: str, redirect: Profile, store: Store, fx: Effects,
     restored["_refused_by"] = [*refused_by[-MAX_REFUSED + 1:], redirect["redirect"]]
     restored["_restored_at"] = list(source) if source else None
     store.set_profile(pid, restored)
+    unlink.resume(pid, restored, fx)
     fx.counts["restored"] += 1
     _verify_links(restored, fx)
 
@@ -942,6 +943,7 @@ def _on_merge(survivor: str, msg: Message, store: Store, cfg: IdentityConfig, fx
     fx.counts["merged"] += 1
     fx.changes.append({"type": "merged", "profile_id": survivor, "merged_id": loser})
     _repoint(snap, loser, survivor, msg, fx)
+    unlink.resume(survivor, snap, fx)
     _release_parked(survivor, store, cfg, fx)
 
 

@@ -190,8 +190,12 @@ def _on_split(pid: str, msg: idn.Message, store: idn.Store, cfg: idn.IdentityCon
     profile = store.profile(pid)
     if profile is None:
         return
-    if idn.is_redirect(profile):  # merged away since: its survivor holds the person now
-        fx.send.append((profile["redirect"], msg))
+    if idn.is_redirect(profile):
+        # frozen, its merge in flight: the split resumes where the person ends up, here when
+        # the merge is refused (restored), in the survivor when it lands (see resume())
+        if profile["snap"].get("_unlinking") != {"op": msg["op"], "key": msg["key"]}:
+            profile["snap"]["_unlinking"] = {"op": msg["op"], "key": msg["key"]}
+            store.set_profile(pid, profile)
         return
     if _replayed_split(pid, msg, store, fx, source):
         return
@@ -199,6 +203,9 @@ def _on_split(pid: str, msg: idn.Message, store: idn.Store, cfg: idn.IdentityCon
     if state is None or state["op"] != msg["op"]:
         state = {"op": msg["op"], "key": msg["key"], "got": {}}
         store.set_request(GATHER_PREFIX + pid, state)
+    if profile.get("_unlinking") != {"op": msg["op"], "key": msg["key"]}:
+        profile["_unlinking"] = {"op": msg["op"], "key": msg["key"]}
+        store.set_profile(pid, profile)
     _ask_or_split(pid, profile, state, store, cfg, fx, source)
 
 
@@ -248,11 +255,20 @@ def _on_journal(pid: str, msg: idn.Message, store: idn.Store, cfg: idn.IdentityC
         return
     state = store.request(GATHER_PREFIX + pid)
     profile = store.profile(pid)
-    if state is None or state["op"] != msg["op"] or profile is None or idn.is_redirect(profile):
+    if state is None or state["op"] != msg["op"] or profile is None:
         return  # done already (a replay), or superseded
     state["got"][msg["from"]] = {"events": msg["events"], "complete": msg["complete"]}
     store.set_request(GATHER_PREFIX + pid, state)
-    _ask_or_split(pid, profile, state, store, cfg, fx, source)
+    if not idn.is_redirect(profile):  # frozen meanwhile: resume() goes on after the merge
+        _ask_or_split(pid, profile, state, store, cfg, fx, source)
+
+
+def resume(pid: str, profile: idn.Profile, fx: idn.Effects) -> None:
+    """A profile that was splitting when it froze is live again (restored), or merged into
+    `pid`: ask for the split again there (the journals it has are kept, or asked again)."""
+    pending = profile.get("_unlinking")
+    if pending:
+        fx.send.append((pid, {"k": SPLIT, "key": pending["key"], "op": pending["op"]}))
 
 
 # -- the split ---------------------------------------------------------------------------------
