@@ -863,6 +863,7 @@ def _on_merge(survivor: str, msg: Message, store: Store, cfg: IdentityConfig, fx
             # replayed: the repoints and the links of unparked events may have been lost
             _repoint(snap, loser, survivor, msg, fx)
             _verify_links(profile, fx)
+            _merged_via(loser, survivor, msg, fx)
         return  # replayed merge
     if profile is not None and loser in profile.get("_refused", ()):
         refused_by: str | None = "replayed"  # send X and U again: they may have been lost
@@ -943,8 +944,40 @@ def _on_merge(survivor: str, msg: Message, store: Store, cfg: IdentityConfig, fx
     fx.counts["merged"] += 1
     fx.changes.append({"type": "merged", "profile_id": survivor, "merged_id": loser})
     _repoint(snap, loser, survivor, msg, fx)
+    _merged_via(loser, survivor, msg, fx)
     unlink.resume(survivor, snap, fx)
     _release_parked(survivor, store, cfg, fx)
+
+
+def _merged_via(loser: str, survivor: str, msg: Message, fx: Effects) -> None:
+    """Tell the profiles this M was forwarded through that `loser` landed in `survivor`: one
+    of them may hold events of the loser that wait for this M (restored since, it would wait
+    for ever); they follow it (V)."""
+    for hop in dict.fromkeys(msg.get("via") or []):
+        if hop != survivor:
+            fx.send.append((hop, {"k": "V", "loser": loser, "into": survivor}))
+
+
+def _on_merged_via(pid: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effects,
+                   source: tuple[int, int] | None) -> None:
+    """V: the events parked here (or in the snapshot of this frozen profile) for msg["loser"]
+    go to the profile it merged into, addressed as to the loser itself."""
+    record = store.profile(pid)
+    holder = record["snap"] if is_redirect(record) and record is not None else record
+    if holder is not None and source is not None and holder.get("_unparked", {}).get("at") == list(source):
+        fx.send.extend((k, m) for k, m in holder["_unparked"]["sends"])  # replayed: sends may be lost
+        return
+    if holder is None or msg["loser"] not in holder.get("_parked", {}):
+        return
+    sends = [(msg["into"], {**{k: v for k, v in m.items() if k != "refused"}, "via": [msg["loser"]],
+                            "hops": m.get("hops", 0) + 1}) for m in holder["_parked"].pop(msg["loser"])]
+    fx.send.extend(sends)
+    holder["_unparked"] = {"at": list(source) if source else None, "sends": sends}
+    if not holder["_parked"]:
+        del holder["_parked"]
+    assert record is not None
+    store.set_profile(pid, record)
+    fx.counts["unparked_via"] += 1
 
 
 def _repoint(snap: Profile, loser: str, survivor: str, msg: Message, fx: Effects) -> None:
@@ -1047,6 +1080,7 @@ HANDLERS: dict[str, Any] = {
     "E": _on_event, "A": _on_apply, "L": _on_link, "F": _on_freeze, "M": _on_merge,
     "X": _on_restore, "U": _on_unlink, "R": _on_repoint, "G": _on_group_traits,
     "K": _on_account_traits, "C": _on_check, "I": _on_identity_back, "O": _on_quarantine_op,
+    "V": _on_merged_via,
 }
 
 

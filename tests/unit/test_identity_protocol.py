@@ -141,7 +141,7 @@ class Cluster:
 
 NO_GUARD = QuarantineConfig(enabled=False)
 """Connected components are the answer only without the over-merge guard (test_quarantine.py)."""
-REPLAY_WITH_LIMITS = 0.0
+REPLAY_WITH_LIMITS = 0.3
 """Limits under crash replays still fail on ~0.1% of random schedules (2 of 2,000 with 30% replays;
 3% before issue 14): open, so the limits property runs without replays."""
 

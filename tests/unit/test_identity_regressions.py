@@ -97,3 +97,24 @@ def test_limits_example_that_lost_an_event() -> None:
               [u1, e1]]
     cluster = limited(idents, 8, 924072006, merges=2, identifiers=4)
     assert_limits_and_links(cluster, idents, {})
+
+
+def test_event_waiting_for_a_merge_that_landed_further_on_follows_it() -> None:
+    """Limits with crash replays (8 partitions, hypothesis seed 2 of the limits property):
+    m10 (a2) was addressed to a profile F that froze toward E while E was frozen itself; F's
+    merge went on through E's redirect and landed two profiles further, E was restored, and
+    m10 waited in E for a merge that would never come there. The survivor now tells the
+    profiles the merge passed through (V), and what waits there for F follows it."""
+    from tests.unit.test_identity_protocol import assert_limits_and_links, play
+
+    u = [("user_id", f"u{i}") for i in range(5)]
+    e = [("email", f"e{i}@x.io") for i in range(6)]
+    a = [("anonymous_id", f"a{i}") for i in range(10)]
+    idents = [[u[0]], [e[1]], [a[4]], [a[2], e[4]], [a[6], u[1], e[5]], [u[4], a[8], e[2]], [a[9]],
+              [u[1], a[1]], [a[2]], [a[5]], [a[2]], [e[0], a[9], u[2]], [u[0]], [u[3]], [e[2]], [a[7], u[3]],
+              [a[6], e[5], u[3]], [u[0]], [e[2], a[4]], [a[1]], [a[2], u[0], e[0]], [a[6], u[0]], [u[0]],
+              [e[2], a[6]], [e[0], a[0], u[2]], [a[6], e[1]], [e[3], a[2]], [e[3], u[2], a[6]], [a[1]],
+              [a[0], u[1], e[2]]]
+    limits = {"user_id": 1, "email": 2}
+    cluster = play(idents, 8, 236320, replay=0.3, limits=limits)
+    assert_limits_and_links(cluster, idents, limits)
