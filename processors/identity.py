@@ -25,6 +25,8 @@ send next. Kinds:
   R  key=identifier  repoint an identifier from a merged loser to its survivor (held by a
                      third profile: ask for that link, as an L would)
   O  key=identifier  an operator's quarantine release (processors/quarantine.py)
+  V  key=profile     "the loser of an M forwarded through you landed in S": what waits here
+                     for that loser follows it (unlink's N S J W H: processors/unlink.py)
   G  key=account     group traits onto the account profile (and remember the member)
   K  key=profile     an account's traits, copied onto a member's membership
 

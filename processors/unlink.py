@@ -94,6 +94,9 @@ def forget(store: idn.Store, pid: str, profile: idn.Profile | None) -> None:
     for c in range((record_.get("_jn", 0) + CHUNK - 1) // CHUNK):
         if store.request(_chunk_key(pid, c)) is not None:
             store.set_request(_chunk_key(pid, c), None)
+    for prefix in (GATHER_PREFIX, DONE_PREFIX):  # they hold events too
+        if store.request(prefix + pid) is not None:
+            store.set_request(prefix + pid, None)
 
 
 # -- blocking ----------------------------------------------------------------------------------

@@ -38,7 +38,10 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
         if status != 200:
             raise CliError(f"the worker answered {status}: {body.get('message', body)}")
         for r in body["quarantined"]:
-            print(f"{r['type']}:{r['value']}\t{r['distinct_people']} people > {r['threshold']}")
+            if r.get("reason") == "unlinked":
+                print(f"{r['type']}:{r['value']}\tunlinked")
+            else:
+                print(f"{r['type']}:{r['value']}\t{r['distinct_people']} people > {r['threshold']}")
         if not body["quarantined"]:
             print("no identifier is quarantined")
         return 0

@@ -37,7 +37,7 @@ def local_quarantine() -> list[dict[str, Any]]:
                 kind, value = parse_key(raw_key[len(_PREFIX):].decode())
                 out.append({"type": kind, "value": value, "since": record["at"],
                             "distinct_people": record["distinct"], "threshold": record["threshold"],
-                            "holder": record.get("holder")})
+                            "holder": record.get("holder"), "reason": record.get("reason", "over_merge")})
     return out
 
 
