@@ -396,6 +396,7 @@ def _replayed_restore(profile: Profile | None, fx: Effects, source: tuple[int, i
     """The record that restored `profile` is replayed: its verifications may have been lost."""
     if profile is not None and source is not None and profile.get("_restored_at") == list(source):
         _verify_links(profile, fx)
+        unlink.resume(profile["id"], profile, fx)
 
 
 def _on_event(key: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effects,
@@ -866,6 +867,7 @@ def _on_merge(survivor: str, msg: Message, store: Store, cfg: IdentityConfig, fx
             _repoint(snap, loser, survivor, msg, fx)
             _verify_links(profile, fx)
             _merged_via(loser, survivor, msg, fx)
+            unlink.resume(survivor, snap, fx)
         return  # replayed merge
     if profile is not None and loser in profile.get("_refused", ()):
         refused_by: str | None = "replayed"  # send X and U again: they may have been lost

@@ -196,10 +196,15 @@ def _on_split(pid: str, msg: idn.Message, store: idn.Store, cfg: idn.IdentityCon
     if idn.is_redirect(profile):
         # frozen, its merge in flight: the split resumes where the person ends up, here when
         # the merge is refused (restored), in the survivor when it lands (see resume())
-        if profile["snap"].get("_unlinking") != {"op": msg["op"], "key": msg["key"]}:
+        if "need" not in msg and profile["snap"].get("_unlinking") != {"op": msg["op"], "key": msg["key"]}:
             profile["snap"]["_unlinking"] = {"op": msg["op"], "key": msg["key"]}
             store.set_profile(pid, profile)
+        # ... and if the merge has landed already (its M went ahead of this S on the same way),
+        # the survivor splits now
+        fx.send.append((profile["redirect"], {**msg, "need": msg.get("need", pid)}))
         return
+    if msg.get("need") and msg["need"] not in profile["merged_from"]:
+        return  # that merge was refused: the restored profile resumes the split itself
     if _replayed_split(pid, msg, store, fx, source):
         return
     state = store.request(GATHER_PREFIX + pid)
