@@ -372,6 +372,16 @@ def _restore(pid: str, redirect: Profile, store: Store, fx: Effects,
     refused_by = [r for r in restored.get("_refused_by", []) if r != redirect["redirect"]]
     restored["_refused_by"] = [*refused_by[-MAX_REFUSED + 1:], redirect["redirect"]]
     restored["_restored_at"] = list(source) if source else None
+    landed = restored.pop("_landed", {})
+    follow = [(landed[h], {**{k: v for k, v in m.items() if k != "refused"}, "via": [h],
+                           "hops": m.get("hops", 0) + 1})
+              for h in restored.get("_parked", {}) if h in landed for m in restored["_parked"][h]]
+    if follow:  # events waiting for merges that landed elsewhere while this was frozen
+        restored["_parked"] = {h: q for h, q in restored["_parked"].items() if h not in landed}
+        if not restored["_parked"]:
+            del restored["_parked"]
+        restored["_forwarded"] = follow
+        fx.send.extend(follow)
     store.set_profile(pid, restored)
     unlink.resume(pid, restored, fx)
     fx.counts["restored"] += 1
@@ -396,6 +406,7 @@ def _replayed_restore(profile: Profile | None, fx: Effects, source: tuple[int, i
     """The record that restored `profile` is replayed: its verifications may have been lost."""
     if profile is not None and source is not None and profile.get("_restored_at") == list(source):
         _verify_links(profile, fx)
+        fx.send.extend((k, m) for k, m in profile.get("_forwarded", []))
         unlink.resume(profile["id"], profile, fx)
 
 
@@ -967,7 +978,16 @@ def _on_merged_via(pid: str, msg: Message, store: Store, cfg: IdentityConfig, fx
     """V: the events parked here (or in the snapshot of this frozen profile) for msg["loser"]
     go to the profile it merged into, addressed as to the loser itself."""
     record = store.profile(pid)
-    holder = record["snap"] if is_redirect(record) and record is not None else record
+    if is_redirect(record):  # frozen: remembered, the parked events follow when it is restored
+        assert record is not None
+        landed: dict[str, str] = record["snap"].setdefault("_landed", {})
+        if landed.get(msg["loser"]) != msg["into"]:
+            landed[msg["loser"]] = msg["into"]
+            while len(landed) > MAX_REFUSED:
+                landed.pop(next(iter(landed)))
+            store.set_profile(pid, record)
+        return
+    holder = record
     if holder is not None and source is not None and holder.get("_unparked", {}).get("at") == list(source):
         fx.send.extend((k, m) for k, m in holder["_unparked"]["sends"])  # replayed: sends may be lost
         return
