@@ -38,8 +38,10 @@ def _send(cluster: Cluster, n: int, ids: list[tuple[str, str]]) -> None:
 
 
 def run(before: list[list[tuple[str, str]]], after: list[list[tuple[str, str]]], partitions: int,
-        seed: int, replay: float, unlink: bool = True, cfg: IdentityConfig | None = None) -> Cluster:
-    """`before`, to quiescence; then the unlink of WRONG and `after`, interleaved."""
+        seed: int, replay: float, unlink: bool = True, cfg: IdentityConfig | None = None,
+        settle: bool = False) -> Cluster:
+    """`before`, to quiescence; then the unlink of WRONG and `after`, interleaved (with `settle`:
+    after the unlink has finished)."""
     cfg = cfg or IdentityConfig(partitions=partitions, quarantine=NO_GUARD)
     cluster = Cluster(cfg, random.Random(seed), replay)
     rng = cluster.rng
@@ -52,6 +54,8 @@ def run(before: list[list[tuple[str, str]]], after: list[list[tuple[str, str]]],
     cluster.run()
     if unlink:
         cluster.send(key_of(WRONG), {"k": "N", "op": "op-1"})
+        if settle:
+            cluster.run()
     for i, ids in enumerate(after):
         _send(cluster, len(before) + i, ids)
         for _ in range(rng.randrange(0, 4)):
@@ -94,7 +98,7 @@ def baseline(before: list[list[tuple[str, str]]], after: list[list[tuple[str, st
 def test_unlink_gives_back_the_run_that_never_saw_the_wrong_identifier(
         before: list[list[tuple[str, str]]], after: list[list[tuple[str, str]]], partitions: int,
         seed: int, replay: float) -> None:
-    cluster = run(before, after, partitions, seed, replay)
+    cluster = run(before, after, partitions, seed, replay, settle=True)
     got = people(cluster)
     assert got == baseline(before, after, partitions)
     assert cluster.resolve(key_of(WRONG)) is None
