@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from processors.common.records import Handlers
 from processors.identity import graph as identity
+from processors.identity import unlink
 from processors.privacy import protocol as privacy
 
 Message = identity.Message
@@ -17,6 +18,7 @@ Message = identity.Message
 def handlers() -> Handlers:
     table = Handlers()
     identity.register(table)
+    unlink.register(table)
     privacy.register(table)
     return table
 

@@ -33,7 +33,7 @@ class Kind(StrEnum):
     """key=survivor: merge the shipped loser in (or give it back)"""
     RESTORE = "X"
     """key=loser: restore a loser whose merge was refused"""
-    UNLINK = "U"
+    DROP_LINK = "U"
     """key=profile: drop an identifier the profile had taken optimistically"""
     CHECK = "C"
     """key=identifier: "P dropped me": answer I if the identifier points at P after all"""
@@ -55,6 +55,18 @@ class Kind(StrEnum):
     """key=identifier, redirect or account: erase one part of an erased person"""
     ERASE_ACK = "Y"
     """key=profile: a part of an erasure is done"""
+    MERGED_VIA = "V"
+    """key=profile: the loser of a merge forwarded through this profile landed in a survivor"""
+    UNLINK_REQUEST = "N"
+    """key=identifier: an operator's unlink: block the identifier, split the profile holding it"""
+    SPLIT = "S"
+    """key=profile: split this profile without the unlinked identifier (processors/identity/unlink.py)"""
+    JOURNAL_ASK = "J"
+    """key=profile: send your journal (recent events) to the profile being split"""
+    JOURNAL = "W"
+    """key=profile: a merged profile's journal, for the split"""
+    BUILD = "H"
+    """key=profile: a person rebuilt by a split, to store under its id"""
     TICK = "T"
     """key=b"tick", stream layer only: time passes (event-time watermarks of the sources)"""
     BACKFILL = "B"
@@ -89,8 +101,8 @@ def restore(snap: Any, nonce: Any) -> Message:
     return {"k": Kind.RESTORE, "snap": snap, "nonce": nonce}
 
 
-def unlink(key: str, holder: str) -> Message:
-    return {"k": Kind.UNLINK, "key": key, "h": holder}
+def drop_link(key: str, holder: str | None) -> Message:
+    return {"k": Kind.DROP_LINK, "key": key, "h": holder}
 
 
 def check(pid: str) -> Message:
@@ -136,6 +148,30 @@ def erase_ack(rid: str) -> Message:
     return {"k": Kind.ERASE_ACK, "rid": rid}
 
 
+def merged_via(loser: str, into: str) -> Message:
+    return {"k": Kind.MERGED_VIA, "loser": loser, "into": into}
+
+
+def unlink_request(op: str) -> Message:
+    return {"k": Kind.UNLINK_REQUEST, "op": op}
+
+
+def split(key: str, op: str) -> Message:
+    return {"k": Kind.SPLIT, "key": key, "op": op}
+
+
+def journal_ask(to: str, op: str) -> Message:
+    return {"k": Kind.JOURNAL_ASK, "to": to, "op": op}
+
+
+def journal(sender: str, op: str, events: list[Any], complete: bool, n: int) -> Message:
+    return {"k": Kind.JOURNAL, "from": sender, "op": op, "events": events, "complete": complete, "n": n}
+
+
+def build(profile: Any, events: list[Any]) -> Message:
+    return {"k": Kind.BUILD, "profile": profile, "events": events}
+
+
 def tick(src: Any = None, of: int | None = None) -> Message:
     """A tick; with `src` (event-time clock) the source partitions' report and their count."""
     return {"k": Kind.TICK} if src is None else {"k": Kind.TICK, "src": src, "of": of}
@@ -160,6 +196,8 @@ class Handlers:
 
     def __init__(self) -> None:
         self._table: dict[str, Handler] = {}
+        self.extension: Any = None
+        """steps a module adds inside identity's handlers (processors.identity.graph.Extension)"""
 
     def register(self, kind: Kind, handler: Handler) -> None:
         if kind in self._table:

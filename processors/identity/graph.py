@@ -25,6 +25,8 @@ send next. Kinds (named, with a constructor each, in processors/common/records.p
   R  key=identifier  repoint an identifier from a merged loser to its survivor (held by a
                      third profile: ask for that link, as an L would)
   O  key=identifier  an operator's quarantine release (processors/identity/quarantine.py)
+  V  key=profile     "the loser of an M forwarded through you landed in S": what waits here
+                     for that loser follows it (unlink's N S J W H: processors/identity/unlink.py)
   G  key=account     group traits onto the account profile (and remember the member)
   K  key=profile     an account's traits, copied onto a member's membership
 
@@ -99,6 +101,8 @@ class IdentityConfig:
     """Most profiles merged into one (Segment's limit); a merge past it is refused."""
     max_identifiers: int | None = 1000
     """Most identifier values one profile holds, all types together."""
+    journal: bool = True
+    """Keep each profile's recent events (processors/identity/unlink.py) so that unlink can split exactly."""
 
 
 class Store(Protocol):
@@ -150,9 +154,42 @@ class Env:
         return own or self.at(ts)
 
 
+def _none(*_: Any) -> None:
+    return None
+
+
+def _false(*_: Any) -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class Extension:
+    """Steps a module built on the protocol adds inside identity's own handlers, registered with
+    its record kinds (`register`; processors/identity/unlink.py); no-ops without it, so this
+    module imports none of them."""
+
+    record: Callable[..., None] = _none
+    """(store, profile, event): an event was applied to the profile"""
+    resume: Callable[..., None] = _none
+    """(pid, profile, fx): a profile was restored or absorbed a loser: carry on what waited"""
+    reroute_event: Callable[..., bool] = _false
+    """(key, msg, store, fx): True when the event's routing identifier is not to be used"""
+    refuse_link: Callable[..., bool] = _false
+    """(key, msg, store, fx): True when the identifier must not be linked"""
+    forward_moved: Callable[..., bool] = _false
+    """(pid, profile, msg, fx): True when an APPLY was forwarded to where its events moved"""
+    refuses_merge: Callable[..., str | None] = _none
+    """(profile, msg): a reason to refuse the merge, or None"""
+
+
+NO_EXTENSION = Extension()
+
+
 @dataclass
 class Effects:
     env: Env = field(default_factory=Env)
+    ext: Extension = field(default_factory=lambda: NO_EXTENSION)
+    """the steps modules built on the protocol add (processors/identity/unlink.py)"""
     send: list[tuple[str, Message]] = field(default_factory=list)
     dead: list[tuple[str, Message]] = field(default_factory=list)
     """(reason, record) the engine gives up on; they go to the DLQ, replayable."""
@@ -201,7 +238,8 @@ def load_identity_config(path: str | Path, partitions: int,
                                                  trust=trust),
                           quarantine=quarantine.config_from(data.get("quarantine"), parse_duration_ms),
                           max_merges=data.get("max_merges", 100) or None,
-                          max_identifiers=data.get("max_identifiers", 1000) or None)
+                          max_identifiers=data.get("max_identifiers", 1000) or None,
+                          journal=bool(data.get("journal", True)))
 
 
 def event_message(encoded: Mapping[str, Any]) -> Message:
@@ -243,11 +281,12 @@ def handle(key: str, msg: Message, store: Store, cfg: IdentityConfig,
            source: tuple[int, int] | None = None, env: Env | None = None,
            handlers: Handlers | None = None) -> Effects:
     """One record; `handlers`: the kinds it may be (processors/protocol.py: all; default: identity's)."""
-    fx = Effects(env or Env())
+    table = handlers or OWN
+    fx = Effects(env or Env(), table.extension or NO_EXTENSION)
     fx.counts[f"msg:{msg['k']}"] += 1
     if msg["k"] in PROFILE_KEYED and not _arrived(key, msg, store, fx, source):
         return fx
-    (handlers or OWN)[msg["k"]](key, msg, store, cfg, fx, source)
+    table[msg["k"]](key, msg, store, cfg, fx, source)
     return fx
 
 
@@ -267,8 +306,8 @@ def _arrived(pid: str, msg: Message, store: Store, fx: Effects,
     if is_redirect(profile) and profile is not None and msg.get("refused") == profile["nonce"]:
         # bounced by the survivor that refused this freeze: restore (X may be late or lost)
         _restore(pid, profile, store, fx, source)
-        return True
-    if not is_redirect(profile):
+        profile = store.profile(pid)  # live again: the checks below (home, refused, park) apply
+    elif not is_redirect(profile):
         _replayed_restore(profile, fx, source)
     if is_redirect(profile):
         assert profile is not None
@@ -290,13 +329,24 @@ def _arrived(pid: str, msg: Message, store: Store, fx: Effects,
         fx.send.append((profile["redirect"], {**msg, "via": [*via, pid], "hops": msg.get("hops", 0) + 1}))
         return False
     refused: dict[str, str] = profile.get("_refused", {}) if profile is not None else {}
+    if profile is not None and _came_home(pid, profile, via):
+        return True
     for i, hop in enumerate(via):
         if hop in refused:  # aimed at a profile this one refused to absorb: send it back
             fx.send.append((hop, {**msg, "via": via[:i], "refused": refused[hop],
                                   "hops": msg.get("hops", 0) + 1}))
             return False
+    if msg["k"] == "A" and profile is not None and "_moved" in profile \
+            and fx.ext.forward_moved(pid, profile, msg, fx):
+        return False
     parked = msg["k"] == "A" and profile is not None and _park(pid, profile, msg, store, fx)
     return not parked
+
+
+def _came_home(pid: str, profile: Profile, via: list[str]) -> bool:
+    """True when the record's addressee (the first hop of its way) is this profile now: it
+    merged here, whatever became of the redirects it was forwarded through after it."""
+    return bool(via) and (via[0] == pid or via[0] in profile["merged_from"])
 
 
 MAX_PARKED = 256
@@ -342,7 +392,7 @@ def _release_parked(pid: str, store: Store, cfg: IdentityConfig, fx: Effects) ->
         for m in queue:
             via = m.get("via") or []
             hop = next((h for h in via if h != pid and h not in merged), None)
-            if hop is None or any(h in refused for h in via):
+            if hop is None or _came_home(pid, profile, via) or any(h in refused for h in via):
                 ready.append(m)
             else:
                 waiting.setdefault(hop, []).append(m)
@@ -364,7 +414,18 @@ def _restore(pid: str, redirect: Profile, store: Store, fx: Effects,
     refused_by = [r for r in restored.get("_refused_by", []) if r != redirect["redirect"]]
     restored["_refused_by"] = [*refused_by[-MAX_REFUSED + 1:], redirect["redirect"]]
     restored["_restored_at"] = list(source) if source else None
+    landed = restored.pop("_landed", {})
+    follow = [(landed[h], {**{k: v for k, v in m.items() if k != "refused"}, "via": [h],
+                           "hops": m.get("hops", 0) + 1})
+              for h in restored.get("_parked", {}) if h in landed for m in restored["_parked"][h]]
+    if follow:  # events waiting for merges that landed elsewhere while this was frozen
+        restored["_parked"] = {h: q for h, q in restored["_parked"].items() if h not in landed}
+        if not restored["_parked"]:
+            del restored["_parked"]
+        restored["_forwarded"] = follow
+        fx.send.extend(follow)
     store.set_profile(pid, restored)
+    fx.ext.resume(pid, restored, fx)
     fx.counts["restored"] += 1
     _verify_links(restored, fx)
 
@@ -387,10 +448,14 @@ def _replayed_restore(profile: Profile | None, fx: Effects, source: tuple[int, i
     """The record that restored `profile` is replayed: its verifications may have been lost."""
     if profile is not None and source is not None and profile.get("_restored_at") == list(source):
         _verify_links(profile, fx)
+        fx.send.extend((k, m) for k, m in profile.get("_forwarded", []))
+        fx.ext.resume(profile["id"], profile, fx)
 
 
 def _on_event(key: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effects,
               source: tuple[int, int] | None) -> None:
+    if fx.ext.reroute_event(key, msg, store, fx):  # an unlinked (blocked) identifier
+        return
     if cfg.quarantine.threshold(parse_key(key)[0]) is not None and quarantine.is_quarantined(store, key):
         # a quarantined value says nothing about who this is: route by the next identifier
         keys = [key_of((k, v)) for k, v in msg["ev"]["ids"]]
@@ -478,6 +543,8 @@ def _on_apply(pid: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Eff
         _remember_changes(profile, fx, changes[len(caught_up):], source, now, tp.message_id, tp)
         _tick_clock(profile, now, fx.env)
         _schedule_expiry(profile, cfg)
+        if cfg.journal:
+            fx.ext.record(store, profile, msg["ev"])  # for an exact split if a link is undone
         store.set_profile(pid, profile)
         _settled(profile, previous, changes, fx)
     else:
@@ -766,6 +833,8 @@ def _on_link(key: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effe
     if current is None and cfg.erased_suppression_ms and is_suppressed(key, store, fx.env.at(None)):
         fx.counts["erased_suppressed"] += 1
         return
+    if fx.ext.refuse_link(key, msg, store, fx):  # an unlinked (blocked) identifier
+        return
     if cfg.quarantine.enabled and _quarantined(key, msg, current, store, cfg, fx):
         return
     if current is None:
@@ -849,12 +918,14 @@ def _on_merge(survivor: str, msg: Message, store: Store, cfg: IdentityConfig, fx
             # replayed: the repoints and the links of unparked events may have been lost
             _repoint(snap, loser, survivor, msg, fx)
             _verify_links(profile, fx)
+            _merged_via(loser, survivor, msg, fx)
+            fx.ext.resume(survivor, snap, fx)
         return  # replayed merge
     if profile is not None and loser in profile.get("_refused", ()):
         refused_by: str | None = "replayed"  # send X and U again: they may have been lost
     else:
-        refused_by = "erased" if profile is None else can_merge(profile, snap, cfg.limits, cfg.max_merges,
-                                                               cfg.max_identifiers)
+        refused_by = "erased" if profile is None else fx.ext.refuses_merge(profile, msg) or can_merge(
+            profile, snap, cfg.limits, cfg.max_merges, cfg.max_identifiers)
     if refused_by is not None:
         if refused_by != "replayed":
             fx.counts[f"merge_refused:{refused_by}"] += 1
@@ -929,7 +1000,49 @@ def _on_merge(survivor: str, msg: Message, store: Store, cfg: IdentityConfig, fx
     fx.counts["merged"] += 1
     fx.changes.append({"type": "merged", "profile_id": survivor, "merged_id": loser})
     _repoint(snap, loser, survivor, msg, fx)
+    _merged_via(loser, survivor, msg, fx)
+    fx.ext.resume(survivor, snap, fx)
     _release_parked(survivor, store, cfg, fx)
+
+
+def _merged_via(loser: str, survivor: str, msg: Message, fx: Effects) -> None:
+    """Tell the profiles this M was forwarded through that `loser` landed in `survivor`: one
+    of them may hold events of the loser that wait for this M (restored since, it would wait
+    for ever); they follow it (V)."""
+    for hop in dict.fromkeys(msg.get("via") or []):
+        if hop != survivor:
+            fx.send.append((hop, records.merged_via(loser, survivor)))
+
+
+def _on_merged_via(pid: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effects,
+                   source: tuple[int, int] | None) -> None:
+    """V: the events parked here (or in the snapshot of this frozen profile) for msg["loser"]
+    go to the profile it merged into, addressed as to the loser itself."""
+    record = store.profile(pid)
+    if is_redirect(record):  # frozen: remembered, the parked events follow when it is restored
+        assert record is not None
+        landed: dict[str, str] = record["snap"].setdefault("_landed", {})
+        if landed.get(msg["loser"]) != msg["into"]:
+            landed[msg["loser"]] = msg["into"]
+            while len(landed) > MAX_REFUSED:
+                landed.pop(next(iter(landed)))
+            store.set_profile(pid, record)
+        return
+    holder = record
+    if holder is not None and source is not None and holder.get("_unparked", {}).get("at") == list(source):
+        fx.send.extend((k, m) for k, m in holder["_unparked"]["sends"])  # replayed: sends may be lost
+        return
+    if holder is None or msg["loser"] not in holder.get("_parked", {}):
+        return
+    sends = [(msg["into"], {**{k: v for k, v in m.items() if k != "refused"}, "via": [msg["loser"]],
+                            "hops": m.get("hops", 0) + 1}) for m in holder["_parked"].pop(msg["loser"])]
+    fx.send.extend(sends)
+    holder["_unparked"] = {"at": list(source) if source else None, "sends": sends}
+    if not holder["_parked"]:
+        del holder["_parked"]
+    assert record is not None
+    store.set_profile(pid, record)
+    fx.counts["unparked_via"] += 1
 
 
 def _repoint(snap: Profile, loser: str, survivor: str, msg: Message, fx: Effects) -> None:
@@ -951,7 +1064,7 @@ def _on_restore(loser: str, msg: Message, store: Store, cfg: IdentityConfig, fx:
 
 def _unlink_message(key: str, req: str, a: str, b: str) -> Message:
     """U: `req` drops `key`, which belongs to the other of the refused pair (a, b)."""
-    return records.unlink(key, b if req == a else a)
+    return records.drop_link(key, b if req == a else a)
 
 
 def _drop_identifier(profile: Profile, msg: Message) -> bool:
@@ -979,7 +1092,7 @@ def _unlink_frozen(pid: str, redirect: Profile, msg: Message, store: Store, fx: 
         fx.counts["identity_unlinked"] += 1
 
 
-def _on_unlink(pid: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effects,
+def _on_drop_link(pid: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effects,
                source: tuple[int, int] | None) -> None:
     profile = store.profile(pid)
     if profile is None:
@@ -1016,6 +1129,8 @@ def _on_identity_back(pid: str, msg: Message, store: Store, cfg: IdentityConfig,
 def _on_repoint(key: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effects,
                 source: tuple[int, int] | None) -> None:
     current = store.identity(key)
+    if current is None and fx.ext.refuse_link(key, {"pid": msg["to"]}, store, fx):
+        return
     if current == msg["from"] or current is None:
         store.set_identity(key, msg["to"])
     elif current != msg["to"]:
@@ -1025,13 +1140,15 @@ def _on_repoint(key: str, msg: Message, store: Store, cfg: IdentityConfig, fx: E
         _on_link(key, records.link(msg["to"]), store, cfg, fx, source)
 
 
-PROFILE_KEYED = frozenset({Kind.APPLY, Kind.FREEZE, Kind.MERGE, Kind.UNLINK, Kind.ACCOUNT_TRAITS,
+PROFILE_KEYED = frozenset({Kind.APPLY, Kind.FREEZE, Kind.MERGE, Kind.DROP_LINK, Kind.ACCOUNT_TRAITS,
                            Kind.PROFILE_REQUEST, Kind.IDENTITY_BACK})
 HANDLERS: dict[Kind, records.Handler] = {
     Kind.EVENT: _on_event, Kind.APPLY: _on_apply, Kind.LINK: _on_link, Kind.FREEZE: _on_freeze,
-    Kind.MERGE: _on_merge, Kind.RESTORE: _on_restore, Kind.UNLINK: _on_unlink, Kind.REPOINT: _on_repoint,
+    Kind.MERGE: _on_merge, Kind.RESTORE: _on_restore, Kind.DROP_LINK: _on_drop_link,
+    Kind.REPOINT: _on_repoint,
     Kind.GROUP_TRAITS: _on_group_traits, Kind.ACCOUNT_TRAITS: _on_account_traits, Kind.CHECK: _on_check,
     Kind.IDENTITY_BACK: _on_identity_back, Kind.QUARANTINE_OP: _on_quarantine_op,
+    Kind.MERGED_VIA: _on_merged_via,
 }
 """identity's own record kinds (privacy's: processors/privacy/protocol.py; all: processors/protocol.py)"""
 

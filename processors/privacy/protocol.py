@@ -23,7 +23,7 @@ from typing import Any
 
 from processors.common import records
 from processors.identity import graph as idn
-from processors.identity import quarantine
+from processors.identity import quarantine, unlink
 from processors.identity.suppression import identifier_hash, suppression_key
 from processors.ingest.identifiers import key_of
 from processors.journeys import engine as journeys
@@ -78,6 +78,7 @@ def _on_profile_request(pid: str, msg: idn.Message, store: idn.Store, cfg: idn.I
     fx.journey_counts.update(journeys.forget(profile, fx.env.journeys))
     if profile.get("_next") is not None:
         fx.schedule.append((pid, profile["_next"], None))
+    unlink.forget(store, pid, profile)
     store.delete_profile(pid)
     fx.changes.append({"type": "erased", "profile_id": pid, "request_id": rid})
     summary = {"profiles": len(pids), "identifiers": len(keys), "memberships": len(accounts),
@@ -106,6 +107,7 @@ def _on_erase_part(key: str, msg: idn.Message, store: idn.Store, cfg: idn.Identi
     elif msg["what"] == "redirect":
         record = store.profile(key)
         if idn.is_redirect(record):
+            unlink.forget(store, key, record)
             store.delete_profile(key)
     elif msg["what"] == "member":
         account = store.profile(key)

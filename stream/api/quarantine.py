@@ -28,7 +28,8 @@ def local_quarantine() -> list[dict[str, Any]]:
             kind, value = parse_key(key)
             out.append({"type": kind, "value": value, "since": record["at"],
                         "distinct_people": record["distinct"], "threshold": record["threshold"],
-                        "holder": record.get("holder")})
+                        "holder": record.get("holder"),
+                        "reason": record.get("reason", "over_merge")})
     return out
 
 

@@ -314,6 +314,10 @@ WORKER_ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/identity/quarantine/release"): "release a quarantined value (body `{\"identifier\": "
         "\"TYPE:VALUE\"}`): it links and merges again",
     ("GET", "/internal/quarantine"): "this worker's quarantined values (used by the others)",
+    ("POST", "/identity/unlink"): "remove a wrong identifier (body `{\"identifier\": \"TYPE:VALUE\"}`) and "
+        "split the profile it glued back into its people (202 with an `op`; the outcome is the `unlinked` "
+        "record with that op on tusk.profile-changes); the value stays blocked until released like a "
+        "quarantine",
     ("GET", "/profiles/id/{profile_id}"): "a profile by id (a merged id redirects to its survivor)",
     ("GET", "/health"): "200 `{\"status\": \"ok\", \"partitions\": [...]}`; 503 while recovering",
     ("GET", "/metrics"): "Prometheus metrics",

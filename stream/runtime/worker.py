@@ -18,6 +18,7 @@ def load_views() -> None:
         journeys,
         predict,
         quarantine,
+        unlink,
         web,
     )
 
