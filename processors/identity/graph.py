@@ -329,7 +329,7 @@ def _arrived(pid: str, msg: Message, store: Store, fx: Effects,
         fx.send.append((profile["redirect"], {**msg, "via": [*via, pid], "hops": msg.get("hops", 0) + 1}))
         return False
     refused: dict[str, str] = profile.get("_refused", {}) if profile is not None else {}
-    if profile is not None and _came_home(pid, profile, via):
+    if profile is not None and (_came_home(pid, profile, via) or _merged_here(profile, msg)):
         return True
     for i, hop in enumerate(via):
         if hop in refused:  # aimed at a profile this one refused to absorb: send it back
@@ -341,6 +341,13 @@ def _arrived(pid: str, msg: Message, store: Store, fx: Effects,
         return False
     parked = msg["k"] == "A" and profile is not None and _park(pid, profile, msg, store, fx)
     return not parked
+
+
+def _merged_here(profile: Profile, msg: Message) -> bool:
+    """A merge of a loser this profile has absorbed already: a duplicate (the loser's freeze was
+    delivered twice) that took another way; handled here as the replay it is, never bounced to
+    a profile that would absorb the same loser a second time."""
+    return msg["k"] == Kind.MERGE and msg["snap"]["id"] in profile["merged_from"]
 
 
 def _came_home(pid: str, profile: Profile, via: list[str]) -> bool:

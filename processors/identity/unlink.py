@@ -195,6 +195,9 @@ def _on_split(pid: str, msg: idn.Message, store: idn.Store, cfg: idn.IdentityCon
               source: tuple[int, int] | None) -> None:
     profile = store.profile(pid)
     if profile is None:
+        # gone; if this split removed it (every event carried K alone), a replay of the record
+        # that ran it re-sends what it sent and recorded
+        _replayed_split(pid, msg, store, fx, source)
         return
     if idn.is_redirect(profile):
         # frozen, its merge in flight: the split resumes where the person ends up, here when

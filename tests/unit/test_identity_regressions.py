@@ -119,3 +119,30 @@ def test_event_waiting_for_a_merge_that_landed_further_on_follows_it() -> None:
     limits = {"user_id": 1, "email": 2}
     cluster = play(idents, 8, 236320, replay=0.3, limits=limits)
     assert_limits_and_links(cluster, idents, limits)
+
+
+def test_a_duplicate_merge_that_took_another_way_is_not_absorbed_twice() -> None:
+    """Limits with crash replays (8 partitions, the example left open by issue 14's first round):
+    a loser's freeze was delivered twice; one merge went through a redirect and landed in the
+    profile beyond it, which later refused the redirecting profile; the duplicate, arriving there
+    after the refusal, was bounced back to the (restored) redirecting profile, which absorbed the
+    same loser again: one event counted on two profiles. A merge of a loser already absorbed is
+    now handled where it was absorbed, as the replay it is."""
+    from tests.unit.test_identity_protocol import assert_limits_and_links, play
+
+    def u(i: int) -> tuple[str, str]:
+        return ("user_id", f"u{i}")
+
+    def e(i: int) -> tuple[str, str]:
+        return ("email", f"e{i}@x.io")
+
+    def a(i: int) -> tuple[str, str]:
+        return ("anonymous_id", f"a{i}")
+
+    idents = [[u(0)], [e(1)], [a(4)], [u(0), e(5)], [a(6), u(1), e(5)], [u(4), a(8), e(2)], [a(9)],
+              [u(1), a(1)], [u(0)], [u(0)], [u(0)], [e(0), a(9), u(2)], [u(3), e(1)], [u(3)], [e(2)],
+              [a(7), u(3)], [a(6), e(5), u(2)], [u(0)], [u(1), e(4)], [a(3), e(5)], [a(7)], [e(5)],
+              [a(7), e(3)], [e(4), u(4)], [u(4), a(4)]]
+    limits = {"user_id": 1, "email": 2}
+    cluster = play(idents, 8, 244, replay=0.3, limits=limits)
+    assert_limits_and_links(cluster, idents, limits)
