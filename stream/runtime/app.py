@@ -1,7 +1,8 @@
 """The Faust application, its topics and tables: `build_app(settings)`.
 
-Importing the module builds the app of the environment's settings (`BUILT`, and `app`, the
-topics and tables under their former names), on which the agents and views register.
+Importing the module builds nothing: the worker (stream/runtime/worker.py) builds its app from the
+settings it was given, then registers the agents (stream/runtime/agents.py) and the views
+(stream/api/) on what `build_app` returns.
 
 Topic and table names (operators see these in Kafka):
   {prefix}touchpoints            input, any partition count
@@ -23,7 +24,7 @@ import faust
 from stream.kafka import security as kafka_security
 from stream.kafka.outbox import OutboxTable
 from stream.kafka.topic_configs import compacted
-from stream.runtime.settings import Settings, SettingsError, in_force
+from stream.runtime.settings import Settings, SettingsError
 
 
 @dataclass(frozen=True)
@@ -110,19 +111,3 @@ def build_app(settings: Settings) -> TuskApp:
         meta=table("meta"),
     )
 
-
-# The worker's settings (stream/runtime/worker.py hands them over), else the environment's, for
-# the modules that register on the app at import (agents, views).
-settings = in_force()
-topics = settings.topics
-BUILT = build_app(settings)
-app = BUILT.app
-touchpoints_topic = BUILT.touchpoints
-routed_topic = BUILT.routed
-dlq_topic = BUILT.dlq
-privacy_topic = BUILT.privacy
-results_topic = BUILT.results
-changes_topic = BUILT.changes
-identities = BUILT.identities
-profiles = BUILT.profiles
-meta = BUILT.meta
