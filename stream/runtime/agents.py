@@ -15,7 +15,7 @@ from confluent_kafka import Consumer, KafkaException
 from faust.types import TP
 
 from stream.kafka.clients import ensure_topic, reader, watermarks
-from stream.kafka.outbox import OUTBOX, DeliveryFailed
+from stream.kafka.outbox import DeliveryFailed
 from stream.runtime import metrics as m
 from stream.runtime.app import TuskApp
 from stream.runtime.definitions import DefinitionsReader
@@ -23,7 +23,7 @@ from stream.runtime.faust_adapter import committed_offset, open_dbs, recovered, 
 from stream.runtime.pipeline import Pipeline
 from stream.runtime.settings import Settings
 from stream.state.partition import TableState
-from stream.state.writeback import STATE, StateWriteFailed
+from stream.state.writeback import StateWriteFailed
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +71,13 @@ class FaustHost:
 
 
 def build_pipeline(built: TuskApp, settings: Settings) -> Pipeline:
-    """The stages over a built app's tables (write-back state) and the outbox."""
-    STATE.configure(settings.state_cache_mb << 20, settings.flush_records, settings.flush_interval_ms)
+    """The stages over a built app's tables (through its write-back layer) and its outbox."""
     touchpoints = built.touchpoints.get_topic_name()
     holder: list[Pipeline] = []
     reader = DefinitionsReader(settings, on_change=lambda catalog: holder[0].warm_activation_topics(catalog))
     pipeline = Pipeline(
-        settings, TableState(STATE, built.identities, built.profiles, built.meta), OUTBOX, reader,
+        settings, TableState(built.writeback, built.identities, built.profiles, built.meta), built.outbox,
+        reader,
         FaustHost(built.app, settings, touchpoints), touchpoints=touchpoints,
         routed=built.routed.get_topic_name(), dlq=built.dlq.get_topic_name(),
         changes=built.changes.get_topic_name(), results=built.results.get_topic_name())
@@ -123,7 +123,7 @@ def register(built: TuskApp, pipeline: Pipeline) -> None:
     async def deliveries() -> None:
         """Delivery reports of the outbox (changelog offsets, failures) are served on the loop."""
         try:
-            OUTBOX.poll()
+            built.outbox.poll()
         except DeliveryFailed as e:
             await pipeline.platform_failure(e)
 

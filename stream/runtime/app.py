@@ -22,14 +22,16 @@ from typing import Any
 import faust
 
 from stream.kafka import security as kafka_security
-from stream.kafka.outbox import OutboxTable
+from stream.kafka.outbox import Outbox, OutboxTable
 from stream.kafka.topic_configs import compacted
 from stream.runtime.settings import Settings, SettingsError
+from stream.state.writeback import WriteBack
 
 
 @dataclass(frozen=True)
 class TuskApp:
-    """A worker's Faust app with its topics and tables (`build_app`)."""
+    """A worker's Faust app with its topics and tables, and what its tables write through: the
+    write-back layer and the outbox (`build_app`)."""
 
     app: faust.App
     touchpoints: Any
@@ -41,10 +43,13 @@ class TuskApp:
     identities: Any
     profiles: Any
     meta: Any
+    outbox: Outbox
+    writeback: WriteBack
 
 
 def build_app(settings: Settings) -> TuskApp:
-    """The Faust app, its topics and tables, of these settings (nothing is connected yet)."""
+    """The Faust app, its topics and tables, of these settings, with the app's outbox and
+    write-back layer (nothing is connected yet: the worker starts the outbox)."""
     topics = settings.topics
     try:  # TUSK_KAFKA_* security settings, mapped for Faust's aiokafka consumer and producer
         credentials = kafka_security.faust_credentials(settings.kafka_extra)
@@ -79,6 +84,9 @@ def build_app(settings: Settings) -> TuskApp:
         value_serializer="raw",
         Table=OutboxTable,  # changelog writes through the librdkafka producer (stream/kafka/outbox.py)
     )
+    outbox = Outbox()
+    writeback = WriteBack(settings.state_cache_mb << 20, settings.flush_records, settings.flush_interval_ms)
+    outbox.bind(app, writeback)
 
     def topic(name: str, **kw: Any) -> Any:
         return app.topic(name, key_type=bytes, value_type=bytes, **kw)
@@ -109,5 +117,7 @@ def build_app(settings: Settings) -> TuskApp:
         # Partition-local bookkeeping, written only while handling a record of that partition
         # (so each partition's RocksDB holds its own keys); its layout: stream/state/partition.py
         meta=table("meta"),
+        outbox=outbox,
+        writeback=writeback,
     )
 

@@ -1,6 +1,6 @@
 """Worker settings: every TUSK_* variable read through its declaration (stream/runtime/variables.py).
 
-Read once per process (the Faust app is built from them at import), validated
+Read once per command (the worker builds its Faust app from them: stream/runtime/worker.py), validated
 with one readable sentence per problem.
 """
 

@@ -52,7 +52,6 @@ def run(settings: Settings) -> None:
     install()  # Faust's per-record drain cost (stream/runtime/faust_adapter.py)
     settings.datadir.mkdir(parents=True, exist_ok=True)
     from stream.kafka.clients import enforce_topic_configs
-    from stream.kafka.outbox import OUTBOX
     from stream.privacy import erasure
 
     # Faust's RocksDB store hooked before any table opens (stream/privacy/erasure.py)
@@ -70,11 +69,11 @@ def run(settings: Settings) -> None:
     except Exception as e:
         raise SystemExit(f"tusk: cannot set the retention configs of Tusk's topics on "
                          f"{settings.bootstrap}: {e}") from e
-    erasure.register(app, settings, pipeline.active_partitions, OUTBOX)
+    erasure.register(app, settings, pipeline.active_partitions, built.outbox)
 
     pipeline.reader.start()  # every definition known before the first event
-    OUTBOX.start(settings)
-    OUTBOX.attach(app)
+    built.outbox.start(settings)  # the app's producer, connected now
+    built.outbox.attach(app)
     # explicit levels on the libraries' loggers: aiokafka logs every send at debug (keys and
     # values: PII, and 5% of a worker's time when a parent logger lets debug through)
     level = logging.getLevelName(settings.log_level.upper())

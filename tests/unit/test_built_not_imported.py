@@ -112,6 +112,14 @@ def test_two_settings_build_two_independent_workers(tmp_path: Path) -> None:
         "one.touchpoints", "two.touchpoints")
     assert built1.profiles is not built2.profiles and built1.profiles.app is app1
     assert (pipe1.n, pipe2.n) == (2, 5) and pipe1.state is not pipe2.state
+    # each app's tables write through its own write-back layer and outbox (no producer yet)
+    from stream.kafka.outbox import outbox_of
+
+    assert built1.outbox is not built2.outbox and built1.writeback is not built2.writeback
+    assert outbox_of(app1) is built1.outbox and outbox_of(app2) is built2.outbox
+    assert built1.writeback.sink is built1.outbox and built1.outbox.state is built1.writeback
+    assert pipe1.outbox is built1.outbox and pipe2.outbox is built2.outbox
+    assert built1.outbox._producer is None and built2.outbox._producer is None
     assert pipe1.reader is not pipe2.reader and pipe1.reader.topic != pipe2.reader.topic
     # each app's views serve its own pipeline; the same routes on both
     assert served(app1).pipeline is pipe1 and served(app2).pipeline is pipe2
