@@ -10,8 +10,8 @@ Environment:
                    routes a lookup to the key's owner sends its own token (a default header on
                    app.http_client, the session Faust's web views use for worker-to-worker calls).
 
-Installed when this module is imported (stream/runtime/worker.py imports it with the views), before the
-web server starts: aiohttp freezes an application's middlewares when its runner is set up.
+Installed by `register(built, pipeline)` (stream/runtime/worker.py calls it with the views'), before
+the web server starts: aiohttp freezes an application's middlewares when its runner is set up.
 """
 
 from __future__ import annotations
@@ -20,10 +20,12 @@ import hmac
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, cast
 
+import faust
 from aiohttp import web
 
 from stream.runtime import variables
-from stream.runtime.app import app
+from stream.runtime.app import TuskApp
+from stream.runtime.pipeline import Pipeline
 
 TOKEN_ENV = "TUSK_API_TOKEN"
 OPEN_PATHS = frozenset({"/health", "/metrics", "/console"})
@@ -52,7 +54,7 @@ def unauthorized(message: str) -> web.Response:
                              headers={"WWW-Authenticate": 'Bearer realm="tusk"'})
 
 
-def _send_token_to_peers(token: str) -> None:
+def _send_token_to_peers(app: faust.App, token: str) -> None:
     """Make app.http_client (worker-to-worker requests) carry the token as a default header.
 
     The session is created lazily inside the event loop, so this runs from the middleware: a
@@ -64,10 +66,11 @@ def _send_token_to_peers(token: str) -> None:
         headers["Authorization"] = value
 
 
-def middleware(token: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def middleware(token: str, app: faust.App) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """The token check; `app`'s worker-to-worker client sends the token too."""
     @web.middleware
     async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
-        _send_token_to_peers(token)
+        _send_token_to_peers(app, token)
         if request.path in OPEN_PATHS:
             return await handler(request)
         header = request.headers.get("Authorization")
@@ -80,7 +83,7 @@ def middleware(token: str) -> Callable[[web.Request, Handler], Awaitable[web.Str
     return require_token
 
 
-def install(token: str | None = None) -> bool:
+def install(app: faust.App, token: str | None = None) -> bool:
     """Add the middleware to Faust's aiohttp application (once); False when no token is set."""
     token = token if token is not None else api_token()
     if not token:
@@ -88,10 +91,12 @@ def install(token: str | None = None) -> bool:
     web_app = cast(Any, app.web).web_app  # faust.web.drivers.aiohttp.Web
     if any(getattr(m, "__tusk_auth__", False) for m in web_app.middlewares):
         return True
-    mw = middleware(token)
+    mw = middleware(token, app)
     mw.__tusk_auth__ = True  # type: ignore[attr-defined]
     web_app.middlewares.append(mw)  # RuntimeError if the server has started (frozen list)
     return True
 
 
-install()
+def register(built: TuskApp, pipeline: Pipeline) -> None:
+    """The token check on a worker's app (TUSK_API_TOKEN; nothing when it is unset)."""
+    install(built.app)

@@ -45,9 +45,11 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, TopicPartition
 from faust.web import Request, Response, View
 
+from stream.api.context import routes, served
 from stream.api.web import json_response
 from stream.kafka.clients import poll_record, reader, watermarks
-from stream.runtime.app import app, settings
+from stream.runtime.app import TuskApp
+from stream.runtime.pipeline import Pipeline
 from stream.runtime.settings import Settings
 
 KEEP = 200
@@ -183,14 +185,10 @@ class TriggerTail:
             self._items.append(entry)
 
 
-TAIL = TriggerTail(settings)
-
-
 def _json(view: View, body: Any, status: int = 200) -> Response:
     return json_response(view, body, status, headers={"Cache-Control": "no-store"})
 
 
-@app.page("/console/triggers")
 class ConsoleTriggers(View):
     async def get(self, request: Request) -> Response:
         raw = request.query.get("after", "0")
@@ -199,12 +197,12 @@ class ConsoleTriggers(View):
         except ValueError:
             return _json(self, {"error": "invalid_parameter",
                                 "message": f"after={raw!r}: expected a whole number"}, 400)
-        TAIL.start()
-        return _json(self, {"epoch": TAIL.epoch, "last": TAIL.last, "triggers": TAIL.since(after),
-                            "status": TAIL.status()})
+        tail: TriggerTail = served(self).parts[__name__]
+        tail.start()
+        return _json(self, {"epoch": tail.epoch, "last": tail.last, "triggers": tail.since(after),
+                            "status": tail.status()})
 
 
-@app.page("/console")
 class Console(View):
     async def get(self, request: Request) -> Response:
         return self.html(PAGE, headers=dict(PAGE_HEADERS))
@@ -243,3 +241,10 @@ PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
+
+
+def register(built: TuskApp, pipeline: Pipeline) -> None:
+    """The routes of this module on a worker's app, with the app's trigger tail (started by the
+    first request to /console/triggers)."""
+    here = routes(built, pipeline, {"/console/triggers": ConsoleTriggers, "/console": Console})
+    here.parts[__name__] = TriggerTail(pipeline.settings)

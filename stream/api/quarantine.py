@@ -15,16 +15,17 @@ from faust.web import Request, Response, View
 from processors.common import records
 from processors.identity.partitioning import partition_for
 from processors.ingest.identifiers import key_of, normalise, parse_key
+from stream.api.context import Served, routes, served
 from stream.api.web import error, gather_ok, json_response
-from stream.runtime import agents
-from stream.runtime.app import app
+from stream.runtime.app import TuskApp
+from stream.runtime.pipeline import Pipeline
 
 
-def local_quarantine() -> list[dict[str, Any]]:
+def local_quarantine(s: Served) -> list[dict[str, Any]]:
     """Quarantined identifiers on this worker's active partitions (meta, changelogged)."""
     out: list[dict[str, Any]] = []
-    for p in agents.active_partitions():
-        for key, record in agents.STORE.peek_quarantined(p):
+    for p in s.pipeline.active_partitions():
+        for key, record in s.pipeline.state.peek_quarantined(p):
             kind, value = parse_key(key)
             out.append({"type": kind, "value": value, "since": record["at"],
                         "distinct_people": record["distinct"], "threshold": record["threshold"],
@@ -45,23 +46,21 @@ def identifier_key(raw: Any) -> str | None:
     return key_of((kind, normalised)) if normalised else None
 
 
-@app.page("/internal/quarantine")
 class InternalQuarantine(View):
     async def get(self, request: Request) -> Response:
-        return json_response(self, local_quarantine())
+        return json_response(self, local_quarantine(served(self)))
 
 
-@app.page("/identity/quarantine")
 class Quarantine(View):
     async def get(self, request: Request) -> Response:
-        found = local_quarantine()
-        for answer in await gather_ok(request, "/internal/quarantine"):
+        s = served(self)
+        found = local_quarantine(s)
+        for answer in await gather_ok(s, request, "/internal/quarantine"):
             found.extend(answer)
         found.sort(key=lambda r: (r["type"], r["value"]))
         return json_response(self, {"quarantined": found})
 
 
-@app.page("/identity/quarantine/release")
 class QuarantineRelease(View):
     async def post(self, request: Request) -> Response:
         try:
@@ -73,6 +72,14 @@ class QuarantineRelease(View):
             return error(self, 400, "invalid_identifier",
                          "expected identifier TYPE:VALUE, e.g. device_id:kiosk-1")
         record = orjson.dumps(records.quarantine_op("release"))
-        await app.producer.send_and_wait(agents.ROUTED, key.encode(), record,
-                                         partition_for(key, agents.N), None, None)
+        pipeline = served(self).pipeline
+        await self.app.producer.send_and_wait(pipeline.routed, key.encode(), record,
+                                              partition_for(key, pipeline.n), None, None)
         return json_response(self, {"identifier": key, "status": "release_requested"}, status=202)
+
+
+def register(built: TuskApp, pipeline: Pipeline) -> None:
+    """The routes of this module on a worker's app."""
+    routes(built, pipeline, {"/internal/quarantine": InternalQuarantine,
+                             "/identity/quarantine": Quarantine,
+                             "/identity/quarantine/release": QuarantineRelease})

@@ -16,13 +16,13 @@ from faust.web import Request, Response, View
 
 from processors.common import records
 from processors.identity.partitioning import partition_for
+from stream.api.context import routes, served
 from stream.api.quarantine import identifier_key
 from stream.api.web import error, json_response
-from stream.runtime import agents
-from stream.runtime.app import app
+from stream.runtime.app import TuskApp
+from stream.runtime.pipeline import Pipeline
 
 
-@app.page("/identity/unlink")
 class Unlink(View):
     async def post(self, request: Request) -> Response:
         try:
@@ -35,8 +35,14 @@ class Unlink(View):
                          "expected identifier TYPE:VALUE, e.g. email:test@test.com")
         op = uuid.uuid4().hex
         record = orjson.dumps(records.unlink_request(op))
-        await app.producer.send_and_wait(agents.ROUTED, key.encode(), record,
-                                         partition_for(key, agents.N), None, None)
+        pipeline = served(self).pipeline
+        await self.app.producer.send_and_wait(pipeline.routed, key.encode(), record,
+                                              partition_for(key, pipeline.n), None, None)
         return json_response(self, {"identifier": key, "op": op, "status": "unlink_requested",
                                     "outcome": "the `unlinked` record with this op on tusk.profile-changes",
                                     "release": "POST /identity/quarantine/release"}, status=202)
+
+
+def register(built: TuskApp, pipeline: Pipeline) -> None:
+    """The route of this module on a worker's app."""
+    routes(built, pipeline, {"/identity/unlink": Unlink})

@@ -1,4 +1,7 @@
-"""HTTP views served by every worker; each request is answered by the key's owner."""
+"""HTTP views served by every worker; each request is answered by the key's owner.
+
+Registered by `register(built, pipeline)` (stream/api/context.py); the helpers take the worker's
+`Served` (its app and pipeline) first, views get theirs with `served(self)`."""
 
 from __future__ import annotations
 
@@ -19,10 +22,11 @@ from processors.ingest.identifiers import key_of, normalise
 from processors.journeys.engine import sum_stats
 from processors.profile.unified import public_view
 from processors.segments.definitions import parse_record
-from stream.runtime import agents
-from stream.runtime.app import app, identities, profiles
+from stream.api.context import Served, routes, served
+from stream.runtime.app import TuskApp
 from stream.runtime.definitions import produce_definition
 from stream.runtime.faust_adapter import recovered
+from stream.runtime.pipeline import Pipeline
 
 HOP_HEADER = "X-Tusk-Hops"
 MAX_HOPS = 6
@@ -37,22 +41,23 @@ def error(view: View, status: int, reason: str, message: str) -> Response:
     return json_response(view, {"error": reason, "message": message}, status)
 
 
-def clock_now() -> int:
-    if agents.TIME_CLOCK:
-        return max(agents.WATERMARK.values(), default=0)
+def clock_now(s: Served) -> int:
+    if s.pipeline.time_clock:
+        return max(s.pipeline.watermark.values(), default=0)
     return int(time.time() * 1000)
 
 
-def present(profile: dict[str, Any]) -> dict[str, Any]:
+def present(s: Served, profile: dict[str, Any]) -> dict[str, Any]:
     """The public profile, computed traits read at this instant (windows slide with time)."""
     view = public_view(profile)
-    view["computed"] = agents.READER.catalog.computed_view(profile, clock_now())
-    view["predictions"] = agents.READER.catalog.predictions_view(profile, clock_now())
+    view["computed"] = s.reader.catalog.computed_view(profile, clock_now(s))
+    view["predictions"] = s.reader.catalog.predictions_view(profile, clock_now(s))
     return view
 
 
-def owner_of(table_name: str, key: bytes) -> URL | None:
+def owner_of(s: Served, table_name: str, key: bytes) -> URL | None:
     """The owner's URL, or None when this worker owns `key`. KeyError while assigning."""
+    app = s.app
     owner = app.router.key_store(table_name, key)
     me = app.conf.canonical_url
     return None if (owner.host, owner.port) == (me.host, me.port) else owner
@@ -65,10 +70,10 @@ def hops(request: Request) -> int:
         return MAX_HOPS
 
 
-async def ask(owner: URL, path: str, hop: int) -> tuple[int, bytes, str]:
+async def ask(s: Served, owner: URL, path: str, hop: int) -> tuple[int, bytes, str]:
     url = owner.with_path(path)
     headers = {HOP_HEADER: str(hop + 1), "Accept": "application/json"}
-    async with app.http_client.get(url, headers=headers) as resp:
+    async with s.app.http_client.get(url, headers=headers) as resp:
         return resp.status, await resp.read(), resp.content_type
 
 
@@ -82,49 +87,48 @@ class PeerAnswer:
     failure: Exception | None = None
 
 
-async def ask_peers(request: Request, path: str) -> AsyncIterator[PeerAnswer]:
+async def ask_peers(s: Served, request: Request, path: str) -> AsyncIterator[PeerAnswer]:
     """GET `path` from every other worker of the group, one after the other, as they answer
     (a caller that stops iterating asks no further worker)."""
-    me = app.conf.canonical_url
-    for host in app.router.tables_metadata():
+    me = s.app.conf.canonical_url
+    for host in s.app.router.tables_metadata():
         url = URL(host)
         if (url.host, url.port) == (me.host, me.port):
             continue
         try:
-            status, body, _ = await ask(url, path, hops(request))
+            status, body, _ = await ask(s, url, path, hops(request))
         except Exception as e:
             yield PeerAnswer(host, failure=e)
             continue
         yield PeerAnswer(host, status, body)
 
 
-async def gather_ok(request: Request, path: str) -> list[Any]:
+async def gather_ok(s: Served, request: Request, path: str) -> list[Any]:
     """The JSON answers of the other workers that answered 200 (the others are left out)."""
-    return [orjson.loads(a.body) async for a in ask_peers(request, path) if a.status == 200]
+    return [orjson.loads(a.body) async for a in ask_peers(s, request, path) if a.status == 200]
 
 
-async def fetch_profile(pid: str, hop: int) -> dict[str, Any] | None:
+async def fetch_profile(s: Served, pid: str, hop: int) -> dict[str, Any] | None:
     """The live profile `pid` resolves to, following merge redirects across workers."""
     for _ in range(MAX_HOPS):
-        owner = owner_of(profiles.name, pid.encode())
+        owner = owner_of(s, s.built.profiles.name, pid.encode())
         if owner is not None and hop < MAX_HOPS:
-            status, body, _ = await ask(owner, f"/profiles/id/{quote(pid, safe='')}", hop)
+            status, body, _ = await ask(s, owner, f"/profiles/id/{quote(pid, safe='')}", hop)
             return orjson.loads(body) if status == 200 else None
-        raw = agents.STORE.lookup_profile(pid)  # unflushed state too
+        raw = s.pipeline.state.lookup_profile(pid)  # unflushed state too
         if raw is None:
             return None
         profile: dict[str, Any] = orjson.loads(raw)
         if "redirect" not in profile:
-            return present(profile)
+            return present(s, profile)
         pid = profile["redirect"]
     return None
 
 
-@app.page("/profiles/id/{profile_id}")
 class ProfileById(View):
     async def get(self, request: Request, profile_id: str) -> Response:
         try:
-            profile = await fetch_profile(profile_id, hops(request))
+            profile = await fetch_profile(served(self), profile_id, hops(request))
         except KeyError:
             return not_ready(self)
         if profile is None:
@@ -149,11 +153,12 @@ async def resolve_identifier(view: View, request: Request, kind: str, value: str
         return error(view, 400, "invalid_identifier", f"{value!r} is not a valid {kind}")
     key = key_of((kind, normalised)).encode()
     hop = hops(request)
-    owner = owner_of(identities.name, key)
+    s = served(view)
+    owner = owner_of(s, s.built.identities.name, key)
     if owner is not None and hop < MAX_HOPS:
-        status, body, ctype = await ask(owner, request.url.path, hop)
+        status, body, ctype = await ask(s, owner, request.url.path, hop)
         return view.bytes(body, content_type=ctype, status=status)
-    pid = agents.STORE.lookup_identity(key.decode())  # unflushed state too (stream/state/writeback.py)
+    pid = s.pipeline.state.lookup_identity(key.decode())  # unflushed state too (stream/state/writeback.py)
     return Resolved(normalised, pid, hop)
 
 
@@ -177,28 +182,25 @@ async def by_identifier(view: View, request: Request, kind: str, value: str,
     return answered
 
 
-@app.page("/profiles/{kind}/{value}")
 class ProfileByIdentifier(View):
     async def get(self, request: Request, kind: str, value: str) -> Response:
         async def profile(pid: str, hop: int) -> Response | None:
-            found = await fetch_profile(pid, hop)
+            found = await fetch_profile(served(self), pid, hop)
             return None if found is None else json_response(self, found)
 
         return await by_identifier(self, request, kind, value, profile)
 
 
-@app.page("/health")
 class Health(View):
     async def get(self, request: Request) -> Response:
-        assigned = sorted(tp.partition for tp in app.assignor.assigned_actives()
+        assigned = sorted(tp.partition for tp in self.app.assignor.assigned_actives()
                           if tp.topic.endswith("profiles-changelog"))
-        recovering = not recovered(app)
+        recovering = not recovered(self.app)
         status = 503 if recovering else 200
         return json_response(self, {"status": "recovering" if recovering else "ok",
                                     "partitions": assigned}, status)
 
 
-@app.page("/metrics")
 class Metrics(View):
     async def get(self, request: Request) -> Response:
         return self.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
@@ -206,25 +208,26 @@ class Metrics(View):
 
 # --- definitions: segments and computed traits ----------------------------------------------
 
-def local_state() -> dict[str, Any]:
+def local_state(s: Served) -> dict[str, Any]:
     """Segment sizes and backfill progress of this worker's active partitions."""
     sizes: dict[str, int] = {}
     flows: list[dict[str, Any]] = []
-    mine = agents.active_partitions()
-    fp = agents.READER.fingerprint
+    mine = s.pipeline.active_partitions()
+    fp = s.reader.fingerprint
+    state = s.pipeline.state
     done = 0
     for p in mine:
-        for seg, n in agents.STORE.peek_segment_sizes(p).items():
+        for seg, n in state.peek_segment_sizes(p).items():
             sizes[seg] = sizes.get(seg, 0) + n
-        done += agents.STORE.peek_backfilled(p) == fp
-        flows.append(agents.STORE.peek_journey_stats(p))
+        done += state.peek_backfilled(p) == fp
+        flows.append(state.peek_journey_stats(p))
     return {"partitions": mine, "sizes": sizes, "backfilled": done, "fingerprint": fp,
             "journeys": sum_stats(flows)}
 
 
-async def cluster_state(request: Request) -> dict[str, Any]:
+async def cluster_state(s: Served, request: Request) -> dict[str, Any]:
     """local_state() of every worker in the group, summed."""
-    states = [local_state(), *await gather_ok(request, "/internal/state")]
+    states = [local_state(s), *await gather_ok(s, request, "/internal/state")]
     sizes: dict[str, int] = {}
     for st in states:
         for seg, n in st["sizes"].items():
@@ -233,37 +236,34 @@ async def cluster_state(request: Request) -> dict[str, Any]:
     return {"sizes": sizes, "workers": len(states), "partitions": partitions,
             "journeys": sum_stats([st.get("journeys") or {} for st in states]),
             "backfilled_partitions": sum(st["backfilled"] for st in states
-                                         if st["fingerprint"] == agents.READER.fingerprint),
-            "partitions_total": agents.N}
+                                         if st["fingerprint"] == s.reader.fingerprint),
+            "partitions_total": s.pipeline.n}
 
 
-@app.page("/internal/state")
 class InternalState(View):
     async def get(self, request: Request) -> Response:
-        return json_response(self, local_state())
+        return json_response(self, local_state(served(self)))
 
 
-def _listing() -> dict[str, Any]:
-    cat = agents.READER.catalog
-    return {"segments": [dict(cat.segment_specs[s]) for s in sorted(cat.segment_specs)],
+def _listing(s: Served) -> dict[str, Any]:
+    cat = s.reader.catalog
+    return {"segments": [dict(cat.segment_specs[seg]) for seg in sorted(cat.segment_specs)],
             "computed_traits": [dict(cat.trait_specs[t]) for t in sorted(cat.trait_specs)],
-            "skipped": agents.READER.skipped}
+            "skipped": s.reader.skipped}
 
 
-@app.page("/segments")
 class Segments(View):
     async def get(self, request: Request) -> Response:
-        listing = _listing()
-        state = await cluster_state(request)
+        listing = _listing(served(self))
+        state = await cluster_state(served(self), request)
         for seg in listing["segments"]:
             seg["size"] = state["sizes"].get(seg["id"], 0)
         return json_response(self, listing)
 
 
-@app.page("/computed-traits")
 class ComputedTraits(View):
     async def get(self, request: Request) -> Response:
-        return json_response(self, {"computed_traits": _listing()["computed_traits"]})
+        return json_response(self, {"computed_traits": _listing(served(self))["computed_traits"]})
 
 
 async def put_definition(view: View, request: Request, kind: str, ident: str,
@@ -281,7 +281,7 @@ async def put_definition(view: View, request: Request, kind: str, ident: str,
         check(spec)
     except DefinitionError as e:
         return error(view, 422, "invalid_definition", str(e))
-    await asyncio.to_thread(produce_definition, agents.settings, kind, ident, spec)
+    await asyncio.to_thread(produce_definition, served(view).settings, kind, ident, spec)
     return json_response(view, {"id": ident, "kind": kind, "status": "applied", "definition": spec})
 
 
@@ -295,17 +295,17 @@ async def delete_definition(view: View, kind: str, ident: str, exists: bool,
         check()
     except DefinitionError as e:
         return error(view, 409, "in_use", f"{ident!r} {in_use}: {e}")
-    await asyncio.to_thread(produce_definition, agents.settings, kind, ident, None)
+    await asyncio.to_thread(produce_definition, served(view).settings, kind, ident, None)
     return json_response(view, {"id": ident, "kind": kind, "status": "deleted"})
 
 
 async def _put(view: View, request: Request, kind: str, ident: str) -> Response:
     return await put_definition(view, request, kind, ident,
-                                lambda spec: agents.READER.catalog.put(kind, spec))
+                                lambda spec: served(view).reader.catalog.put(kind, spec))
 
 
 async def _delete(view: View, kind: str, ident: str) -> Response:
-    cat = agents.READER.catalog
+    cat = served(view).reader.catalog
     specs = cat.segment_specs if kind == "segment" else cat.trait_specs
     return await delete_definition(view, kind, ident, ident in specs,
                                    lambda: cat.delete(kind, ident), "is still used")
@@ -320,7 +320,7 @@ async def definition(view: View, request: Request, specs: Mapping[str, Any], kin
         return error(view, 404, "not_found", f"no {kind} {ident!r}")
     if answer is None:
         return json_response(view, dict(spec))
-    return json_response(view, answer(spec, await cluster_state(request)))
+    return json_response(view, answer(spec, await cluster_state(served(view), request)))
 
 
 class CatalogDefinition(View):
@@ -335,7 +335,6 @@ class CatalogDefinition(View):
         return await _delete(self, self.kind, ident)
 
 
-@app.page("/segments/{ident}")
 class Segment(CatalogDefinition):
     kind = "segment"
 
@@ -344,11 +343,10 @@ class Segment(CatalogDefinition):
             return {**spec, "size": state["sizes"].get(ident, 0), "backfill": {
                 "partitions_done": state["backfilled_partitions"], "partitions": state["partitions_total"]}}
 
-        specs = agents.READER.catalog.segment_specs
+        specs = served(self).reader.catalog.segment_specs
         return await definition(self, request, specs, "segment", ident, with_size)
 
 
-@app.page("/segments/{ident}/size")
 class SegmentSize(View):
     async def get(self, request: Request, ident: str) -> Response:
         def size(_spec: Any, state: dict[str, Any]) -> dict[str, Any]:
@@ -356,21 +354,21 @@ class SegmentSize(View):
             return {"segment": ident, "size": state["sizes"].get(ident, 0), "workers": state["workers"],
                     "complete": complete}
 
-        return await definition(self, request, agents.READER.catalog.segment_specs, "segment", ident, size)
+        return await definition(self, request, served(self).reader.catalog.segment_specs, "segment", ident,
+                                size)
 
 
-@app.page("/computed-traits/{ident}")
 class ComputedTrait(CatalogDefinition):
     kind = "computed_trait"
 
     async def get(self, request: Request, ident: str) -> Response:
-        return await definition(self, request, agents.READER.catalog.trait_specs, "computed trait", ident)
+        return await definition(self, request, served(self).reader.catalog.trait_specs, "computed trait",
+                                ident)
 
 
 # --- privacy -------------------------------------------------------------------------------
 
 
-@app.page("/privacy/{action}")
 class Privacy(View):
     async def post(self, request: Request, action: str) -> Response:
         from processors.privacy.requests import privacy_request
@@ -386,8 +384,25 @@ class Privacy(View):
             req = privacy_request(orjson.dumps({"request_id": "http", "type": action, "identifier": ident}))
         except (orjson.JSONDecodeError, ValueError) as e:
             return error(self, 400, "invalid_request", f"expected {{\"identifier\": \"TYPE:VALUE\"}}: {e}")
-        result = await asyncio.to_thread(submit, agents.settings, action, req["identifier"], 30.0)
+        result = await asyncio.to_thread(submit, served(self).settings, action, req["identifier"], 30.0)
         if result is None:
             return error(self, 504, "timeout", "no result within 30 s; it will still be carried out")
         status = 404 if result.get("status") == "not_found" else 200
         return json_response(self, result, status)
+
+
+def register(built: TuskApp, pipeline: Pipeline) -> None:
+    """The routes of this module on a worker's app."""
+    routes(built, pipeline, {
+        "/profiles/id/{profile_id}": ProfileById,
+        "/profiles/{kind}/{value}": ProfileByIdentifier,
+        "/health": Health,
+        "/metrics": Metrics,
+        "/internal/state": InternalState,
+        "/segments": Segments,
+        "/computed-traits": ComputedTraits,
+        "/segments/{ident}": Segment,
+        "/segments/{ident}/size": SegmentSize,
+        "/computed-traits/{ident}": ComputedTrait,
+        "/privacy/{action}": Privacy,
+    })

@@ -363,12 +363,12 @@ _METHODS = ("get", "post", "put", "delete", "patch")
 
 def worker_routes() -> list[tuple[str, str]]:
     """(method, path) of every route registered on the worker's web app."""
-    from stream.runtime.app import app
-    from stream.runtime.worker import load_views
-
-    load_views()
     from faust.web import View
 
+    from stream.runtime.settings import Settings
+    from stream.runtime.worker import build_worker
+
+    app = build_worker(Settings())[0].app
     routes = []
     for path, view in app.web.views.items():
         own = [c for c in type(view).__mro__ if issubclass(c, View) and c is not View]  # not Faust's 405s

@@ -30,14 +30,18 @@ from stream.runtime.faust_adapter import chain_producer_flush
 from stream.runtime.metrics import RESTORED_IN_BULK
 from stream.runtime.settings import Settings
 from stream.state.restore import restore
-from stream.state.writeback import STATE, WriteBack
+from stream.state.writeback import WriteBack
 
 log = logging.getLogger(__name__)
 
 
 class Outbox:
+    """A worker's producer (started by the worker: nothing connects before `start`) and the
+    write-back layer whose changelog records it sends; `build_app` makes one per app (`bind`)."""
+
     def __init__(self) -> None:
         self.settings: Settings | None = None
+        self.state: WriteBack | None = None  # the app's write-back layer (`bind`)
         self._producer: Producer | None = None
         self._failure: KafkaError | None = None
         # changelog offsets acknowledged since the last poll: partition → highest
@@ -56,11 +60,21 @@ class Outbox:
                 "queue.buffering.max.kbytes": 512 * 1024,
             })
 
+    def bind(self, app: faust.App, state: WriteBack) -> None:
+        """This outbox (and `state`, the write-back layer sending through it) is `app`'s: its
+        tables (`OutboxTable`) reach them through the app."""
+        self.state = state
+        state.sink = self
+        setattr(app, ATTRIBUTE, self)
+
     def attach(self, app: faust.App) -> None:
         """Make Faust's flush (before each commit, before a rebalance) write the tables' dirty
         state (stream/state/writeback.py) and drain this producer too."""
+        state = self.state
+
         async def after_faust_flush() -> None:
-            STATE.flush()
+            if state is not None:
+                state.flush()
             await self.drain()
 
         chain_producer_flush(app, after_faust_flush)
@@ -118,8 +132,16 @@ class Outbox:
         self.poll()
 
 
-OUTBOX = Outbox()
-WriteBack.sink = OUTBOX  # the write-back state's changelog records go through the outbox
+ATTRIBUTE = "tusk_outbox"
+"""The attribute of a Faust app that holds its outbox (`Outbox.bind`)."""
+
+
+def outbox_of(app: Any) -> Outbox:
+    """The outbox `build_app` bound to this app."""
+    outbox = getattr(app, ATTRIBUTE, None)
+    if not isinstance(outbox, Outbox):
+        raise RuntimeError("this app has no outbox (stream/runtime/app.py: build_app binds one)")
+    return outbox
 
 
 _BUDGET: list[float] = [-1, 0.0]
@@ -138,10 +160,12 @@ class OutboxTable(faust.Table):  # type: ignore[misc]
                            generation_id: int = 0) -> None:
         # the write-back state first, while the revoked partitions' databases are still open;
         # then no cached value survives: a partition kept as a standby is updated by Faust
-        STATE.flush()
-        STATE.drop()
+        outbox = outbox_of(self.app)
+        if outbox.state is not None:
+            outbox.state.flush()
+            outbox.state.drop()
         await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
-        settings = OUTBOX.settings
+        settings = outbox.settings
         if settings is None or settings.bulk_restore_ms <= 0:
             return
         topic = self.changelog_topic.get_topic_name()
@@ -164,5 +188,5 @@ class OutboxTable(faust.Table):  # type: ignore[misc]
                        key_serializer: Any = None, value_serializer: Any = None) -> Any:
         if partition is None:  # Tusk writes tables only while handling a record of a partition
             raise RuntimeError(f"table {self.name}: a write outside of a partition's record")
-        OUTBOX.changelog(self, self.changelog_topic.get_topic_name(), partition, key, value)
+        outbox_of(self.app).changelog(self, self.changelog_topic.get_topic_name(), partition, key, value)
         return _Sent(message=SimpleNamespace(partition=partition))

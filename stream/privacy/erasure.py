@@ -130,13 +130,11 @@ def _opened(store: Any, partition: int) -> None:
     DIRTY.setdefault(id(store), (store, set()))[1].add(partition)
 
 
-def _install() -> None:
-    """Hook Faust's RocksDB store: MANIFEST rewritten on each change, deletes noted."""
+def install() -> None:
+    """Hook Faust's RocksDB store (once, for the process): MANIFEST rewritten on each change,
+    deletes noted. The worker calls it at start, before any table opens (stream/runtime/worker.py)."""
     hook_rocksdb_store(on_delete=_deleted, on_changelog_delete=_tombstone_applied, on_open=_opened,
                        small_manifest=True)
-
-
-_install()
 
 
 def register(app: Any, settings: Any, owned: Callable[[], list[int]], outbox: Any) -> None:

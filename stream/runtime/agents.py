@@ -1,7 +1,7 @@
 """Agents: hand Faust's records to the pipeline (stream/runtime/pipeline.py), and the worker's timers.
 
-Importing this module builds the worker of the environment's settings (stream/runtime/app.py) and
-registers its agents; `build_pipeline` and `register` do the same for any built app.
+Importing this module builds nothing: the worker (stream/runtime/worker.py) calls `build_pipeline` on
+the app `build_app` returned (stream/runtime/app.py), then `register` to add the agents and timers.
 """
 
 from __future__ import annotations
@@ -15,19 +15,17 @@ from confluent_kafka import Consumer, KafkaException
 from faust.types import TP
 
 from stream.kafka.clients import ensure_topic, reader, watermarks
-from stream.kafka.outbox import OUTBOX, DeliveryFailed
+from stream.kafka.outbox import DeliveryFailed
 from stream.runtime import metrics as m
-from stream.runtime.app import BUILT, TuskApp, settings
+from stream.runtime.app import TuskApp
 from stream.runtime.definitions import DefinitionsReader
 from stream.runtime.faust_adapter import committed_offset, open_dbs, recovered, recovery
-from stream.runtime.pipeline import IDLE_AFTER_S, Pipeline, low_watermark, touchpoint_source  # noqa: F401
+from stream.runtime.pipeline import Pipeline
 from stream.runtime.settings import Settings
 from stream.state.partition import TableState
-from stream.state.writeback import STATE, StateWriteFailed
+from stream.state.writeback import StateWriteFailed
 
 log = logging.getLogger(__name__)
-
-N = settings.partitions
 
 
 class FaustHost:
@@ -73,13 +71,13 @@ class FaustHost:
 
 
 def build_pipeline(built: TuskApp, settings: Settings) -> Pipeline:
-    """The stages over a built app's tables (write-back state) and the outbox."""
-    STATE.configure(settings.state_cache_mb << 20, settings.flush_records, settings.flush_interval_ms)
+    """The stages over a built app's tables (through its write-back layer) and its outbox."""
     touchpoints = built.touchpoints.get_topic_name()
     holder: list[Pipeline] = []
     reader = DefinitionsReader(settings, on_change=lambda catalog: holder[0].warm_activation_topics(catalog))
     pipeline = Pipeline(
-        settings, TableState(STATE, built.identities, built.profiles, built.meta), OUTBOX, reader,
+        settings, TableState(built.writeback, built.identities, built.profiles, built.meta), built.outbox,
+        reader,
         FaustHost(built.app, settings, touchpoints), touchpoints=touchpoints,
         routed=built.routed.get_topic_name(), dlq=built.dlq.get_topic_name(),
         changes=built.changes.get_topic_name(), results=built.results.get_topic_name())
@@ -87,9 +85,9 @@ def build_pipeline(built: TuskApp, settings: Settings) -> Pipeline:
     return pipeline
 
 
-def register(built: TuskApp, pipeline: Pipeline, settings: Settings) -> None:
+def register(built: TuskApp, pipeline: Pipeline) -> None:
     """The Faust agents and timers of a worker: each hands its records to the pipeline."""
-    app = built.app
+    app, settings = built.app, pipeline.settings
 
     @app.agent(built.touchpoints, name=f"{__name__}.ingest")
     async def ingest(stream):  # type: ignore[no-untyped-def]
@@ -125,7 +123,7 @@ def register(built: TuskApp, pipeline: Pipeline, settings: Settings) -> None:
     async def deliveries() -> None:
         """Delivery reports of the outbox (changelog offsets, failures) are served on the loop."""
         try:
-            OUTBOX.poll()
+            built.outbox.poll()
         except DeliveryFailed as e:
             await pipeline.platform_failure(e)
 
@@ -161,24 +159,3 @@ def register(built: TuskApp, pipeline: Pipeline, settings: Settings) -> None:
         except Exception:  # not assigned yet, or rebalancing
             log.debug("lag metrics unavailable", exc_info=True)
 
-
-PIPELINE = build_pipeline(BUILT, settings)
-register(BUILT, PIPELINE, settings)
-
-# what the web views, the worker and tools read (owned by PIPELINE; the same objects)
-STORE = PIPELINE.state
-READER = PIPELINE.reader
-"""Started by stream.runtime.worker before the first event, so every event sees the definitions."""
-CFG = PIPELINE.cfg
-ACTIVATION = PIPELINE.activation
-WATERMARK = PIPELINE.watermark
-SOURCES = PIPELINE.sources
-BACKFILLS = PIPELINE.backfills
-ACTIVATION_TOPICS = PIPELINE.activation_topics
-TIME_CLOCK = PIPELINE.time_clock
-ROUTED = PIPELINE.routed
-DLQ = PIPELINE.dlq
-CHANGES = PIPELINE.changes
-RESULTS = PIPELINE.results
-active_partitions = PIPELINE.active_partitions
-handle_record = PIPELINE.handle_record

@@ -1,7 +1,8 @@
 """The Faust application, its topics and tables: `build_app(settings)`.
 
-Importing the module builds the app of the environment's settings (`BUILT`, and `app`, the
-topics and tables under their former names), on which the agents and views register.
+Importing the module builds nothing: the worker (stream/runtime/worker.py) builds its app from the
+settings it was given, then registers the agents (stream/runtime/agents.py) and the views
+(stream/api/) on what `build_app` returns.
 
 Topic and table names (operators see these in Kafka):
   {prefix}touchpoints            input, any partition count
@@ -21,14 +22,16 @@ from typing import Any
 import faust
 
 from stream.kafka import security as kafka_security
-from stream.kafka.outbox import OutboxTable
+from stream.kafka.outbox import Outbox, OutboxTable
 from stream.kafka.topic_configs import compacted
-from stream.runtime.settings import Settings, SettingsError, in_force
+from stream.runtime.settings import Settings, SettingsError
+from stream.state.writeback import WriteBack
 
 
 @dataclass(frozen=True)
 class TuskApp:
-    """A worker's Faust app with its topics and tables (`build_app`)."""
+    """A worker's Faust app with its topics and tables, and what its tables write through: the
+    write-back layer and the outbox (`build_app`)."""
 
     app: faust.App
     touchpoints: Any
@@ -40,10 +43,13 @@ class TuskApp:
     identities: Any
     profiles: Any
     meta: Any
+    outbox: Outbox
+    writeback: WriteBack
 
 
 def build_app(settings: Settings) -> TuskApp:
-    """The Faust app, its topics and tables, of these settings (nothing is connected yet)."""
+    """The Faust app, its topics and tables, of these settings, with the app's outbox and
+    write-back layer (nothing is connected yet: the worker starts the outbox)."""
     topics = settings.topics
     try:  # TUSK_KAFKA_* security settings, mapped for Faust's aiokafka consumer and producer
         credentials = kafka_security.faust_credentials(settings.kafka_extra)
@@ -78,6 +84,9 @@ def build_app(settings: Settings) -> TuskApp:
         value_serializer="raw",
         Table=OutboxTable,  # changelog writes through the librdkafka producer (stream/kafka/outbox.py)
     )
+    outbox = Outbox()
+    writeback = WriteBack(settings.state_cache_mb << 20, settings.flush_records, settings.flush_interval_ms)
+    outbox.bind(app, writeback)
 
     def topic(name: str, **kw: Any) -> Any:
         return app.topic(name, key_type=bytes, value_type=bytes, **kw)
@@ -108,21 +117,7 @@ def build_app(settings: Settings) -> TuskApp:
         # Partition-local bookkeeping, written only while handling a record of that partition
         # (so each partition's RocksDB holds its own keys); its layout: stream/state/partition.py
         meta=table("meta"),
+        outbox=outbox,
+        writeback=writeback,
     )
 
-
-# The worker's settings (stream/runtime/worker.py hands them over), else the environment's, for
-# the modules that register on the app at import (agents, views).
-settings = in_force()
-topics = settings.topics
-BUILT = build_app(settings)
-app = BUILT.app
-touchpoints_topic = BUILT.touchpoints
-routed_topic = BUILT.routed
-dlq_topic = BUILT.dlq
-privacy_topic = BUILT.privacy
-results_topic = BUILT.results
-changes_topic = BUILT.changes
-identities = BUILT.identities
-profiles = BUILT.profiles
-meta = BUILT.meta

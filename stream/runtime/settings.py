@@ -1,6 +1,6 @@
 """Worker settings: every TUSK_* variable read through its declaration (stream/runtime/variables.py).
 
-Read once per process (the Faust app is built from them at import), validated
+Read once per command (the worker builds its Faust app from them: stream/runtime/worker.py), validated
 with one readable sentence per problem.
 """
 
@@ -180,16 +180,3 @@ class Settings:
             predict_config=var.optional_path("TUSK_PREDICT_CONFIG", env),
         )
 
-
-_IN_FORCE: list[Settings] = []
-
-
-def start_with(settings: Settings) -> None:
-    """The settings this process's worker runs with, handed over by `tusk worker` (its flags
-    included) before stream/runtime/app.py builds the Faust app from `in_force()`."""
-    _IN_FORCE[:] = [settings]
-
-
-def in_force() -> Settings:
-    """The settings handed over by start_with, else the environment's."""
-    return _IN_FORCE[0] if _IN_FORCE else Settings.from_env()

@@ -1,42 +1,63 @@
-"""Start one Faust worker with Tusk's agents and views."""
+"""Start one Faust worker with Tusk's agents and views.
+
+settings → `build_app` (stream/runtime/app.py) → `build_pipeline` → the agents and timers
+(stream/runtime/agents.py: `register`) and the views (`register_views`) → the erasure hook and
+timers, the outbox → run. Importing a module of `stream` builds nothing.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
+from types import ModuleType
 
 from stream.kafka import security as kafka_security
-from stream.runtime.settings import Settings, SettingsError, start_with
+from stream.runtime.app import TuskApp
+from stream.runtime.pipeline import Pipeline
+from stream.runtime.settings import Settings, SettingsError
 
 
-def load_views() -> None:
-    """Import every module that registers routes on the worker's web app (the docs list them)."""
-    from stream.api import (  # noqa: F401 - the views register themselves; api_auth: TUSK_API_TOKEN
-        auth,
-        console,
-        explain,
-        journeys,
-        predict,
-        quarantine,
-        unlink,
-        web,
-    )
+def load_views() -> list[ModuleType]:
+    """Every module that registers routes (or middleware) on the worker's web app, in the order
+    they register (the docs list them). Each has `register(built, pipeline)`."""
+    from stream.api import auth, console, explain, journeys, predict, quarantine, unlink, web
+
+    return [web, console, explain, journeys, predict, quarantine, unlink, auth]
+
+
+def register_views(built: TuskApp, pipeline: Pipeline) -> None:
+    """The HTTP API on a built app: every view module's `register`."""
+    for module in load_views():
+        module.register(built, pipeline)
+
+
+def build_worker(settings: Settings) -> tuple[TuskApp, Pipeline]:
+    """The worker's app of these settings, with its pipeline, agents, timers and views (nothing is
+    connected yet)."""
+    from stream.runtime import agents
+    from stream.runtime.app import build_app
+
+    built = build_app(settings)
+    pipeline = agents.build_pipeline(built, settings)
+    agents.register(built, pipeline)
+    register_views(built, pipeline)
+    return built, pipeline
 
 
 def run(settings: Settings) -> None:
-    start_with(settings)  # before anything imports stream.runtime.app, which builds the app from them
     from stream.runtime.faust_adapter import install
     from stream.runtime.memory import limit_arenas
 
     limit_arenas()
     install()  # Faust's per-record drain cost (stream/runtime/faust_adapter.py)
     settings.datadir.mkdir(parents=True, exist_ok=True)
-    load_views()
     from stream.kafka.clients import enforce_topic_configs
-    from stream.kafka.outbox import OUTBOX
     from stream.privacy import erasure
-    from stream.runtime import agents
-    from stream.runtime.app import app
+
+    # Faust's RocksDB store hooked before any table opens (stream/privacy/erasure.py)
+    erasure.install()
+    built, pipeline = build_worker(settings)
+    app = built.app
 
     problem = kafka_security.faust_login_problem(settings.bootstrap, settings.kafka_extra)
     if problem is not None:  # Faust would retry for ever: say why, once, and stop
@@ -48,11 +69,11 @@ def run(settings: Settings) -> None:
     except Exception as e:
         raise SystemExit(f"tusk: cannot set the retention configs of Tusk's topics on "
                          f"{settings.bootstrap}: {e}") from e
-    erasure.register(app, settings, agents.active_partitions, OUTBOX)
+    erasure.register(app, settings, pipeline.active_partitions, built.outbox)
 
-    agents.READER.start()  # every definition known before the first event
-    OUTBOX.start(settings)
-    OUTBOX.attach(app)
+    pipeline.reader.start()  # every definition known before the first event
+    built.outbox.start(settings)  # the app's producer, connected now
+    built.outbox.attach(app)
     # explicit levels on the libraries' loggers: aiokafka logs every send at debug (keys and
     # values: PII, and 5% of a worker's time when a parent logger lets debug through)
     level = logging.getLevelName(settings.log_level.upper())

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 
 import rocksdict
 from faust.exceptions import FaustError
@@ -72,12 +72,10 @@ class ChangelogSink(Protocol):
 
 
 class WriteBack:
-    # where every instance's changelog records go: the outbox, which binds itself here at import
-    # (stream/kafka/outbox.py imports this module, so this one does not import it)
-    sink: ClassVar[ChangelogSink | None] = None
-
     def __init__(self, cache_bytes: int = 32 << 20, flush_records: int = 1000,
-                 flush_ms: int = 20) -> None:
+                 flush_ms: int = 20, sink: ChangelogSink | None = None) -> None:
+        # where the changelog records go: the app's outbox (stream/runtime/app.py: build_app)
+        self.sink = sink
         self.cache_bytes = cache_bytes
         self.flush_records = flush_records
         self.flush_ms = flush_ms
@@ -89,9 +87,6 @@ class WriteBack:
         self._dirty_since: float | None = None
         self.flushes = 0
         self.keys_flushed = 0
-
-    def configure(self, cache_bytes: int, flush_records: int, flush_ms: int) -> None:
-        self.cache_bytes, self.flush_records, self.flush_ms = cache_bytes, flush_records, flush_ms
 
     # reads and writes while handling a record of a partition
 
@@ -167,7 +162,8 @@ class WriteBack:
         Keys written."""
         sink = self.sink
         if sink is None:
-            raise RuntimeError("no changelog sink: import stream.kafka.outbox before flushing state")
+            raise RuntimeError("no changelog sink: the write-back layer is given the app's outbox "
+                               "(stream/runtime/app.py: build_app)")
         self._records = 0
         if not self._dirty:
             self._dirty_since = None
@@ -232,5 +228,3 @@ class WriteBack:
     def dirty_keys(self) -> int:
         return sum(len(v) for v in self._dirty.values())
 
-
-STATE = WriteBack()

@@ -8,7 +8,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from stream.api import auth as api_auth
-from stream.runtime.app import app
+from stream.runtime.app import build_app
+from stream.runtime.settings import Settings
 
 
 def test_authorized_needs_the_exact_bearer_token() -> None:
@@ -30,7 +31,8 @@ def test_middleware_guards_every_route_but_probes_and_the_console_page() -> None
         return web.json_response({"ok": True})
 
     async def run() -> None:
-        web_app = web.Application(middlewares=[api_auth.middleware("s3cret")])
+        app = build_app(Settings()).app  # a worker's app, built (nothing connects)
+        web_app = web.Application(middlewares=[api_auth.middleware("s3cret", app)])
         for path in ("/health", "/metrics", "/console", "/console/triggers", "/segments"):
             web_app.router.add_get(path, ok)
         try:

@@ -6,11 +6,19 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 import rocksdict
 from faust.stores.rocksdb import RocksDBOptions
 
 from stream.kafka.topic_configs import ROLL_KEY
 from stream.privacy import erasure
+
+
+@pytest.fixture(autouse=True)
+def hooked() -> None:
+    """Faust's RocksDB store hooked as the worker hooks it at start (importing erasure does not)."""
+    erasure.install()
+
 
 SECRET_KEY = b"email:zelphinia.q@example.org"
 SECRET_VALUE = b'{"first_name": "Zelphinia"}'

@@ -142,11 +142,12 @@ def test_what_aiokafka_cannot_do_is_refused_for_the_worker_only(conf: dict[str, 
 
 
 def test_the_worker_app_gets_the_login() -> None:
-    """stream.runtime.app builds Faust's App with the mapped credentials (in a fresh interpreter: the app
-    is built from the environment at import)."""
+    """stream.runtime.app builds Faust's App with the mapped credentials (in a fresh interpreter, from
+    the environment's settings)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TUSK_KAFKA_")}
     env.update({ks.env_name(k): v for k, v in SCRAM.items()})
-    code = ("import orjson; from stream.runtime.app import app; "
+    code = ("import orjson; from stream.runtime.app import build_app; "
+            "from stream.runtime.settings import Settings; app = build_app(Settings.from_env()).app; "
             "from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth as a; "
             "print(orjson.dumps(a(app.conf.broker_credentials, app.conf.ssl_context)).decode())")
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True,

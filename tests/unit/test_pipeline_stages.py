@@ -298,7 +298,7 @@ def test_an_app_is_built_from_any_settings_and_its_worker_wired_to_it() -> None:
     tables = (built.identities, built.profiles, built.meta)
     assert [t.name for t in tables] == ["identities", "profiles", "meta"]
     pipe = build_pipeline(built, s)
-    register(built, pipe, s)
+    register(built, pipe)
     assert pipe.n == 3 and pipe.routed == s.topics.routed and pipe.touchpoints == "b1.touchpoints"
     assert sorted(built.app.agents) == ["stream.runtime.agents.identity_stage",
                                         "stream.runtime.agents.ingest",

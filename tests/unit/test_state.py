@@ -11,7 +11,6 @@ import rocksdict
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.kafka.outbox import OUTBOX
 from stream.state import writeback as st_mod
 from stream.state.writeback import OVERHEAD, StateWriteFailed, WriteBack
 
@@ -65,10 +64,9 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     partition = [0]
     sent: list[tuple[str, int, bytes, bytes | None]] = []
     monkeypatch.setattr(st_mod, "current_partition", lambda: partition[0])
-    monkeypatch.setattr(OUTBOX, "changelog",
-                        lambda table, topic, p, key, value: sent.append((topic, p, key, value)))
+    sink = SimpleNamespace(changelog=lambda table, topic, p, key, value: sent.append((topic, p, key, value)))
     tables = [FakeTable(tmp_path, "profiles"), FakeTable(tmp_path, "meta")]
-    yield SimpleNamespace(partition=partition, sent=sent, tables=tables)
+    yield SimpleNamespace(partition=partition, sent=sent, tables=tables, sink=sink)
     for t in tables:
         for db in t.data._dbs.values():
             db.close()
@@ -76,7 +74,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 def test_writes_stay_in_memory_until_a_flush_writes_one_batch_per_partition(world: Any) -> None:
     profiles, meta = world.tables
-    wb = WriteBack(cache_bytes=1 << 20, flush_records=1000, flush_ms=10_000)
+    wb = WriteBack(cache_bytes=1 << 20, flush_records=1000, flush_ms=10_000, sink=world.sink)
     for p in (0, 1):
         world.partition[0] = p
         for i in range(5):
@@ -101,7 +99,7 @@ def test_record_count_and_age_trigger_a_flush(world: Any, monkeypatch: pytest.Mo
     profiles, _ = world.tables
     clock = [100.0]
     monkeypatch.setattr(st_mod.time, "monotonic", lambda: clock[0])
-    wb = WriteBack(cache_bytes=1 << 20, flush_records=3, flush_ms=20)
+    wb = WriteBack(cache_bytes=1 << 20, flush_records=3, flush_ms=20, sink=world.sink)
     wb.put(profiles, b"a", b"1")
     wb.record_done()
     wb.record_done()
@@ -123,7 +121,7 @@ def test_record_count_and_age_trigger_a_flush(world: Any, monkeypatch: pytest.Mo
 
 def test_outside_reads_see_unwritten_state(world: Any) -> None:
     profiles, meta = world.tables
-    wb = WriteBack(cache_bytes=0, flush_records=1000, flush_ms=10_000)
+    wb = WriteBack(cache_bytes=0, flush_records=1000, flush_ms=10_000, sink=world.sink)
     world.partition[0] = 3
     wb.put(profiles, b"x", b"dirty")
     wb.put(meta, b"bv", b"fp")
@@ -137,7 +135,7 @@ def test_outside_reads_see_unwritten_state(world: Any) -> None:
 
 def test_a_refused_batch_keeps_what_was_not_written(world: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     profiles, meta = world.tables
-    wb = WriteBack(cache_bytes=1 << 20, flush_records=1000, flush_ms=10_000)
+    wb = WriteBack(cache_bytes=1 << 20, flush_records=1000, flush_ms=10_000, sink=world.sink)
     wb.put(profiles, b"a", b"1")
     wb.put(meta, b"s", b"{}")
     real = meta.data._db_for_partition
@@ -171,13 +169,13 @@ def test_reads_equal_a_plain_dict_and_the_cache_stays_within_its_bytes(
     base = tmp_path_factory.mktemp("wb")
     partition = [0]
     sent: dict[tuple[str, int, bytes], bytes | None] = {}
-    saved = (st_mod.current_partition, OUTBOX.changelog)
+    saved = st_mod.current_partition
     st_mod.current_partition = lambda: partition[0]  # type: ignore[assignment]
-    OUTBOX.changelog = (lambda table, topic, p, key, value:  # type: ignore[method-assign,assignment]
-                        sent.__setitem__((topic, p, key), value))
+    sink = SimpleNamespace(changelog=lambda table, topic, p, key, value:
+                           sent.__setitem__((topic, p, key), value))
     tables = [FakeTable(base, "profiles"), FakeTable(base, "meta")]
     try:
-        wb = WriteBack(cache_bytes=budget, flush_records=5, flush_ms=10_000)
+        wb = WriteBack(cache_bytes=budget, flush_records=5, flush_ms=10_000, sink=sink)
         model: dict[tuple[int, int, bytes], bytes] = {}
         for op, p, t, k, value in steps:
             partition[0] = p
@@ -210,7 +208,7 @@ def test_reads_equal_a_plain_dict_and_the_cache_stays_within_its_bytes(
                     if (f"{table.name}-changelog", p, key) in sent:
                         assert sent[(f"{table.name}-changelog", p, key)] == model.get((t, p, key))
     finally:
-        st_mod.current_partition, OUTBOX.changelog = saved  # type: ignore[method-assign]
+        st_mod.current_partition = saved  # type: ignore[assignment]
         for table in tables:
             for db in table.data._dbs.values():
                 db.close()

@@ -15,7 +15,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from processors.identity.quarantine import PREFIX
-from stream.kafka.outbox import OUTBOX
 from stream.runtime import faust_adapter
 from stream.state import writeback as state_mod
 from stream.state.partition import MemoryState, State, TableState
@@ -60,12 +59,15 @@ class RocksUnderTest(TableState):
         super().begin(partition)
 
 
+NO_SINK = SimpleNamespace(changelog=lambda table, topic, p, key, value: None)
+"""The changelog records of the write-back layer go nowhere here."""
+
+
 def make_rocks(base: Path, monkeypatch: Any) -> tuple[State, Callable[[], None]]:
     current = [0]
     RocksUnderTest.current = current
     monkeypatch.setattr(state_mod, "current_partition", lambda: current[0])
     monkeypatch.setattr(faust_adapter, "current_partition", lambda: current[0])
-    monkeypatch.setattr(OUTBOX, "changelog", lambda table, topic, p, key, value: None)
     tables = [FakeTable(base, n) for n in ("identities", "profiles", "meta")]
     # a Faust bookkeeping key, which no listing may return
     tables[1].data._db_for_partition(0)[b"__faust\x00offset__"] = b"7"
@@ -75,7 +77,8 @@ def make_rocks(base: Path, monkeypatch: Any) -> tuple[State, Callable[[], None]]
             for db in t.data._dbs.values():
                 db.close()
 
-    return RocksUnderTest(WriteBack(cache_bytes=4096, flush_records=3, flush_ms=10_000), *tables), close
+    return RocksUnderTest(WriteBack(cache_bytes=4096, flush_records=3, flush_ms=10_000,
+                                    sink=NO_SINK), *tables), close
 
 
 @pytest.fixture(params=["rocksdb", "memory"])
