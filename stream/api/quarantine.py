@@ -61,20 +61,28 @@ class Quarantine(View):
         return json_response(self, {"quarantined": found})
 
 
+async def send_to_identifier(view: View, request: Request, example: str,
+                             record: dict[str, Any]) -> str | Response:
+    """A POST of {"identifier": "TYPE:VALUE"}: `record` sent to the identifier's partition of the
+    internal topic, its key returned; or the 400 answer to a body that names none."""
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        return error(view, 400, "invalid_json", "expected a JSON body {\"identifier\": \"TYPE:VALUE\"}")
+    key = identifier_key(body.get("identifier") if isinstance(body, dict) else None)
+    if key is None:
+        return error(view, 400, "invalid_identifier", f"expected identifier TYPE:VALUE, e.g. {example}")
+    pipeline = served(view).pipeline
+    await view.app.producer.send_and_wait(pipeline.routed, key.encode(), orjson.dumps(record),
+                                          partition_for(key, pipeline.n), None, None)
+    return key
+
+
 class QuarantineRelease(View):
     async def post(self, request: Request) -> Response:
-        try:
-            body = orjson.loads(await request.read())
-        except orjson.JSONDecodeError:
-            return error(self, 400, "invalid_json", "expected a JSON body {\"identifier\": \"TYPE:VALUE\"}")
-        key = identifier_key(body.get("identifier") if isinstance(body, dict) else None)
-        if key is None:
-            return error(self, 400, "invalid_identifier",
-                         "expected identifier TYPE:VALUE, e.g. device_id:kiosk-1")
-        record = orjson.dumps(records.quarantine_op("release"))
-        pipeline = served(self).pipeline
-        await self.app.producer.send_and_wait(pipeline.routed, key.encode(), record,
-                                              partition_for(key, pipeline.n), None, None)
+        key = await send_to_identifier(self, request, "device_id:kiosk-1", records.quarantine_op("release"))
+        if not isinstance(key, str):
+            return key
         return json_response(self, {"identifier": key, "status": "release_requested"}, status=202)
 
 

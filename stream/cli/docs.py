@@ -26,8 +26,11 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from processors.common.errors import TuskError
 from stream.runtime.variables import SETTINGS, Setting
@@ -301,62 +304,14 @@ def commands_md() -> str:
 
 # ------------------------------------------------------------------------------------ HTTP
 
-WORKER_ROUTES: dict[tuple[str, str], str] = {
-    ("GET", "/profiles/{kind}/{value}"): "the profile that holds this identifier (`email`, `user_id`, "
-        "`phone`, `anonymous_id`, …; forwarded to the worker that owns it); 404 when none",
-    ("GET", "/profiles/{kind}/{value}/explain"): "why the profile holding this identifier is what it is: "
-        "per identifier the event that linked it and through which identifier, per merge the two "
-        "profiles and the linking identifier and event, per segment the conditions that hold with "
-        "the values that satisfied them",
-    ("GET", "/profiles/id/{profile_id}/explain"): "the same, by profile id",
-    ("GET", "/identity/quarantine"): "quarantined identifier values (over-merge guard), gathered from every "
-        "worker",
-    ("POST", "/identity/quarantine/release"): "release a quarantined value (body `{\"identifier\": "
-        "\"TYPE:VALUE\"}`): it links and merges again",
-    ("GET", "/internal/quarantine"): "this worker's quarantined values (used by the others)",
-    ("POST", "/identity/unlink"): "remove a wrong identifier (body `{\"identifier\": \"TYPE:VALUE\"}`) and "
-        "split the profile it glued back into its people (202 with an `op`; the outcome is the `unlinked` "
-        "record with that op on tusk.profile-changes); the value stays blocked until released like a "
-        "quarantine",
-    ("GET", "/profiles/id/{profile_id}"): "a profile by id (a merged id redirects to its survivor)",
-    ("GET", "/health"): "200 `{\"status\": \"ok\", \"partitions\": [...]}`; 503 while recovering",
-    ("GET", "/metrics"): "Prometheus metrics",
-    ("GET", "/internal/state"): "this worker's segment sizes and backfill progress (used by the others)",
-    ("GET", "/segments"): "segment and computed trait definitions in force, with live sizes",
-    ("GET", "/segments/{ident}"): "one segment, its size and backfill progress",
-    ("PUT", "/segments/{ident}"): "create or replace a segment (body: a definition); 422 with the path "
-        "of a bad node",
-    ("DELETE", "/segments/{ident}"): "delete a segment; 409 when another definition uses it",
-    ("GET", "/segments/{ident}/size"): "member count summed over all workers",
-    ("GET", "/computed-traits"): "computed trait definitions in force",
-    ("GET", "/computed-traits/{ident}"): "one computed trait",
-    ("PUT", "/computed-traits/{ident}"): "create or replace a computed trait",
-    ("DELETE", "/computed-traits/{ident}"): "delete a computed trait; 409 when a definition uses it",
-    ("POST", "/privacy/{action}"): "`export` or `erase` (body `{\"identifier\": \"TYPE:VALUE\"}`): the "
-        "privacy result; 404 when no profile has it, 504 when no result came within 30 s",
-    ("GET", "/internal/rfm/{until}"): "this worker's purchase summaries as of a day (used by the others)",
-    ("GET", "/predict/summaries"): "every customer's purchase summary (frequency, recency, age, monetary) "
-        "as of `?until=DATE`, gathered from every worker; 503 while a partition has no worker",
-    ("GET", "/predict/model"): "the fitted BG/NBD and Gamma-Gamma model in force; 404 before any fit",
-    ("GET", "/journeys"): "journey definitions in force, with live counts per step summed over workers",
-    ("GET", "/journeys/{ident}"): "one journey and its live counts per step (entered, waiting, converted, "
-        "exited, completed), summed over workers",
-    ("PUT", "/journeys/{ident}"): "create or replace a journey (body: a definition); 422 with the path of "
-        "a bad node",
-    ("DELETE", "/journeys/{ident}"): "delete a journey (its customers' positions go with it)",
-    ("GET", "/console"): "the console page (profile lookup, segments, live trigger tail)",
-    ("GET", "/console/triggers"): "the console's live tail of triggers (metadata only, no addresses)",
-}
+def _route_docs(app: str) -> dict[tuple[str, str], str]:
+    table = yaml.safe_load(resources.files(__package__).joinpath("routes.yaml").read_text())
+    return {(r["method"], r["path"]): r["doc"] for r in table[app]}
 
-COLLECTOR_ROUTES: dict[tuple[str, str], str] = {
-    ("POST", "/v1/batch"): "Segment HTTP Tracking API batch (`{\"batch\": [events]}`)",
-    **{("POST", f"/v1/{r}"): f"one `{r}` event (Segment HTTP Tracking API)"
-       for r in ("track", "identify", "page", "screen", "group", "alias")},
-    **{("OPTIONS", f"/v1/{r}"): "CORS preflight" for r in ("batch", "track", "identify", "page", "screen",
-                                                            "group", "alias")},
-    ("GET", "/health"): "200 when Kafka answers, else 503",
-    ("GET", "/metrics"): "Prometheus metrics",
-}
+
+WORKER_ROUTES = _route_docs("worker")
+"""What each route of the worker does (the table in stream/cli/routes.yaml)."""
+COLLECTOR_ROUTES = _route_docs("collector")
 
 _METHODS = ("get", "post", "put", "delete", "patch")
 
