@@ -9,7 +9,7 @@ re-check is scheduled without any new event.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from processors.common.errors import TuskError
@@ -32,13 +32,15 @@ def dotted(path: Sequence[str | int]) -> str:
     return out or "(top level)"
 
 
-@dataclass
+@dataclass(slots=True)
 class Ctx:
-    """One evaluation: the clock, and the earliest future instant an answer depends on."""
+    """One evaluation: the clock, and the earliest future instant an answer depends on.
+
+    One is made per segment and computed trait evaluated (~30 per event at 50 segments):
+    slots, and no per-instance dict."""
 
     now: int
     next_due: int | None = None
-    cache: dict[str, Any] = field(default_factory=dict)
 
     def due(self, at: int) -> None:
         if at > self.now and (self.next_due is None or at < self.next_due):

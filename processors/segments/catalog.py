@@ -253,16 +253,23 @@ class Catalog:
                     ct.rebuild(td, profile, now)
         scope = _Scope(profile, Ctx(now), self)
         members: dict[str, Any] = profile.setdefault("segments", {})
-        due: dict[str, int] = {k: v for k, v in profile.get("_due", {}).items() if k in self.segments}
-        for gone in [s for s in members if s not in self.segments]:
-            del members[gone]  # a deleted definition: no exit record, the segment is gone
         versions: dict[str, str] = profile.setdefault("_seg_v", {})
+        # current: this catalog evaluated the profile last, so its memberships, deadlines and
+        # segment versions name only this catalog's segments, at their versions (every
+        # evaluation leaves them so): nothing to filter out, no version to rewrite
+        current = tags is not None and profile.get("_sv") == self.fingerprint
+        if current:
+            due: dict[str, int] = dict(profile.get("_due", {}))
+        else:
+            due = {k: v for k, v in profile.get("_due", {}).items() if k in self.segments}
+            for gone in [s for s in members if s not in self.segments]:
+                del members[gone]  # a deleted definition: no exit record, the segment is gone
         if tags is None:
             todo = set(self.segments)
         else:
             todo = set().union(*(self._by_tag.get(t, ()) for t in tags))
             todo.update(s for s, at in due.items() if at <= now)
-            if profile.get("_sv") != self.fingerprint:
+            if not current:
                 todo.update(s for s in self.segments if versions.get(s) != self.versions[s])
         out: list[dict[str, Any]] = []
         for sid in self.order:
@@ -272,7 +279,8 @@ class Catalog:
             scope.ctx = Ctx(now)
             inside = bool(seg.condition(scope))
             scope.results[sid] = inside
-            versions[sid] = self.versions[sid]
+            if not current:
+                versions[sid] = self.versions[sid]
             if scope.ctx.next_due is None:
                 due.pop(sid, None)
             else:
@@ -284,8 +292,9 @@ class Catalog:
                     del members[sid]
                 out.append(transition(profile["id"], sid, "entered" if inside else "exited", now, cause))
                 todo.update(self.dependents.get(sid, ()))
-        for gone in [s for s in versions if s not in self.segments]:
-            del versions[gone]
+        if not current:
+            for gone in [s for s in versions if s not in self.segments]:
+                del versions[gone]
         profile["_due"] = due
         profile["_next"] = min(due.values(), default=None)
         profile["_sv"] = self.fingerprint  # every segment's version checked against this catalog

@@ -175,9 +175,7 @@ def compile_node(node: Any, path: list[str | int], c: Compiling) -> Cond:
         if len(node) != 1 or not isinstance(arg, list) or not arg:
             raise DefinitionError([*path, kind], "a non-empty list of conditions (and no other key)")
         parts = [compile_node(sub, [*path, kind, i], c) for i, sub in enumerate(arg)]
-        if kind == "all":
-            return lambda s: all(p(s) for p in parts)
-        return lambda s: any(p(s) for p in parts)
+        return _all_of(parts) if kind == "all" else _any_of(parts)
     if kind == "not":
         if len(node) != 1:
             raise DefinitionError(path, "`not` alone, with one condition under it")
@@ -229,6 +227,26 @@ def compile_node(node: Any, path: list[str | int], c: Compiling) -> Cond:
         raise DefinitionError(path, "{segment: id} alone")
     c.segments.add(arg)
     return lambda s: s.segment(arg)
+
+
+def _all_of(parts: list[Cond]) -> Cond:
+    # loops, not all()/any() over a generator: a segment's condition runs on every event that
+    # may change it, and a generator's frame costs as much as a simple condition
+    def check(s: Scope) -> bool:
+        for p in parts:  # noqa: SIM110 (the loop is the point)
+            if not p(s):
+                return False
+        return True
+    return check
+
+
+def _any_of(parts: list[Cond]) -> Cond:
+    def check(s: Scope) -> bool:
+        for p in parts:  # noqa: SIM110
+            if p(s):
+                return True
+        return False
+    return check
 
 
 def _computed_check(name: str, pred: Predicate, node: Mapping[str, Any]) -> Cond:
