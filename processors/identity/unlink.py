@@ -72,7 +72,8 @@ def record(store: idn.Store, profile: idn.Profile, ev: dict[str, Any]) -> None:
     """Journal an event just applied to `profile` (call before the profile is stored)."""
     n = profile.get("_jn", 0)
     key = _chunk_key(profile["id"], n // CHUNK)
-    chunk = store.request(key) or {"ev": []}
+    # a chunk's first event starts it: no read of a key that cannot exist yet
+    chunk = {"ev": []} if n % CHUNK == 0 else store.request(key) or {"ev": []}
     chunk["ev"].append(ev)
     store.set_request(key, chunk)
     profile["_jn"] = n + 1
