@@ -9,7 +9,8 @@ Semantics (README, "Unlinking a wrong identifier"):
   takes K from an event is told to drop it again (U), as after a refused link.
 * The live profile P that held K is rebuilt from the events it absorbed, its own and those of
   every profile merged into it: each is kept in a bounded event journal on the partition of
-  the profile that applied it (state key `journal:<pid>:<chunk>`, outside the hot profile).
+  the profile that applied it (one state key per event, `journal:<pid>/<slot>`, outside the
+  hot profile; journals of older versions are chunks, `journal:<pid>:<chunk>`).
   Without K, those events fall into the connected components of their remaining identifiers
   (only identifiers P still lists count: values refused by limits or unlinked before stay out).
   Each component becomes one profile, rebuilt by applying its events in time order (traits,
@@ -55,7 +56,7 @@ KINDS = (UNLINK, SPLIT, JOURNAL_ASK, JOURNAL, BUILD)
 JOURNAL_EVENTS = 512
 """Events kept per profile id for an exact split (older ones are forgotten: no exact split)."""
 CHUNK = 16
-"""Events per journal state key: one append rewrites at most this many."""
+"""Events per journal state key in the chunk format of older versions (still read and erased)."""
 REASON = "unlinked"
 JOURNAL_PREFIX = "journal:"
 GATHER_PREFIX = "unlinking:"
@@ -63,44 +64,71 @@ DONE_PREFIX = "unlinked:"
 
 
 # -- the journal -------------------------------------------------------------------------------
+# Event i of a profile id (counted from 0) is kept under its own key, slot i % JOURNAL_EVENTS: a
+# ring, so journaling an event is one write (no read, no rewrite of earlier events, and no delete:
+# the write overwrites the event JOURNAL_EVENTS back). The profile counts its events in `_je`.
+# Older versions kept chunks of CHUNK events (read, appended and rewritten per event) and counted
+# them in `_jn`: a profile that has `_jn` keeps its first `_jn` events in those chunks (and
+# `_je`, once set, counts them too); without `_je`, all its events are in chunks.
 
 def _chunk_key(pid: str, n: int) -> str:
     return f"{JOURNAL_PREFIX}{pid}:{n}"
 
 
+def _event_key(pid: str, i: int) -> str:
+    return f"{JOURNAL_PREFIX}{pid}/{i % JOURNAL_EVENTS}"
+
+
+def _counts(profile: idn.Profile) -> tuple[int, int]:
+    """(events journaled, of which the first ones in the chunk format)."""
+    chunked: int = profile.get("_jn", 0)
+    return profile.get("_je", chunked), chunked
+
+
+def _restart(profile: idn.Profile) -> None:
+    """A rebuilt profile journals from scratch, one key per event."""
+    profile.pop("_jn", None)
+    profile["_je"] = 0
+
+
 def record(store: idn.Store, profile: idn.Profile, ev: dict[str, Any]) -> None:
     """Journal an event just applied to `profile` (call before the profile is stored)."""
-    n = profile.get("_jn", 0)
-    key = _chunk_key(profile["id"], n // CHUNK)
-    # a chunk's first event starts it: no read of a key that cannot exist yet
-    chunk = {"ev": []} if n % CHUNK == 0 else store.request(key) or {"ev": []}
-    chunk["ev"].append(ev)
-    store.set_request(key, chunk)
-    profile["_jn"] = n + 1
-    stale = (n - JOURNAL_EVENTS) // CHUNK
-    if n % CHUNK == 0 and stale >= 0 and store.request(_chunk_key(profile["id"], stale)) is not None:
-        store.set_request(_chunk_key(profile["id"], stale), None)
+    n, chunked = _counts(profile)
+    store.set_request(_event_key(profile["id"], n), ev)
+    profile["_je"] = n + 1
+    stale = n - JOURNAL_EVENTS  # the oldest event kept so far, forgotten now
+    if 0 <= stale < chunked and stale % CHUNK == 0:  # in a chunk: the chunk goes as it did
+        key = _chunk_key(profile["id"], stale // CHUNK)
+        if store.request(key) is not None:
+            store.set_request(key, None)
 
 
 def journal(store: idn.Store, profile: idn.Profile) -> tuple[list[dict[str, Any]], bool]:
     """(the journaled events of one profile id, complete: nothing was forgotten)."""
-    n = profile.get("_jn", 0)
-    first = max(0, (n - JOURNAL_EVENTS) // CHUNK + 1) if n > JOURNAL_EVENTS else 0
+    n, chunked = _counts(profile)
+    # the window starts at a chunk boundary, as it did when every event was in a chunk
+    first = ((n - JOURNAL_EVENTS) // CHUNK + 1) * CHUNK if n > JOURNAL_EVENTS else 0
     out: list[dict[str, Any]] = []
-    for c in range(first, (n + CHUNK - 1) // CHUNK):
+    for c in range(first // CHUNK, (chunked + CHUNK - 1) // CHUNK):
         out += (store.request(_chunk_key(profile["id"], c)) or {"ev": []})["ev"]
+    for i in range(max(first, chunked), n):
+        ev = store.request(_event_key(profile["id"], i))
+        if ev is not None:
+            out.append(ev)
     return out, first == 0
 
 
 def forget(store: idn.Store, pid: str, profile: idn.Profile | None) -> None:
     """Erase a profile id's journal (privacy erase, or after a split rebuilt it)."""
     record_ = (profile or {}).get("snap", profile) or {}
-    for c in range((record_.get("_jn", 0) + CHUNK - 1) // CHUNK):
-        if store.request(_chunk_key(pid, c)) is not None:
-            store.set_request(_chunk_key(pid, c), None)
+    n, chunked = _counts(record_)
+    keys = [_chunk_key(pid, c) for c in range((chunked + CHUNK - 1) // CHUNK)]
+    keys += [_event_key(pid, i) for i in range(max(chunked, n - JOURNAL_EVENTS), n)]
     for prefix in (GATHER_PREFIX, DONE_PREFIX):  # they hold events too
-        if store.request(prefix + pid) is not None:
-            store.set_request(prefix + pid, None)
+        keys.append(prefix + pid)
+    for key in keys:
+        if store.request(key) is not None:
+            store.set_request(key, None)
 
 
 # -- blocking ----------------------------------------------------------------------------------
@@ -383,7 +411,7 @@ def _split(pid: str, profile: idn.Profile, state: dict[str, Any], store: idn.Sto
         ordered = [e for _, e in sorted(group, key=lambda e: (e[1]["ts"], e[1]["m"]["messageId"]))]
         if i == 0:
             forget(store, pid, profile)
-            built["_jn"] = 0
+            _restart(built)
             for ev in ordered:
                 record(store, built, ev)
             first = built
@@ -428,7 +456,7 @@ def _on_build(pid: str, msg: idn.Message, store: idn.Store, cfg: idn.IdentityCon
     if current is not None and not idn.is_redirect(current) \
             and current["event_count"] >= built["event_count"]:
         return
-    built["_jn"] = 0
+    _restart(built)
     for ev in msg["events"]:
         record(store, built, ev)
     store.set_profile(pid, built)

@@ -44,9 +44,10 @@ class Outbox:
         self.state: WriteBack | None = None  # the app's write-back layer (`bind`)
         self._producer: Producer | None = None
         self._failure: KafkaError | None = None
-        # changelog offsets acknowledged since the last poll: partition → highest
-        self._persisted: dict[TP, int] = {}
+        # changelog offsets acknowledged since the last poll: (topic, partition) → highest
+        self._persisted: dict[tuple[str, int], int] = {}
         self._tables: dict[str, Any] = {}  # changelog topic → its table
+        self._on_changelog = self._changelog_delivered  # bound once, not once per record
 
     def start(self, settings: Settings) -> None:
         self.settings = settings
@@ -93,9 +94,11 @@ class Outbox:
         if err is not None:
             self._delivered(err, msg)
             return
-        tp, offset = TP(msg.topic() or "", msg.partition() or 0), msg.offset()
-        if offset is not None and offset > self._persisted.get(tp, -1):
-            self._persisted[tp] = offset
+        # one call per changelog record: a plain tuple key (poll() makes the TP)
+        tp, offset = (msg.topic() or "", msg.partition() or 0), msg.offset()
+        persisted = self._persisted
+        if offset is not None and offset > persisted.get(tp, -1):
+            persisted[tp] = offset
 
     def send(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None,
              timestamp_ms: int | None = None,
@@ -107,16 +110,20 @@ class Outbox:
 
     def changelog(self, table: Any, topic: str, partition: int, key: bytes, value: bytes | None) -> None:
         self._tables[topic] = table
-        self.send(topic, key, value, partition, on_delivery=self._changelog_delivered)
+        try:  # once per written key: produce() directly; a full queue waits as `send` does
+            self.producer.produce(topic, value, key, on_delivery=self._on_changelog, partition=partition)
+        except BufferError:
+            self.send(topic, key, value, partition, on_delivery=self._on_changelog)
 
     def poll(self) -> None:
         """Serve delivery reports; record the changelog offsets RocksDB now holds."""
         self.producer.poll(0)
         if self._persisted:
             done, self._persisted = self._persisted, {}
-            for tp, offset in done.items():
+            for (topic, partition), offset in done.items():
+                tp = TP(topic, partition)
                 try:  # so a restart replays the changelog only from here
-                    self._tables[tp.topic].data.set_persisted_offset(tp, offset)
+                    self._tables[topic].data.set_persisted_offset(tp, offset)
                 except Exception:  # the partition moved away and its database closed
                     log.debug("persisted offset of %s not recorded", tp, exc_info=True)
         if self._failure is not None:
