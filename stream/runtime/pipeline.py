@@ -139,9 +139,9 @@ class Pipeline:
             # N partitions): resolve and apply it here, without the internal hop. The caller
             # handles it, then calls `read_source` (a tick reporting this event's time is
             # queued behind the event itself)
-            m.ROUTED.labels("inline").inc()
+            m.child(m.ROUTED, "inline").inc()
             return rkey, record, (touchpoint_source(msg.partition), msg.offset)
-        m.ROUTED.labels("hop").inc()
+        m.child(m.ROUTED, "hop").inc()
         self.outbox.send(self.routed, rkey.encode(), orjson.dumps(record), home, timestamp_ms=record_ms)
         # after the send: a tick reporting this event's time is queued behind the event itself
         self.read_source(msg.partition, msg.offset, result.ts)
@@ -238,10 +238,10 @@ class Pipeline:
             state.set_journey_stats(journeys.add_counts(state.journey_stats(), fx.journey_counts))
         for channel, trigger in fx.triggers:
             send(await self.activation_topic(channel), trigger["profile_id"].encode(), orjson.dumps(trigger))
-            m.TRIGGERS.labels(channel).inc()
+            m.child(m.TRIGGERS, channel).inc()
         for what, n in fx.suppressed.items():
             channel, _, reason = what.partition(":")
-            m.SUPPRESSED.labels(channel, reason).inc(n)
+            m.child(m.SUPPRESSED, channel, reason).inc(n)
         for result in fx.results:
             send(self.results, result["request_id"].encode(),
                  orjson.dumps({**result, "completed_at": int(time.time() * 1000)}))
@@ -453,13 +453,13 @@ def count(fx: identity.Effects) -> None:
     for name, n in fx.counts.items():
         kind, _, label = name.partition(":")
         if kind == "msg":
-            m.IDENTITY_MESSAGES.labels(label).inc(n)
+            m.child(m.IDENTITY_MESSAGES, label).inc(n)
         elif kind == "limit_refused":
-            m.LIMIT_REFUSALS.labels(label).inc(n)
+            m.child(m.LIMIT_REFUSALS, label).inc(n)
         elif kind == "merge_refused":
-            m.MERGE_REFUSALS.labels(label).inc(n)
+            m.child(m.MERGE_REFUSALS, label).inc(n)
         elif kind == "quarantined":
-            m.QUARANTINED.labels(label).inc(n)
+            m.child(m.QUARANTINED, label).inc(n)
         elif kind == "merged":
             m.MERGES.inc(n)
         elif kind == "profile_created":
@@ -467,4 +467,4 @@ def count(fx: identity.Effects) -> None:
         elif kind == "redirect_followed":
             m.REDIRECTS_FOLLOWED.inc(n)
     if fx.outcome is not None:
-        m.PROCESSED.labels(fx.outcome.value).inc()
+        m.child(m.PROCESSED, fx.outcome.value).inc()
