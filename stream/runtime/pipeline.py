@@ -106,6 +106,7 @@ class Pipeline:
         """Backfill chains this worker started, by partition (fingerprint of the definitions)."""
         self.activation_topics: set[str] = set()
         self._co_partitioned: list[bool] = []
+        self._env: identity.Env | None = None
 
     # --- ingest: touchpoints → the partition that resolves the event -------------------------
 
@@ -197,9 +198,15 @@ class Pipeline:
 
     def env_at(self, now: int) -> identity.Env:
         reader = self.reader
-        return identity.Env(now, reader.catalog, self.activation, event_time=self.time_clock,
-                            journeys=reader.journeys, journey_active=self.journey_active,
-                            journey_partitions=self.n)
+        env = self._env
+        # an Env is frozen: the records of one instant and one set of definitions share it
+        if (env is None or env.now != now or env.catalog is not reader.catalog
+                or env.journeys is not reader.journeys or env.activation is not self.activation
+                or env.event_time != self.time_clock or env.journey_partitions != self.n):
+            env = self._env = identity.Env(
+                now, reader.catalog, self.activation, event_time=self.time_clock,
+                journeys=reader.journeys, journey_active=self.journey_active, journey_partitions=self.n)
+        return env
 
     def journey_active(self, jid: str) -> int:
         return int(self.state.journey_stats().get(jid, {}).get("", {}).get("active", 0))
