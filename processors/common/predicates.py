@@ -53,7 +53,7 @@ Predicate = Callable[[Any, Ctx], bool]
 def get_path(obj: Any, path: str) -> Any:
     """obj["a"]["b"] for "a.b"; None when any step is missing."""
     for part in path.split("."):
-        if isinstance(obj, Mapping):
+        if type(obj) is dict or isinstance(obj, Mapping):  # exact dict first: no ABC check
             obj = obj.get(part)
         else:
             return None
@@ -68,7 +68,7 @@ def get_values(obj: Any, path: str) -> list[Any]:
         key = part[:-2] if flatten else part
         nxt: list[Any] = []
         for item in current:
-            value = item.get(key) if isinstance(item, Mapping) else None
+            value = item.get(key) if type(item) is dict or isinstance(item, Mapping) else None
             if value is None:
                 continue
             if flatten:

@@ -495,7 +495,7 @@ def _allowed_identifiers(profile: Profile, tp: Touchpoint, cfg: IdentityConfig,
                          fx: Effects) -> tuple[list[Identifier], list[Identifier]]:
     """(identifiers the profile keeps, those of them that are new to it), limits applied."""
     have: dict[str, list[str]] = profile["identities"]
-    added: Counter[str] = Counter()
+    added: dict[str, int] = {}
     keep: list[Identifier] = []
     new: list[Identifier] = []
     total = sum(len(vs) for vs in have.values())
@@ -504,7 +504,7 @@ def _allowed_identifiers(profile: Profile, tp: Touchpoint, cfg: IdentityConfig,
             keep.append((kind, value))
             continue
         most = cfg.limits.get(kind)
-        if most is not None and len(have.get(kind, ())) + added[kind] >= most:
+        if most is not None and len(have.get(kind, ())) + added.get(kind, 0) >= most:
             fx.counts[f"limit_refused:{kind}"] += 1
             _refused_identifier(profile, kind, value, kind, most, tp, fx)
             continue
@@ -512,7 +512,7 @@ def _allowed_identifiers(profile: Profile, tp: Touchpoint, cfg: IdentityConfig,
             fx.counts["limit_refused:max_identifiers"] += 1
             _refused_identifier(profile, kind, value, "max_identifiers", cfg.max_identifiers, tp, fx)
             continue
-        added[kind] += 1
+        added[kind] = added.get(kind, 0) + 1
         keep.append((kind, value))
         new.append((kind, value))
     return keep, new

@@ -14,17 +14,23 @@ import hashlib
 import struct
 from functools import lru_cache
 
+_M = 0x5BD1E995
+# Precompiled little-endian word readers by word count (keys are short): no format string
+# built and parsed per call.
+_WORDS = [struct.Struct(f"<{n}I").unpack_from for n in range(64)]
+
 
 def murmur2(data: bytes) -> int:
     """Kafka's murmur2 (seed 0x9747b28c), as a signed 32-bit int like Java's."""
     length = len(data)
-    m = 0x5BD1E995
+    m = _M
     h = (0x9747B28C ^ length) & 0xFFFFFFFF
-    n4 = length // 4
-    for k in struct.unpack_from(f"<{n4}I", data):
+    n4 = length >> 2
+    words = _WORDS[n4](data) if n4 < 64 else struct.unpack_from(f"<{n4}I", data)
+    for k in words:
         k = (k * m) & 0xFFFFFFFF
-        k ^= k >> 24
-        h = ((h * m) & 0xFFFFFFFF) ^ ((k * m) & 0xFFFFFFFF)
+        # h*m ^ k*m, masked once (masking commutes with xor)
+        h = ((h * m) ^ ((k ^ (k >> 24)) * m)) & 0xFFFFFFFF
     tail = n4 * 4
     rest = length - tail
     if rest == 3:
@@ -58,10 +64,14 @@ def mint_profile_id(seed: str, partitions: int, prefix: str = "p_") -> str:
     Expected `partitions` hash tries.
     """
     target = partition_for(seed, partitions)
+    # The candidates bypass partition_for's cache: they are unique, and would evict useful keys.
+    # blake2b streams, so a copy of the hash of "seed#" updated with the salt is the same digest.
+    stem = hashlib.blake2b(f"{seed}#".encode(), digest_size=10)
     salt = 0
     while True:
-        digest = hashlib.blake2b(f"{seed}#{salt}".encode(), digest_size=10).hexdigest()
-        candidate = f"{prefix}{digest}"
-        if partition_for(candidate, partitions) == target:
+        h = stem.copy()
+        h.update(str(salt).encode())
+        candidate = f"{prefix}{h.hexdigest()}"
+        if (murmur2(candidate.encode()) & 0x7FFFFFFF) % partitions == target:
             return candidate
         salt += 1

@@ -194,18 +194,28 @@ def _state(td: TraitDef, profile: Profile) -> dict[str, Any]:
     return state
 
 
-def rebuild(td: TraitDef, profile: Profile, now: int) -> None:
-    """A new or changed definition: start over from the events the profile still holds."""
+def rebuild(td: TraitDef, profile: Profile, now: int, held: list[Touchpoint] | None = None) -> None:
+    """A new or changed definition: start over from the events the profile still holds.
+
+    `held`: recent_touchpoints(profile), when the caller rebuilds several traits."""
     profile.setdefault("_agg", {}).pop(td.id, None)
     _state(td, profile)
     ctx = Ctx(now)
+    for tp in recent_touchpoints(profile) if held is None else held:
+        observe(td, profile, tp, now, ctx)
+
+
+def recent_touchpoints(profile: Profile) -> list[Touchpoint]:
+    """The events the profile still holds, oldest first, as a rebuild replays them."""
+    held = []
     for e in sorted(profile.get("recent_events", []), key=lambda e: (e["ts"], e["messageId"])):
         msg = {"type": e["type"], "messageId": e["messageId"], "properties": e.get("properties", {})}
         if "event" in e:
             msg["event"] = e["event"]
         if "name" in e:
             msg["name"] = e["name"]
-        observe(td, profile, Touchpoint(msg, e["type"], e["messageId"], e["ts"], []), now, ctx)
+        held.append(Touchpoint(msg, e["type"], e["messageId"], e["ts"], []))
+    return held
 
 
 def needs_rebuild(td: TraitDef, profile: Profile) -> bool:

@@ -210,9 +210,12 @@ class Catalog:
         ctx = Ctx(now)
         rebuilt = set()
         if profile.get("_cv") != self.fingerprint:  # definitions changed since this profile's last event
+            held = None  # the held events, decoded once for all the traits rebuilt (a new profile: all)
             for td in self.aggregates:
                 if ct.needs_rebuild(td, profile):
-                    ct.rebuild(td, profile, now)  # the event is already in recent_events
+                    if held is None:
+                        held = ct.recent_touchpoints(profile)
+                    ct.rebuild(td, profile, now, held)  # the event is already in recent_events
                     rebuilt.add(td.id)
         named, other = self._by_name
         for td in (*named.get(tp.name, ()), *other):
@@ -248,9 +251,12 @@ class Catalog:
         deadline of the profile (_next) and the computed-trait snapshot.
         """
         if tags is None:  # backfill, merge: definitions may be new to this profile
+            held = None
             for td in self.aggregates:
                 if ct.needs_rebuild(td, profile):
-                    ct.rebuild(td, profile, now)
+                    if held is None:
+                        held = ct.recent_touchpoints(profile)
+                    ct.rebuild(td, profile, now, held)
         scope = _Scope(profile, Ctx(now), self)
         members: dict[str, Any] = profile.setdefault("segments", {})
         versions: dict[str, str] = profile.setdefault("_seg_v", {})

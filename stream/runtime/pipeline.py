@@ -106,6 +106,7 @@ class Pipeline:
         """Backfill chains this worker started, by partition (fingerprint of the definitions)."""
         self.activation_topics: set[str] = set()
         self._co_partitioned: list[bool] = []
+        self._env: identity.Env | None = None
 
     # --- ingest: touchpoints → the partition that resolves the event -------------------------
 
@@ -139,9 +140,9 @@ class Pipeline:
             # N partitions): resolve and apply it here, without the internal hop. The caller
             # handles it, then calls `read_source` (a tick reporting this event's time is
             # queued behind the event itself)
-            m.ROUTED.labels("inline").inc()
+            m.child(m.ROUTED, "inline").inc()
             return rkey, record, (touchpoint_source(msg.partition), msg.offset)
-        m.ROUTED.labels("hop").inc()
+        m.child(m.ROUTED, "hop").inc()
         self.outbox.send(self.routed, rkey.encode(), orjson.dumps(record), home, timestamp_ms=record_ms)
         # after the send: a tick reporting this event's time is queued behind the event itself
         self.read_source(msg.partition, msg.offset, result.ts)
@@ -197,9 +198,15 @@ class Pipeline:
 
     def env_at(self, now: int) -> identity.Env:
         reader = self.reader
-        return identity.Env(now, reader.catalog, self.activation, event_time=self.time_clock,
-                            journeys=reader.journeys, journey_active=self.journey_active,
-                            journey_partitions=self.n)
+        env = self._env
+        # an Env is frozen: the records of one instant and one set of definitions share it
+        if (env is None or env.now != now or env.catalog is not reader.catalog
+                or env.journeys is not reader.journeys or env.activation is not self.activation
+                or env.event_time != self.time_clock or env.journey_partitions != self.n):
+            env = self._env = identity.Env(
+                now, reader.catalog, self.activation, event_time=self.time_clock,
+                journeys=reader.journeys, journey_active=self.journey_active, journey_partitions=self.n)
+        return env
 
     def journey_active(self, jid: str) -> int:
         return int(self.state.journey_stats().get(jid, {}).get("", {}).get("active", 0))
@@ -238,10 +245,10 @@ class Pipeline:
             state.set_journey_stats(journeys.add_counts(state.journey_stats(), fx.journey_counts))
         for channel, trigger in fx.triggers:
             send(await self.activation_topic(channel), trigger["profile_id"].encode(), orjson.dumps(trigger))
-            m.TRIGGERS.labels(channel).inc()
+            m.child(m.TRIGGERS, channel).inc()
         for what, n in fx.suppressed.items():
             channel, _, reason = what.partition(":")
-            m.SUPPRESSED.labels(channel, reason).inc(n)
+            m.child(m.SUPPRESSED, channel, reason).inc(n)
         for result in fx.results:
             send(self.results, result["request_id"].encode(),
                  orjson.dumps({**result, "completed_at": int(time.time() * 1000)}))
@@ -453,13 +460,13 @@ def count(fx: identity.Effects) -> None:
     for name, n in fx.counts.items():
         kind, _, label = name.partition(":")
         if kind == "msg":
-            m.IDENTITY_MESSAGES.labels(label).inc(n)
+            m.child(m.IDENTITY_MESSAGES, label).inc(n)
         elif kind == "limit_refused":
-            m.LIMIT_REFUSALS.labels(label).inc(n)
+            m.child(m.LIMIT_REFUSALS, label).inc(n)
         elif kind == "merge_refused":
-            m.MERGE_REFUSALS.labels(label).inc(n)
+            m.child(m.MERGE_REFUSALS, label).inc(n)
         elif kind == "quarantined":
-            m.QUARANTINED.labels(label).inc(n)
+            m.child(m.QUARANTINED, label).inc(n)
         elif kind == "merged":
             m.MERGES.inc(n)
         elif kind == "profile_created":
@@ -467,4 +474,4 @@ def count(fx: identity.Effects) -> None:
         elif kind == "redirect_followed":
             m.REDIRECTS_FOLLOWED.inc(n)
     if fx.outcome is not None:
-        m.PROCESSED.labels(fx.outcome.value).inc()
+        m.child(m.PROCESSED, fx.outcome.value).inc()

@@ -37,6 +37,14 @@ def test_minted_ids_live_on_their_seeds_partition(seed: str, partitions: int) ->
     assert partition_for(pid, partitions) == partition_for(seed, partitions)
 
 
+def test_minted_ids_are_the_stored_ones() -> None:
+    """Ids are stored: the minting function must keep giving the ids it gave before."""
+    assert mint_profile_id("email:a@b.com", 8) == "p_c30024704f0cd785f83c"
+    assert mint_profile_id("user:42", 12) == "p_13dfa8808bf977aab96e"
+    assert mint_profile_id("anon:x", 1) == "p_939da6751619cb32c278"
+    assert mint_profile_id("phone:+33612345678", 64) == "p_20ae351af0651ccb9caa"
+
+
 def test_identifiers_are_normalised_and_ranked() -> None:
     msg = {"userId": 42, "anonymousId": "a1", "traits": {"email": " Jo@Example.COM ",
                                                          "phone": "+1 (415) 555-2671"},
