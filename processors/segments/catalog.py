@@ -208,15 +208,9 @@ class Catalog:
                 retention_ms: int | None = None) -> set[str]:
         """Fold an applied event into computed state; the change tags it carries."""
         ctx = Ctx(now)
-        rebuilt = set()
+        rebuilt: set[str] = set()
         if profile.get("_cv") != self.fingerprint:  # definitions changed since this profile's last event
-            held = None  # the held events, decoded once for all the traits rebuilt (a new profile: all)
-            for td in self.aggregates:
-                if ct.needs_rebuild(td, profile):
-                    if held is None:
-                        held = ct.recent_touchpoints(profile)
-                    ct.rebuild(td, profile, now, held)  # the event is already in recent_events
-                    rebuilt.add(td.id)
+            rebuilt = self._rebuild_stale(profile, now)  # the event is already in recent_events
         named, other = self._by_name
         for td in (*named.get(tp.name, ()), *other):
             if td.id not in rebuilt:
@@ -244,6 +238,19 @@ class Catalog:
             tags.add("identity")
         return tags
 
+    def _rebuild_stale(self, profile: Profile, now: int) -> set[str]:
+        """Rebuild the aggregates whose state is missing or of another version; their ids.
+        The held events are decoded once for all of them (a new profile: every aggregate)."""
+        rebuilt: set[str] = set()
+        held = None
+        for td in self.aggregates:
+            if ct.needs_rebuild(td, profile):
+                if held is None:
+                    held = ct.recent_touchpoints(profile)
+                ct.rebuild(td, profile, now, held)
+                rebuilt.add(td.id)
+        return rebuilt
+
     def evaluate(self, profile: Profile, now: int, tags: set[str] | None, cause: str) -> list[dict[str, Any]]:
         """Re-evaluate the segments `tags` may have changed (None: all); transitions, in order.
 
@@ -251,12 +258,7 @@ class Catalog:
         deadline of the profile (_next) and the computed-trait snapshot.
         """
         if tags is None:  # backfill, merge: definitions may be new to this profile
-            held = None
-            for td in self.aggregates:
-                if ct.needs_rebuild(td, profile):
-                    if held is None:
-                        held = ct.recent_touchpoints(profile)
-                    ct.rebuild(td, profile, now, held)
+            self._rebuild_stale(profile, now)
         scope = _Scope(profile, Ctx(now), self)
         members: dict[str, Any] = profile.setdefault("segments", {})
         versions: dict[str, str] = profile.setdefault("_seg_v", {})
