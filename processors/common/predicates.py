@@ -50,12 +50,17 @@ class Ctx:
 Predicate = Callable[[Any, Ctx], bool]
 
 
+def at(obj: Any, key: str) -> Any:
+    """obj[key] when obj is a mapping, else None (the exact-dict test first skips the ABC check:
+    this runs for every field of every event a rule or trait reads)."""
+    return obj.get(key) if type(obj) is dict or isinstance(obj, Mapping) else None
+
+
 def get_path(obj: Any, path: str) -> Any:
     """obj["a"]["b"] for "a.b"; None when any step is missing."""
     for part in path.split("."):
-        if type(obj) is dict or isinstance(obj, Mapping):  # exact dict first: no ABC check
-            obj = obj.get(part)
-        else:
+        obj = at(obj, part)
+        if obj is None:
             return None
     return obj
 
@@ -68,7 +73,7 @@ def get_values(obj: Any, path: str) -> list[Any]:
         key = part[:-2] if flatten else part
         nxt: list[Any] = []
         for item in current:
-            value = item.get(key) if type(item) is dict or isinstance(item, Mapping) else None
+            value = at(item, key)
             if value is None:
                 continue
             if flatten:

@@ -14,6 +14,8 @@ from typing import Any
 
 import phonenumbers
 
+from processors.common.predicates import at
+
 Identifier = tuple[str, str]
 
 DEFAULT_PRIORITY: tuple[str, ...] = (
@@ -114,23 +116,18 @@ class IdentityRules:
         return folded in self.blocked_everywhere or folded in self.blocked.get(kind, frozenset())
 
 
-def _at(obj: Any, key: str) -> Any:
-    """obj[key] when obj is a mapping, else None (the exact-dict test skips the ABC check)."""
-    return obj.get(key) if type(obj) is dict or isinstance(obj, Mapping) else None
-
-
 def candidates(msg: Mapping[str, Any], region: str | None = None) -> Iterable[Identifier | None]:
     """Every identifier a Segment-shaped message carries, unranked, None for unusable ones."""
     yield _pair("user_id", plain_id(msg.get("userId")))
-    traits = _at(msg, "traits")
-    context = _at(msg, "context")
-    context_traits = _at(context, "traits")
-    yield _pair("email", normalise_email(_at(traits, "email")))
-    yield _pair("email", normalise_email(_at(context_traits, "email")))
-    yield _pair("phone", normalise_phone(_at(traits, "phone"), region))
-    yield _pair("phone", normalise_phone(_at(context_traits, "phone"), region))
-    yield _pair("device_id", plain_id(_at(_at(context, "device"), "id")))
-    externals = _at(context, "externalIds")
+    traits = at(msg, "traits")
+    context = at(msg, "context")
+    context_traits = at(context, "traits")
+    yield _pair("email", normalise_email(at(traits, "email")))
+    yield _pair("email", normalise_email(at(context_traits, "email")))
+    yield _pair("phone", normalise_phone(at(traits, "phone"), region))
+    yield _pair("phone", normalise_phone(at(context_traits, "phone"), region))
+    yield _pair("device_id", plain_id(at(at(context, "device"), "id")))
+    externals = at(context, "externalIds")
     if isinstance(externals, list):
         for entry in externals:
             if isinstance(entry, Mapping) and isinstance(entry.get("type"), str):

@@ -47,7 +47,8 @@ class Outbox:
         # changelog offsets acknowledged since the last poll: (topic, partition) → highest
         self._persisted: dict[tuple[str, int], int] = {}
         self._tables: dict[str, Any] = {}  # changelog topic → its table
-        self._on_changelog = self._changelog_delivered  # bound once, not once per record
+        # delivery callbacks bound once, not once per record
+        self._on_sent, self._on_changelog = self._delivered, self._changelog_delivered
         self._recorded_at = 0.0  # monotonic time the changelog offsets were last recorded
 
     def start(self, settings: Settings) -> None:
@@ -106,15 +107,17 @@ class Outbox:
              on_delivery: Callable[[KafkaError | None, Message], None] | None = None) -> None:
         """Queue a record (partition None: murmur2 of the key, as Java clients and Faust do);
         a full queue waits for the broker (back-pressure)."""
-        produce_waiting(self.producer, topic, value, key, on_delivery=on_delivery or self._delivered,
-                        partition=-1 if partition is None else partition, timestamp=timestamp_ms or 0)
+        callback = on_delivery or self._on_sent
+        part, ts = -1 if partition is None else partition, timestamp_ms or 0
+        try:  # several times per event: produce() directly, the waiting loop only when full
+            self.producer.produce(topic, value, key, on_delivery=callback, partition=part, timestamp=ts)
+        except BufferError:
+            produce_waiting(self.producer, topic, value, key, on_delivery=callback, partition=part,
+                            timestamp=ts)
 
     def changelog(self, table: Any, topic: str, partition: int, key: bytes, value: bytes | None) -> None:
         self._tables[topic] = table
-        try:  # once per written key: produce() directly; a full queue waits as `send` does
-            self.producer.produce(topic, value, key, on_delivery=self._on_changelog, partition=partition)
-        except BufferError:
-            self.send(topic, key, value, partition, on_delivery=self._on_changelog)
+        self.send(topic, key, value, partition, on_delivery=self._on_changelog)
 
     def poll(self, record: bool = False) -> None:
         """Serve delivery reports; record the changelog offsets RocksDB now holds (at most every
