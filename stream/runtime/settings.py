@@ -86,6 +86,7 @@ class Settings:
     session_timeout_ms: int = 10_000
     standby_replicas: int = 0
     producer_linger_ms: int = 10
+    output_linger_ms: int = 2
     bulk_restore_ms: int = 120_000
     """time a rebalance may spend restoring new partitions in bulk (the rebalance timeout follows)"""
     log_level: str = "warn"
@@ -162,6 +163,7 @@ class Settings:
             session_timeout_ms=var.duration("TUSK_SESSION_TIMEOUT", 0, env),
             standby_replicas=var.integer("TUSK_STANDBY_REPLICAS", 0, env),
             producer_linger_ms=var.integer("TUSK_PRODUCER_LINGER_MS", 0, env),
+            output_linger_ms=var.integer("TUSK_OUTPUT_LINGER_MS", 0, env),
             bulk_restore_ms=var.duration("TUSK_BULK_RESTORE", 0, env),
             log_level=var.text("TUSK_LOG_LEVEL", env),
             identity_config=var.optional_path("TUSK_IDENTITY_CONFIG", env),

@@ -30,7 +30,7 @@ def test_drained_records_are_in_kafka_in_order(started: tuple[Settings, str, Out
     for i in range(2000):
         box.send(topic, f"k{i % 7}".encode(), orjson.dumps({"n": i}))
     asyncio.run(box.drain())
-    assert len(box.producer) == 0
+    assert len(box.outputs) == 0
     got = [(r.key(), orjson.loads(r.value())["n"]) for r in read_topic(settings, topic, timeout=20)]
     assert sorted(n for _, n in got) == list(range(2000))
     for key in {k for k, _ in got}:  # one key, one partition, in the order sent
@@ -46,3 +46,4 @@ def test_a_refused_record_fails_the_drain(started: tuple[Settings, str, Outbox])
     with pytest.raises((DeliveryFailed, KafkaException)):
         box.send(topic, b"k", b"{}", partition=999)
         asyncio.run(asyncio.wait_for(box.drain(), 30))
+
