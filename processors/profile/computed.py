@@ -34,7 +34,8 @@ from processors.common.predicates import (
 )
 from processors.ingest.events import Touchpoint
 from processors.profile import aggregates as ag
-from processors.profile.formula import Compiled, Lookup, compile_formula
+from processors.profile.formula import Compiled, Lookup, Trend, compile_formula
+from processors.profile.formula import trend as formula_trend
 
 Profile = dict[str, Any]
 WINDOW_BUCKETS = 128
@@ -248,6 +249,50 @@ def value(td: TraitDef, profile: Profile, ctx: Ctx, lookup: Lookup) -> Any:
             ctx.due(start + td.offset_ms)  # when it enters (offset windows)
     inside.sort(key=lambda sp: sp[0])
     return ag.result(agg, ag.fold(agg, (p for _, p in inside)))
+
+
+def trend(td: TraitDef, trend_of: Mapping[str, Trend]) -> Trend:
+    """How the trait's value moves with time alone (processors/profile/formula.py's Trend): an
+    aggregate without a window holds still; a count over a trailing window only loses events."""
+    if td.formula is not None:
+        return formula_trend(str(td.spec["formula"]), trend_of)
+    if td.window_ms is None:
+        return 0
+    return -1 if td.aggregate in ("count", "distinct_count") and td.offset_ms == 0 else None
+
+
+def first_flip(probe: Callable[[int], tuple[Any, int | None]], holds: Callable[[Any], bool],
+               now: int, answer: bool, first_change: int, horizon: int) -> int | None:
+    """The first instant after `now` at which `holds(value)` differs from `answer` (its answer at
+    `now`, the value holding still until `first_change`), for
+    a value whose answer flips at most once (a monotone value against one threshold), or None
+    within `horizon` ms. `probe(t)` is the value at t and the instant it next changes by itself.
+
+    Visits the value's own change points only, so the instant found is one of them, the one a
+    re-check at each change would have found: first doubling the distance, then halving it."""
+    lo_next, hi = first_change, first_change  # the answer holds on [now, lo_next)
+    while True:
+        value, after = probe(hi)
+        if holds(value) != answer:
+            break
+        if after is None or hi - now > horizon:
+            return None
+        lo_next, hi = after, max(after, now + 2 * (hi - now))
+    while lo_next < hi:  # it differs at hi, not before lo_next
+        value, after = probe(lo_next)
+        if holds(value) != answer:
+            return lo_next
+        if after is None or after >= hi:
+            break
+        mid = (after + hi) // 2
+        value, after_mid = probe(mid)
+        if holds(value) != answer:
+            lo_next, hi = after, mid
+        elif after_mid is None:
+            return None
+        else:
+            lo_next = after_mid
+    return hi
 
 
 def _joiner(agg: str) -> ag.Combine:

@@ -150,6 +150,63 @@ def compile_formula(text: str, known: Callable[[str], bool],
     return build(tree.body), frozenset(names)
 
 
+Trend = int | None
+"""How a value moves as time passes with no new event: 0 constant, 1 never down, -1 never up,
+None unknown (it may go both ways, or between a number and None)."""
+
+_SAME_DIRECTION = ("step", "floor", "ceil", "round", "min", "max")  # nondecreasing in each argument
+
+
+def _joint(*trends: Trend) -> Trend:
+    """The trend of a sum of parts moving with these trends."""
+    moving = {t for t in trends if t != 0}
+    if None in moving or len(moving) > 1:
+        return None
+    return moving.pop() if moving else 0
+
+
+def trend(text: str, trend_of: Mapping[str, Trend]) -> Trend:
+    """The trend of a formula (compiled by compile_formula already) from those of the traits it reads.
+
+    Conservative: only sums, differences, scaling by a constant, since-functions of constant
+    times and the monotone functions above are followed; anything else that moves is None."""
+    def walk(node: ast.AST) -> Trend:
+        if isinstance(node, ast.Constant):
+            return 0
+        if isinstance(node, ast.Name):
+            return 1 if node.id == "now" else trend_of.get(node.id)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+            inner = walk(node.operand)
+            return -inner if inner is not None and isinstance(node.op, ast.USub) else inner
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add | ast.Sub):
+            right = walk(node.right)
+            return _joint(walk(node.left), None if right is None else
+                          -right if isinstance(node.op, ast.Sub) else right)
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult | ast.Div | ast.FloorDiv):
+            left, right = walk(node.left), walk(node.right)
+            if left == 0 and right == 0:
+                return 0
+            const = node.right if isinstance(node.op, ast.Div | ast.FloorDiv) else \
+                node.right if right == 0 else node.left
+            moving = left if const is node.right else right
+            if not (isinstance(const, ast.Constant) and isinstance(const.value, int | float)) \
+                    or moving is None or const.value == 0:
+                return None
+            return moving if const.value > 0 else -moving
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            args = [walk(a) for a in node.args]
+            if node.func.id in ("days_since", "hours_since") and len(args) == 1:
+                return 1 if args[0] == 0 else None
+            if node.func.id == "step":  # step(x, edges…): nondecreasing in x for constant edges
+                return args[0] if args and all(a == 0 for a in args[1:]) else None
+            if node.func.id in _SAME_DIRECTION:
+                return _joint(*args)
+            return 0 if all(a == 0 for a in args) else None
+        parts = [walk(child) for child in ast.iter_child_nodes(node) if isinstance(child, ast.expr)]
+        return 0 if all(p == 0 for p in parts) else None
+    return walk(ast.parse(text, mode="eval").body)
+
+
 def evaluate(compiled: Compiled, values: Mapping[str, Any], ctx: Ctx) -> Any:
     """For tests: evaluate against fixed values."""
     return compiled(lambda name, _ctx: values.get(name), ctx)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -28,7 +28,7 @@ from processors.predict import rfm
 from processors.profile import aggregates as ag
 from processors.profile import computed as ct
 from processors.profile.unified import EVENT_BUCKETS, consent_of, person_traits
-from processors.segments.rules import SegmentDef, compile_segment
+from processors.segments.rules import FOREVER_MS, SegmentDef, compile_segment
 
 Profile = dict[str, Any]
 
@@ -89,6 +89,8 @@ class Catalog:
     """per segment: its definition with those of everything it reads (a change → re-evaluate)"""
     predict: pr.Setup = field(default_factory=pr.Setup)
     """purchase summaries kept per profile, and the fitted model behind p_alive & co."""
+    trends: Mapping[str, ct.Trend] = field(default_factory=dict)
+    """per computed trait: how its value moves with time alone (processors/profile/formula.py)"""
 
     @classmethod
     def build(cls, trait_specs: Iterable[Mapping[str, Any]] = (),
@@ -140,8 +142,11 @@ class Catalog:
             sd = segments[sid]
             versions[sid] = _hash([sd.version, *(tv[t] for t in sorted(sd.traits)),
                                    *(versions[s] for s in sorted(sd.segments))])
+        trends: dict[str, ct.Trend] = {}  # predictions move, but as Forecasts (rules.py)
+        for tid in trait_order:
+            trends[tid] = ct.trend(traits[tid], trends)
         return cls(tspecs, sspecs, traits, tuple(trait_order), segments, tuple(order), tags,
-                   {k: frozenset(v) for k, v in dependents.items()}, implicit, versions, predict)
+                   {k: frozenset(v) for k, v in dependents.items()}, implicit, versions, predict, trends)
 
     def put(self, kind: str, spec: Mapping[str, Any]) -> Catalog:
         """A catalog with this definition added or replaced (DefinitionError if it breaks any)."""
@@ -376,6 +381,35 @@ class _Scope:
         self.results: dict[str, bool] = {}
 
     def computed(self, name: str) -> Any:
+        value, changes = self._value(name)
+        if changes is not None:
+            self.ctx.due(changes)
+        return value
+
+    def computed_flip(self, name: str, holds: Callable[[Any], bool], rising: bool) -> Any:
+        """A computed trait's value, registering when `holds(value)` will change by itself.
+
+        `holds` is a threshold that only goes one way as the value grows (from False to True
+        when `rising`). On a trait that moves one way with time, that is one instant, found
+        along the value's change points (processors/profile/computed.py: first_flip) instead
+        of a re-check at each change: `days_since(...) >= 60` is due once, not every day."""
+        value, changes = self._value(name)
+        direction = self.catalog.trends.get(name)
+        if changes is None or not direction:
+            if changes is not None:
+                self.ctx.due(changes)
+            return value
+        answer = holds(value)
+        if answer == (rising == (direction > 0)):
+            return value  # already where time moves it: it stays so
+        at = ct.first_flip(lambda t: _Scope(self.profile, Ctx(t), self.catalog)._value(name), holds,
+                           self.ctx.now, answer, changes, FOREVER_MS)
+        if at is not None:
+            self.ctx.due(at)
+        return value
+
+    def _value(self, name: str) -> tuple[Any, int | None]:
+        """(the trait's value at ctx.now, when it next changes by itself), once per scope."""
         hit = self.values.get(name)
         if hit is None and name in pr.TRAITS:
             summary = self.catalog.summary(self.profile, self.ctx.now)
@@ -389,9 +423,7 @@ class _Scope:
             finally:
                 self.ctx = outer
             hit = self.values[name] = (value, sub.next_due)
-        if hit[1] is not None:
-            self.ctx.due(hit[1])
-        return hit[0]
+        return hit
 
     def segment(self, sid: str) -> bool:
         if sid in self.results:

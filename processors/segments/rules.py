@@ -54,6 +54,7 @@ class Scope(Protocol):
     ctx: Ctx
 
     def computed(self, name: str) -> Any: ...
+    def computed_flip(self, name: str, holds: Callable[[Any], bool], rising: bool) -> Any: ...
     def segment(self, sid: str) -> bool: ...
     def events(self, name: str) -> ag.Buckets | None: ...
     def implicit(self, tid: str) -> ag.Buckets | None: ...
@@ -255,9 +256,13 @@ def _computed_check(name: str, pred: Predicate, node: Mapping[str, Any]) -> Cond
     (p_alive) or by bisection on its monotone trajectory, so no daily re-check is needed."""
     levels = [as_number(node[op]) for op in ("lt", "lte", "gt", "gte") if op in node]
     level = levels[0] if levels else None
+    rising = "gt" in node or "gte" in node
+
+    def holds(value: Any) -> bool:  # for values at other instants: their dues are not this one's
+        return pred(value, Ctx(0))
 
     def check(s: Scope) -> bool:
-        value = s.computed(name)
+        value = s.computed_flip(name, holds, rising) if levels else s.computed(name)
         answer = pred(value, s.ctx)
         if isinstance(value, Forecast):
             probe = Ctx(s.ctx.now)
@@ -275,6 +280,9 @@ class _AccountScope:
     outer: Scope
 
     def computed(self, name: str) -> Any:
+        return None
+
+    def computed_flip(self, name: str, holds: Callable[[Any], bool], rising: bool) -> Any:
         return None
 
     def segment(self, sid: str) -> bool:

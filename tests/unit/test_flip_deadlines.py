@@ -1,0 +1,87 @@
+"""Deadlines at the instant an answer flips, not at every change of the value it reads.
+
+A threshold on a trait that moves one way with time (`days_since(...) >= 60`, a count over a
+trailing window) is due once, at the change point where it flips. The laws: first_flip finds the
+change point a scan of every change would, and following those deadlines gives exactly the
+transitions (segment, entry or exit, instant) that re-checking at every change gives.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import operator
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from processors.profile.computed import first_flip
+from processors.profile.formula import trend
+from processors.segments.catalog import Catalog
+from tests.unit.test_segments import DAY, T0, Event, catalog, events_st, run
+
+OPS = {"gt": operator.gt, "gte": operator.ge, "lt": operator.lt, "lte": operator.le}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 10_000), st.integers(0, 3)), max_size=30),
+       st.integers(-5, 40), st.sampled_from(sorted(OPS)), st.booleans(), st.integers(0, 5_000))
+def test_first_flip_is_the_change_point_a_scan_finds(steps: list[tuple[int, int]], level: int, op: str,
+                                                    falling: bool, now: int) -> None:
+    """A step function moving one way (change points with rises or falls), one threshold."""
+    points: list[int] = []
+    values, value = [0], 0
+    for gap, rise in steps:
+        points.append((points[-1] if points else 0) + gap)
+        value += -rise if falling else rise
+        values.append(value)
+
+    def probe(t: int) -> tuple[Any, int | None]:
+        i = bisect.bisect_right(points, t)
+        return values[i], points[i] if i < len(points) else None
+
+    def holds(v: Any) -> bool:
+        return bool(OPS[op](v, level))
+
+    value_now, first = probe(now)
+    answer = holds(value_now)
+    scan = next((p for p in points if p > now and holds(probe(p)[0]) != answer), None)
+    found = None if first is None else first_flip(probe, holds, now, answer, first, 10**9)
+    assert found == scan
+
+
+def test_trends_of_formulas() -> None:
+    of = {"last": 0, "n30": -1, "sum30": None, "n": 0}
+    assert trend("days_since(last)", of) == 1
+    assert trend("step(days_since(last), 30, 90)", of) == 1
+    assert trend("5 - step(days_since(last), 30, 90)", of) == -1
+    assert trend("n30 * 2 - days_since(last)", of) == -1
+    assert trend("n30 + days_since(last)", of) is None  # opposite ways
+    assert trend("sum30 + 1", of) is None
+    assert trend("n / n30", of) is None
+    assert trend("n + 1", of) == 0
+    assert trend("-n30 / 4", of) == 1
+    assert trend("days_since(sum30)", of) is None
+    assert trend("hours_since(now)", of) is None
+    assert trend("abs(n30)", of) is None
+
+
+def transitions_over(events: list[Event], cat: Catalog, days: int) -> list[tuple[str, str, int]]:
+    profile = run(events, cat)
+    now = T0 + max((e[1] for e in events), default=0)
+    out: list[tuple[str, str, int]] = []
+    while profile.get("_next") is not None and profile["_next"] <= now + days * DAY:
+        at = profile["_next"]
+        out += [(c["segment"], c["transition"], c["at"]) for c in cat.evaluate(profile, at, set(), "time")]
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(events_st, st.integers(1, 700))
+def test_flip_deadlines_give_the_transitions_of_a_recheck_at_every_change(events: list[Event],
+                                                                         days: int) -> None:
+    exact = catalog()
+    assert exact.trends["days_since_last_order"] == 1 and exact.trends["orders_30d"] == -1
+    every_change = dataclasses.replace(exact, trends={})
+    assert transitions_over(events, exact, days) == transitions_over(events, every_change, days)
