@@ -87,20 +87,41 @@ class SegmentDef:
     spec: Mapping[str, Any]
 
 
-def _count(buckets: ag.Buckets | None, lo: int | None, hi: int, within: int | None,
-           before: int | None, ctx: Ctx) -> int:
+def _count(buckets: ag.Buckets | None, lo: int | None, hi: int, floor: int | None, within: int | None,
+           before: int | None, moves: list[tuple[int, int]]) -> int:
+    """Events of `buckets` in [lo, hi] now; appends to `moves` when each will enter or leave
+    the window as time passes (its instant and the change of the count). Events before `floor`
+    (just after the last `since` event) never count."""
     if not buckets:
         return 0
     total = 0
+    lag = before or 0
     for key, (_size, partial) in buckets.items():
         start = int(key)
-        if (lo is None or start >= lo) and start <= hi:
+        if floor is not None and start < floor:
+            continue
+        if start > hi:
+            if before is None:
+                continue
+            moves.append((start + before, partial))  # it enters once it is `before` old
+        elif lo is None or start >= lo:
             total += partial
-            if within is not None:
-                ctx.due(start + within + (before or 0) + 1)
-        elif start > hi and before is not None:
-            ctx.due(start + before)
+        else:
+            continue
+        if within is not None:
+            moves.append((start + within + lag + 1, -partial))  # it leaves the window
     return total
+
+
+def count_flip(n: int, moves: list[tuple[int, int]], holds: Callable[[int], bool]) -> int | None:
+    """The first instant the count, moved by `moves` as time passes, makes `holds` change."""
+    answer = holds(n)
+    moves.sort()
+    for i, (at, change) in enumerate(moves):
+        n += change
+        if (i + 1 == len(moves) or moves[i + 1][0] != at) and holds(n) != answer:
+            return at
+    return None
 
 
 def _performed(node: Mapping[str, Any], path: list[str | int], c: Compiling) -> Cond:
@@ -149,18 +170,26 @@ def _performed(node: Mapping[str, Any], path: list[str | int], c: Compiling) -> 
         def buckets_of(scope: Scope) -> list[ag.Buckets | None]:
             return [scope.implicit(tid)]
 
+    def holds(n: int) -> bool:
+        if negated:
+            return n == 0
+        return (at_least is None or n >= at_least) and (at_most is None or n <= at_most)
+
     def check(scope: Scope) -> bool:
         ctx = scope.ctx
         hi = ctx.now - (before or 0)
         lo = None if within is None else hi - within
+        floor = None
         if since is not None:
             last = ag.newest_start(scope.events(since) or {})
-            if last is not None:
-                lo = last + 1 if lo is None else max(lo, last + 1)
-        n = sum(_count(b, lo, hi, within, before, ctx) for b in buckets_of(scope))
-        if negated:
-            return n == 0
-        return (at_least is None or n >= at_least) and (at_most is None or n <= at_most)
+            floor = None if last is None else last + 1
+        moves: list[tuple[int, int]] = []
+        n = sum(_count(b, lo, hi, floor, within, before, moves) for b in buckets_of(scope))
+        if moves:  # due when the answer flips, not at every event entering or leaving the window
+            at = count_flip(n, moves, holds)
+            if at is not None:
+                ctx.due(at)
+        return holds(n)
     return check
 
 

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from processors.profile.computed import first_flip
 from processors.profile.formula import trend
 from processors.segments.catalog import Catalog
+from processors.segments.rules import count_flip
 from tests.unit.test_segments import DAY, T0, Event, catalog, events_st, run
 
 OPS = {"gt": operator.gt, "gte": operator.ge, "lt": operator.lt, "lte": operator.le}
@@ -27,7 +28,7 @@ OPS = {"gt": operator.gt, "gte": operator.ge, "lt": operator.lt, "lte": operator
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(st.integers(1, 10_000), st.integers(0, 3)), max_size=30),
        st.integers(-5, 40), st.sampled_from(sorted(OPS)), st.booleans(), st.integers(0, 5_000))
-def test_first_flip_is_the_change_point_a_scan_finds(steps: list[tuple[int, int]], level: int, op: str,
+def testcount_flip_is_the_change_point_a_scan_finds(steps: list[tuple[int, int]], level: int, op: str,
                                                     falling: bool, now: int) -> None:
     """A step function moving one way (change points with rises or falls), one threshold."""
     points: list[int] = []
@@ -49,6 +50,24 @@ def test_first_flip_is_the_change_point_a_scan_finds(steps: list[tuple[int, int]
     scan = next((p for p in points if p > now and holds(probe(p)[0]) != answer), None)
     found = None if first is None else first_flip(probe, holds, now, answer, first, 10**9)
     assert found == scan
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 6), st.lists(st.tuples(st.integers(0, 20), st.sampled_from([-1, 1])), max_size=12),
+       st.integers(0, 4))
+def test_a_count_flips_where_the_moves_of_one_instant_leave_it(n: int, moves: list[tuple[int, int]],
+                                                              level: int) -> None:
+    """Events entering and leaving the window at the same instant move the count at once."""
+    def holds(count: int) -> bool:
+        return count >= level
+
+    count, want = n, None
+    for at in sorted({a for a, _ in moves}):
+        count += sum(c for a, c in moves if a == at)
+        if holds(count) != holds(n):
+            want = at
+            break
+    assert count_flip(n, list(moves), holds) == want
 
 
 def test_trends_of_formulas() -> None:
@@ -85,3 +104,34 @@ def test_flip_deadlines_give_the_transitions_of_a_recheck_at_every_change(events
     assert exact.trends["days_since_last_order"] == 1 and exact.trends["orders_30d"] == -1
     every_change = dataclasses.replace(exact, trends={})
     assert transitions_over(events, exact, days) == transitions_over(events, every_change, days)
+
+
+HOUR = 3_600_000
+SHOP_CHANGES = (HOUR, 30 * DAY + 1, 90 * DAY + 1, 60 * DAY, 180 * DAY)
+"""After an event at t, shop.yaml's answers can change by themselves only at t + one of these:
+an hour-old checkout, an order leaving a 30 or 90 day window, 60 and 180 days since an order."""
+
+
+def members_at(profile: dict[str, Any], cat: Catalog, at: int) -> set[str]:
+    fresh = dict(profile, segments={}, _due={}, _seg_v={})
+    cat.evaluate(fresh, at, None, "check")
+    return set(fresh["segments"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(events_st, st.integers(1, 700))
+def test_deadlines_fire_exactly_where_a_sweep_sees_membership_change(events: list[Event], days: int) -> None:
+    """The reference knows nothing of deadlines: it evaluates afresh at every instant where an
+    answer can change by itself and notes where membership differs from the instant before."""
+    cat = catalog()
+    profile = run(events, cat)
+    now = T0 + max((e[1] for e in events), default=0)
+    end = now + days * DAY
+    swept: list[tuple[str, str, int]] = []
+    before = members_at(profile, cat, now)
+    for at in sorted({T0 + e[1] + d for e in events for d in SHOP_CHANGES if now < T0 + e[1] + d <= end}):
+        after = members_at(profile, cat, at)
+        swept += [(s, "entered", at) for s in after - before] + [(s, "exited", at) for s in before - after]
+        before = after
+    assert sorted(transitions_over(events, cat, days), key=lambda t: (t[2], t)) == \
+        sorted(swept, key=lambda t: (t[2], t))
