@@ -18,6 +18,7 @@ The window holds events with now - offset - window <= time <= now - offset.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -262,14 +263,20 @@ def trend(td: TraitDef, trend_of: Mapping[str, Trend]) -> Trend:
 
 
 def first_flip(probe: Callable[[int], tuple[Any, int | None]], holds: Callable[[Any], bool],
-               now: int, answer: bool, first_change: int, horizon: int) -> int | None:
+               now: int, answer: bool, first_change: int, horizon: int,
+               level: float | None = None) -> int | None:
     """The first instant after `now` at which `holds(value)` differs from `answer` (its answer at
     `now`, the value holding still until `first_change`), for
     a value whose answer flips at most once (a monotone value against one threshold), or None
     within `horizon` ms. `probe(t)` is the value at t and the instant it next changes by itself.
 
-    Visits the value's own change points only, so the instant found is one of them, the one a
-    re-check at each change would have found: first doubling the distance, then halving it."""
+    The instant found is one of the value's own change points, the one a re-check at each change
+    would have found. With the threshold's `level`, a value moving in steps of equal time (days
+    since …) is checked where its two next changes say it reaches the level: a few probes. Else,
+    or if that guess is wrong, the distance doubles, then halves."""
+    guess = _steady_guess(probe, holds, answer, first_change, level) if level is not None else None
+    if guess is not None:
+        return guess
     lo_next, hi = first_change, first_change  # the answer holds on [now, lo_next)
     while True:
         value, after = probe(hi)
@@ -293,6 +300,29 @@ def first_flip(probe: Callable[[int], tuple[Any, int | None]], holds: Callable[[
         else:
             lo_next = after_mid
     return hi
+
+
+def _steady_guess(probe: Callable[[int], tuple[Any, int | None]], holds: Callable[[Any], bool],
+                  answer: bool, first_change: int, level: float) -> int | None:
+    """The flip of a value that keeps its pace (as its next two changes show), if checked: the
+    answer differs at the change point g where the pace reaches `level`, not at the one before,
+    and the value holds still in between; by monotonicity no earlier instant differs."""
+    v1, second = probe(first_change)
+    if second is None or holds(v1) != answer:
+        return None
+    v2, _ = probe(second)
+    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (v1, v2))
+    if not numbers or v2 == v1:
+        return None
+    period = second - first_change
+    steps = (level - v1) / (v2 - v1)  # periods from first_change to the level
+    if not 1 < steps < 1e12:
+        return None
+    at = first_change + math.ceil(steps) * period
+    before, next_change = probe(at - period)
+    if next_change != at or holds(before) != answer or holds(probe(at)[0]) == answer:
+        return None
+    return at
 
 
 def _joiner(agg: str) -> ag.Combine:

@@ -386,7 +386,8 @@ class _Scope:
             self.ctx.due(changes)
         return value
 
-    def computed_flip(self, name: str, holds: Callable[[Any], bool], rising: bool) -> Any:
+    def computed_flip(self, name: str, holds: Callable[[Any], bool], rising: bool,
+                      level: float | None = None) -> Any:
         """A computed trait's value, registering when `holds(value)` will change by itself.
 
         `holds` is a threshold that only goes one way as the value grows (from False to True
@@ -403,7 +404,7 @@ class _Scope:
         if answer == (rising == (direction > 0)):
             return value  # already where time moves it: it stays so
         at = ct.first_flip(lambda t: _Scope(self.profile, Ctx(t), self.catalog)._value(name), holds,
-                           self.ctx.now, answer, changes, FOREVER_MS)
+                           self.ctx.now, answer, changes, FOREVER_MS, level)
         if at is not None:
             self.ctx.due(at)
         return value

@@ -54,7 +54,8 @@ class Scope(Protocol):
     ctx: Ctx
 
     def computed(self, name: str) -> Any: ...
-    def computed_flip(self, name: str, holds: Callable[[Any], bool], rising: bool) -> Any: ...
+    def computed_flip(self, name: str, holds: Callable[[Any], bool], rising: bool,
+                      level: float | None = None) -> Any: ...
     def segment(self, sid: str) -> bool: ...
     def events(self, name: str) -> ag.Buckets | None: ...
     def implicit(self, tid: str) -> ag.Buckets | None: ...
@@ -291,7 +292,7 @@ def _computed_check(name: str, pred: Predicate, node: Mapping[str, Any]) -> Cond
         return pred(value, Ctx(0))
 
     def check(s: Scope) -> bool:
-        value = s.computed_flip(name, holds, rising) if levels else s.computed(name)
+        value = s.computed_flip(name, holds, rising, level) if levels else s.computed(name)
         answer = pred(value, s.ctx)
         if isinstance(value, Forecast):
             probe = Ctx(s.ctx.now)
@@ -311,7 +312,8 @@ class _AccountScope:
     def computed(self, name: str) -> Any:
         return None
 
-    def computed_flip(self, name: str, holds: Callable[[Any], bool], rising: bool) -> Any:
+    def computed_flip(self, name: str, holds: Callable[[Any], bool], rising: bool,
+                      level: float | None = None) -> Any:
         return None
 
     def segment(self, sid: str) -> bool:

@@ -27,10 +27,15 @@ OPS = {"gt": operator.gt, "gte": operator.ge, "lt": operator.lt, "lte": operator
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(st.integers(1, 10_000), st.integers(0, 3)), max_size=30),
-       st.integers(-5, 40), st.sampled_from(sorted(OPS)), st.booleans(), st.integers(0, 5_000))
-def testcount_flip_is_the_change_point_a_scan_finds(steps: list[tuple[int, int]], level: int, op: str,
-                                                    falling: bool, now: int) -> None:
-    """A step function moving one way (change points with rises or falls), one threshold."""
+       st.integers(-5, 40), st.sampled_from(sorted(OPS)), st.booleans(), st.integers(0, 5_000),
+       st.booleans(), st.booleans())
+def test_first_flip_is_the_change_point_a_scan_finds(steps: list[tuple[int, int]], level: int, op: str,
+                                                    falling: bool, now: int, steady: bool,
+                                                    told_level: bool) -> None:
+    """A step function moving one way (change points with rises or falls), one threshold; steady:
+    equal steps at equal intervals, like days_since (where the level lets it guess)."""
+    if steady and steps:
+        steps = [(steps[0][0], max(1, steps[0][1]))] * len(steps)
     points: list[int] = []
     values, value = [0], 0
     for gap, rise in steps:
@@ -48,8 +53,21 @@ def testcount_flip_is_the_change_point_a_scan_finds(steps: list[tuple[int, int]]
     value_now, first = probe(now)
     answer = holds(value_now)
     scan = next((p for p in points if p > now and holds(probe(p)[0]) != answer), None)
-    found = None if first is None else first_flip(probe, holds, now, answer, first, 10**9)
+    found = None if first is None else first_flip(probe, holds, now, answer, first, 10**9,
+                                                  float(level) if told_level else None)
     assert found == scan
+
+
+def test_a_guess_from_the_first_two_steps_is_checked() -> None:
+    """Steps of 10 then 20 ms suggest the level 4 at 70; the value speeds up and reaches it at 40."""
+    points, values = [10, 30, 35, 40], [0, 1, 2, 3, 4]
+
+    def probe(t: int) -> tuple[Any, int | None]:
+        i = bisect.bisect_right(points, t)
+        return values[i], points[i] if i < len(points) else None
+
+    assert first_flip(probe, lambda v: v >= 4, 0, False, 10, 10**9, 4.0) == 40
+    assert first_flip(probe, lambda v: v >= 2, 0, False, 10, 10**9, 2.0) == 30
 
 
 @settings(max_examples=300, deadline=None)
