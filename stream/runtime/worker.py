@@ -46,9 +46,7 @@ def build_worker(settings: Settings) -> tuple[TuskApp, Pipeline]:
 
 def run(settings: Settings) -> None:
     from stream.runtime.faust_adapter import install
-    from stream.runtime.memory import limit_arenas
 
-    limit_arenas()
     install()  # Faust's per-record drain cost (stream/runtime/faust_adapter.py)
     settings.datadir.mkdir(parents=True, exist_ok=True)
     from stream.kafka.clients import enforce_topic_configs
