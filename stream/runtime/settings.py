@@ -106,7 +106,7 @@ class Settings:
     """profiles rechecked per backfill or tick record: 500 held the event loop 1.1-1.6 s per
     record on a CDNOW backlog (deadlines firing on the event clock), delivery reports, timers
     and HTTP waiting behind it"""
-    state_cache_mb: int = 32
+    state_cache_mb: int = 16
     """clean table values kept in memory (stream/state/writeback.py), by their encoded size"""
     flush_records: int = 1000
     flush_interval_ms: int = 20
