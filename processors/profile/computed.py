@@ -266,9 +266,9 @@ def first_flip(probe: Callable[[int], tuple[Any, int | None]], holds: Callable[[
                now: int, answer: bool, first_change: int, horizon: int,
                level: float | None = None) -> int | None:
     """The first instant after `now` at which `holds(value)` differs from `answer` (its answer at
-    `now`, the value holding still until `first_change`), for
-    a value whose answer flips at most once (a monotone value against one threshold), or None
-    within `horizon` ms. `probe(t)` is the value at t and the instant it next changes by itself.
+    `now`; the value holds still until `first_change`), or None within `horizon` ms, for a value
+    whose answer flips at most once (a monotone value against one threshold). `probe(t)` is the
+    value at t and the instant it next changes by itself.
 
     The instant found is one of the value's own change points, the one a re-check at each change
     would have found. With the threshold's `level`, a value moving in steps of equal time (days
