@@ -274,10 +274,17 @@ def first_flip(probe: Callable[[int], tuple[Any, int | None]], holds: Callable[[
     would have found. With the threshold's `level`, a value moving in steps of equal time (days
     since …) is checked where its two next changes say it reaches the level: a few probes. Else,
     or if that guess is wrong, the distance doubles, then halves."""
-    guess = _steady_guess(probe, holds, answer, first_change, level) if level is not None else None
-    if guess is not None:
-        return guess
-    lo_next, hi = first_change, first_change  # the answer holds on [now, lo_next)
+    value, after = probe(first_change)
+    if holds(value) != answer:
+        return first_change
+    if after is None:
+        return None
+    if level is not None:
+        guess = _steady_guess(probe, holds, answer, first_change, value, after, level)
+        if guess is not None:
+            return guess
+    # the answer holds on [now, lo_next)
+    lo_next, hi = after, max(after, now + 2 * (first_change - now))
     while True:
         value, after = probe(hi)
         if holds(value) != answer:
@@ -303,13 +310,11 @@ def first_flip(probe: Callable[[int], tuple[Any, int | None]], holds: Callable[[
 
 
 def _steady_guess(probe: Callable[[int], tuple[Any, int | None]], holds: Callable[[Any], bool],
-                  answer: bool, first_change: int, level: float) -> int | None:
-    """The flip of a value that keeps its pace (as its next two changes show), if checked: the
-    answer differs at the change point g where the pace reaches `level`, not at the one before,
-    and the value holds still in between; by monotonicity no earlier instant differs."""
-    v1, second = probe(first_change)
-    if second is None or holds(v1) != answer:
-        return None
+                  answer: bool, first_change: int, v1: Any, second: int, level: float) -> int | None:
+    """The flip of a value that keeps its pace (as its next two changes show: `v1` from
+    `first_change`, then the value at `second`), if checked: the answer differs at the change
+    point where the pace reaches `level`, not at the one before, and the value holds still in
+    between; by monotonicity no earlier instant differs."""
     v2, _ = probe(second)
     numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (v1, v2))
     if not numbers or v2 == v1:
