@@ -164,7 +164,7 @@ def observe(td: TraitDef, profile: Profile, tp: Touchpoint, now: int, ctx: Ctx) 
     assert td.aggregate is not None and td.selector is not None
     if not td.selector.matches(tp.msg, tp.name, tp.type, ctx):
         return False
-    state = _state(td, profile)
+    state = state_for(td, profile)
     agg = td.aggregate
     if agg == "count":
         partials = [ag.single(agg, tp.ts, tp.message_id, None)]
@@ -185,7 +185,8 @@ def observe(td: TraitDef, profile: Profile, tp: Touchpoint, now: int, ctx: Ctx) 
     return True
 
 
-def _state(td: TraitDef, profile: Profile) -> dict[str, Any]:
+def state_for(td: TraitDef, profile: Profile) -> dict[str, Any]:
+    """The trait's state in the profile, made empty if missing or of another version."""
     states: dict[str, Any] = profile.setdefault("_agg", {})
     state = states.get(td.id)
     if state is None or state.get("v") != td.version:
@@ -201,7 +202,7 @@ def rebuild(td: TraitDef, profile: Profile, now: int, held: list[Touchpoint] | N
 
     `held`: recent_touchpoints(profile), when the caller rebuilds several traits."""
     profile.setdefault("_agg", {}).pop(td.id, None)
-    _state(td, profile)
+    state_for(td, profile)
     ctx = Ctx(now)
     for tp in recent_touchpoints(profile) if held is None else held:
         observe(td, profile, tp, now, ctx)

@@ -214,8 +214,13 @@ class Catalog:
         """Fold an applied event into computed state; the change tags it carries."""
         ctx = Ctx(now)
         rebuilt: set[str] = set()
-        if profile.get("_cv") != self.fingerprint:  # definitions changed since this profile's last event
-            rebuilt = self._rebuild_stale(profile, now)  # the event is already in recent_events
+        if profile.get("_cv") != self.fingerprint:
+            if "_cv" in profile or "_ev" in profile:  # definitions changed since its last event
+                rebuilt = self._rebuild_stale(profile, now)  # the event is already in recent_events
+            else:  # its first event: nothing to replay; every aggregate starts empty, and those
+                # this event matches observe it below (a new profile per event on a first import)
+                for td in self.aggregates:
+                    ct.state_for(td, profile)
         named, other = self._by_name
         for td in (*named.get(tp.name, ()), *other):
             if td.id not in rebuilt:
