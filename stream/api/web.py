@@ -26,6 +26,7 @@ from stream.api.context import Served, routes, served
 from stream.runtime.app import TuskApp
 from stream.runtime.definitions import produce_definition
 from stream.runtime.faust_adapter import recovered
+from stream.runtime.metrics import TALLY
 from stream.runtime.pipeline import Pipeline
 
 HOP_HEADER = "X-Tusk-Hops"
@@ -203,6 +204,7 @@ class Health(View):
 
 class Metrics(View):
     async def get(self, request: Request) -> Response:
+        TALLY.fold()  # the hot path's counts since the last fold
         return self.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
 

@@ -84,3 +84,26 @@ def child(metric: Any, *labels: str) -> Any:
     if found is None:
         found = _CHILDREN[key] = metric.labels(*labels)
     return found
+
+
+class Tally:
+    """Counter increments of the hot path, added to Prometheus in one go (`fold`: from a timer
+    of the worker and before every scrape). Each inc() takes a lock; a worker made about eight
+    per event (py-spy on CDNOW: 2-3 % of its samples)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[Any, ...], float] = {}
+
+    def add(self, metric: Any, *labels: str, n: float = 1) -> None:
+        key = (metric, *labels)
+        self.counts[key] = self.counts.get(key, 0) + n
+
+    def fold(self) -> None:
+        counts, self.counts = self.counts, {}
+        for (metric, *labels), n in counts.items():
+            (child(metric, *labels) if labels else metric).inc(n)
+
+
+TALLY = Tally()
+tally = TALLY.add
+"""tally(METRIC, *labels, n=1): count now, shown at the next fold (at most 50 ms later)."""

@@ -114,7 +114,7 @@ class Pipeline:
                ) -> tuple[str, dict[str, Any], tuple[int, int]] | None:
         """Validate an event and route it: dead-lettered or sent through the internal hop (None),
         or (key, record, source) to handle inline, on this partition, by the caller."""
-        m.EVENTS_IN.inc()
+        m.tally(m.EVENTS_IN)
         settings = self.settings
         record_ms = int((msg.timestamp or time.time()) * 1000)
         try:
@@ -140,9 +140,9 @@ class Pipeline:
             # N partitions): resolve and apply it here, without the internal hop. The caller
             # handles it, then calls `read_source` (a tick reporting this event's time is
             # queued behind the event itself)
-            m.child(m.ROUTED, "inline").inc()
+            m.tally(m.ROUTED, "inline")
             return rkey, record, (touchpoint_source(msg.partition), msg.offset)
-        m.child(m.ROUTED, "hop").inc()
+        m.tally(m.ROUTED, "hop")
         self.outbox.send(self.routed, rkey.encode(), orjson.dumps(record), home, timestamp_ms=record_ms)
         # after the send: a tick reporting this event's time is queued behind the event itself
         self.read_source(msg.partition, msg.offset, result.ts)
@@ -245,17 +245,17 @@ class Pipeline:
             state.set_journey_stats(journeys.add_counts(state.journey_stats(), fx.journey_counts))
         for channel, trigger in fx.triggers:
             send(await self.activation_topic(channel), trigger["profile_id"].encode(), orjson.dumps(trigger))
-            m.child(m.TRIGGERS, channel).inc()
+            m.tally(m.TRIGGERS, channel)
         for what, n in fx.suppressed.items():
             channel, _, reason = what.partition(":")
-            m.child(m.SUPPRESSED, channel, reason).inc(n)
+            m.tally(m.SUPPRESSED, channel, reason, n=n)
         for result in fx.results:
             send(self.results, result["request_id"].encode(),
                  orjson.dumps({**result, "completed_at": int(time.time() * 1000)}))
         now = int(time.time() * 1000)
         for change in fx.changes:
             if change.get("type") == "segment":
-                m.child(m.SEGMENT_TRANSITIONS, change["segment"], change["transition"]).inc()
+                m.tally(m.SEGMENT_TRANSITIONS, change["segment"], change["transition"])
             send(self.changes, change["profile_id"].encode(), orjson.dumps({**change, "recorded_at": now}))
 
     def dead_letter(self, key: str, record: dict[str, Any], msg: Any, reason: str, detail: str) -> None:
@@ -331,7 +331,7 @@ class Pipeline:
         for at, pid in due:
             state.move_deadline(pid, at, None)
             fx = identity.recheck(pid, state, env, f"time:{at}", cfg=self.cfg)
-            m.RECHECKS.labels("time").inc()
+            m.tally(m.RECHECKS, "time")
             for out_key, out in fx.send:  # an expired profile's erase request
                 self.send_internal(out_key, out)
             await self.settle(fx)
@@ -350,7 +350,7 @@ class Pipeline:
         env = self.env_at(self.now_ms(p))
         for pid in pids:
             fx = identity.recheck(pid, state, env, f"backfill:{record['fp']}", everything=True, cfg=self.cfg)
-            m.RECHECKS.labels("backfill").inc()
+            m.tally(m.RECHECKS, "backfill")
             await self.settle(fx)
         if pids and len(pids) >= batch:
             self.outbox.send(self.routed, b"backfill",
@@ -457,21 +457,22 @@ def low_watermark(sources: dict[str, list[Any]], count: int) -> int | None:
 
 
 def count(fx: identity.Effects) -> None:
+    tally = m.tally
     for name, n in fx.counts.items():
         kind, _, label = name.partition(":")
         if kind == "msg":
-            m.child(m.IDENTITY_MESSAGES, label).inc(n)
+            tally(m.IDENTITY_MESSAGES, label, n=n)
         elif kind == "limit_refused":
-            m.child(m.LIMIT_REFUSALS, label).inc(n)
+            tally(m.LIMIT_REFUSALS, label, n=n)
         elif kind == "merge_refused":
-            m.child(m.MERGE_REFUSALS, label).inc(n)
+            tally(m.MERGE_REFUSALS, label, n=n)
         elif kind == "quarantined":
-            m.child(m.QUARANTINED, label).inc(n)
+            tally(m.QUARANTINED, label, n=n)
         elif kind == "merged":
-            m.MERGES.inc(n)
+            tally(m.MERGES, n=n)
         elif kind == "profile_created":
-            m.PROFILES_CREATED.inc(n)
+            tally(m.PROFILES_CREATED, n=n)
         elif kind == "redirect_followed":
-            m.REDIRECTS_FOLLOWED.inc(n)
+            tally(m.REDIRECTS_FOLLOWED, n=n)
     if fx.outcome is not None:
-        m.child(m.PROCESSED, fx.outcome.value).inc()
+        tally(m.PROCESSED, fx.outcome.value)

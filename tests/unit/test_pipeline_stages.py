@@ -101,6 +101,31 @@ def test_an_event_on_its_home_partition_is_handled_inline_else_it_takes_the_hop(
     assert pid is not None and pipe.state.profile(pid) is not None
 
 
+def test_the_hot_paths_counts_reach_prometheus_at_each_fold() -> None:
+    from prometheus_client import REGISTRY
+
+    from stream.runtime import metrics as m
+
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    m.TALLY.fold()
+    before = (value("tusk_events_in_total"), value("tusk_events_routed_total", path="inline"),
+              value("tusk_events_processed_total", outcome="applied"))
+    pipe = make()
+    for n in range(5):
+        raw, home = person(100 + n)
+        inline = pipe.ingest(raw, raw, msg(home, n))
+        assert inline is not None
+        asyncio.run(pipe.handle_record(*inline[:2], msg(home, n), inline[2]))
+    assert value("tusk_events_in_total") == before[0]  # counted, not yet shown
+    m.TALLY.fold()
+    after = (value("tusk_events_in_total"), value("tusk_events_routed_total", path="inline"),
+             value("tusk_events_processed_total", outcome="applied"))
+    assert [a - b for a, b in zip(after, before, strict=True)] == [5, 5, 5]
+    assert m.TALLY.counts == {}
+
+
 def test_without_co_partitioning_every_event_takes_the_hop() -> None:
     for count in (3, None):  # another partition count, or not known yet
         pipe = make(touchpoint_partitions=count)
