@@ -25,10 +25,11 @@ from stream.cli.base import (
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from stream.runtime.memory import limit_arenas
+    from stream.runtime.memory import limit_arenas, trim_periodically
 
     # before any Kafka client: glibc fixes the arena count when a second thread first allocates
     limit_arenas()
+    trim_periodically()
     env = flag_env(args, {**COMMON_ENV, "datadir": "TUSK_DATADIR", "web_port": "TUSK_WEB_PORT",
                     "log_level": "TUSK_LOG_LEVEL"})
     from stream.kafka.clients import ensure_topics
