@@ -124,7 +124,7 @@ class Pipeline:
             log.exception("validation crashed at %s[%s]@%s", msg.topic, msg.partition, msg.offset)
             result = Reject("internal_error", None, f"{type(e).__name__} while validating")
         if isinstance(result, Reject):
-            m.REJECTED.labels(result.reason).inc()
+            m.tally(m.REJECTED, result.reason)
             record = dlq_record(result, raw or b"", topic=msg.topic, partition=msg.partition,
                                 offset=msg.offset, received_at=int(time.time() * 1000))
             self.outbox.send(self.dlq, key, orjson.dumps(record))
@@ -259,7 +259,7 @@ class Pipeline:
             send(self.changes, change["profile_id"].encode(), orjson.dumps({**change, "recorded_at": now}))
 
     def dead_letter(self, key: str, record: dict[str, Any], msg: Any, reason: str, detail: str) -> None:
-        m.REJECTED.labels(reason).inc()
+        m.tally(m.REJECTED, reason)
         self.outbox.send(self.dlq, key.encode(), orjson.dumps(dlq_record(
             Reject(reason, None, detail), orjson.dumps(record), topic=msg.topic,
             partition=msg.partition, offset=msg.offset, received_at=int(time.time() * 1000))))
