@@ -28,11 +28,17 @@ def people(prefix: str, count: int) -> list[bytes]:
 
 def test_routing_key_input_is_applied_inline_and_other_keys_take_the_hop(deployment: Deployment) -> None:
     w = deployment.add_worker()
+    second = deployment.add_worker()
+    deployment.wait_balanced()
     keyed = people("inl", 20)
     sent = deployment.produce(keyed)  # the CLI's producer: keyed by the routing identifier
     totals = deployment.wait_accounted(sent)
     assert totals.get('tusk_events_routed_total{path=inline}') == sent
     assert totals.get('tusk_events_routed_total{path=hop}', 0) == 0
+    # on every worker, not only the group's leader (whose Faust consumer alone knew the
+    # touchpoints topic's partition count)
+    for worker in (w, second):
+        assert worker.metrics().get('tusk_events_routed_total{path=inline}', 0) > 0
 
     # the same kind of events keyed by something else (a producer of its own) still arrive
     prod = producer(deployment.settings)
