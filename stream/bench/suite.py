@@ -42,7 +42,7 @@ from stream.bench.purchases import cdnow_events
 from stream.bench.seed import seed
 from stream.bench.segments import EXAMPLES, segment_variants
 from stream.cli.commands import http_get
-from stream.demo.session import free_port, load_launcher, metrics, stop_process, wait_healthy
+from stream.demo.session import free_port, group_split, load_launcher, metrics, stop_process, wait_healthy
 from stream.demo.synthetic import shop_stream
 from stream.ingest.produce import produce_lines
 from stream.kafka.clients import ensure_topic, ensure_topics, producer, reader
@@ -252,20 +252,13 @@ def latency(bootstrap: str, base: Path, rate: int, seconds: float, partitions: i
 
 
 def until_serving_all(urls: list[str], partitions: int, timeout: float = 900) -> None:
-    """Until the workers at `urls` have recovered and serve every partition between them, each
-    some (a worker that joined last has its share: the group has settled)."""
+    """Until the workers at `urls` have recovered and split every partition between them
+    (`group_split`)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(Exception):
-            served: list[int] = []
-            for url in urls:
-                status, body = http_get(url + "/health")
-                if status != 200 or not body.get("partitions"):
-                    break
-                served += body["partitions"]
-            else:
-                if sorted(served) == list(range(partitions)):
-                    return
+            if group_split([http_get(url + "/health") for url in urls], partitions) is not None:
+                return
         time.sleep(0.2)
     raise RuntimeError(f"{urls} did not serve all {partitions} partitions in {timeout:.0f}s")
 

@@ -126,6 +126,21 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: fl
     raise CliError(f"the worker did not become healthy within {timeout:.0f}s (log: {log}).")
 
 
+def group_split(healths: list[tuple[int, Any]], partitions: int) -> tuple[tuple[int, ...], ...] | None:
+    """The partitions each worker serves, from their /health answers (status, body), once the
+    group has settled: every worker recovered (200), each partition served by exactly one, and
+    every worker serving some when there are enough partitions (a worker that joined last has
+    its share); None until then."""
+    owned = []
+    for status, body in healths:
+        if status != 200:
+            return None
+        owned.append(tuple(body.get("partitions", [])))
+    if sorted(p for ps in owned for p in ps) != list(range(partitions)):
+        return None
+    return tuple(owned) if partitions < len(owned) or all(owned) else None
+
+
 def wait_processed(url: str, expected: int, timeout: float = 90) -> dict[str, float]:
     """Until every produced record is accounted for: applied/duplicate or rejected."""
     deadline = time.monotonic() + timeout

@@ -14,7 +14,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from stream.cli.commands import http_get
-from stream.demo.session import free_port, metrics, stop_process, wait_healthy
+from stream.demo.session import free_port, group_split, metrics, stop_process, wait_healthy
 from stream.ingest.produce import produce_lines
 from stream.kafka.clients import client_config, ensure_topics, read_topic, watermarks
 from stream.runtime.settings import Settings
@@ -91,19 +91,8 @@ class Deployment:
         live = [w for w in self.workers if w.proc is not None and w.proc.poll() is None]
         seen: list[Any] = [None, 0.0]
 
-        def split() -> tuple[tuple[int, ...], ...] | None:
-            owned = []
-            for w in live:
-                status, body = w.get("/health")
-                if status != 200:
-                    return None
-                owned.append(tuple(body.get("partitions", [])))
-            if sorted(p for ps in owned for p in ps) != list(range(n)):
-                return None
-            return tuple(owned) if n < len(live) or all(owned) else None
-
         def settled() -> bool:
-            now = split()
+            now = group_split([w.get("/health") for w in live], n)
             if now is None or now != seen[0]:
                 seen[:] = [now, time.monotonic()]
                 return False
