@@ -9,18 +9,19 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from typing import Any
 
 import faust
 import orjson
 from confluent_kafka import Consumer, KafkaException
-from faust.types import TP
+from faust.types import TP, Message
 
 from stream.kafka.clients import ensure_topic, reader, watermarks
 from stream.kafka.outbox import DeliveryFailed
 from stream.runtime import metrics as m
 from stream.runtime.app import TuskApp
 from stream.runtime.definitions import DefinitionsReader
-from stream.runtime.faust_adapter import committed_offset, open_dbs, recovered, recovery
+from stream.runtime.faust_adapter import committed_offset, deliver_directly, open_dbs, recovered, recovery
 from stream.runtime.pipeline import Pipeline
 from stream.runtime.settings import Settings
 from stream.state.partition import TableState
@@ -116,17 +117,28 @@ def register(built: TuskApp, pipeline: Pipeline) -> None:
     """The Faust agents and timers of a worker: each hands its records to the pipeline."""
     app, settings = built.app, pipeline.settings
 
+    route, handle = pipeline.ingest, pipeline.handle_record
+
+    async def touchpoint(msg: Message) -> None:
+        inline = route(msg.key, msg.value, msg)
+        if inline is not None:
+            key, record, source = inline
+            await handle(key, record, msg, source)
+            # after the event: a tick reporting this event's time is queued behind it
+            pipeline.read_source(msg.partition, msg.offset, record["ev"]["ts"])
+
+    async def routed(msg: Any) -> None:  # internal records: always a key and a value
+        await handle(msg.key.decode(), orjson.loads(msg.value), msg)
+
+    # the drain loop hands these topics' records to the handlers itself; the agents below
+    # subscribe to them, and take the records when it does not (stream/runtime/faust_adapter.py)
+    deliver_directly(built.touchpoints.get_topic_name(), touchpoint)
+    deliver_directly(built.routed.get_topic_name(), routed)
+
     @app.agent(built.touchpoints, name=f"{__name__}.ingest")
     async def ingest(stream):  # type: ignore[no-untyped-def]
-        route = pipeline.ingest
         async for event in stream.events():
-            msg = event.message
-            inline = route(event.key, event.value, msg)
-            if inline is not None:
-                key, record, source = inline
-                await pipeline.handle_record(key, record, msg, source)
-                # after the event: a tick reporting this event's time is queued behind it
-                pipeline.read_source(msg.partition, msg.offset, record["ev"]["ts"])
+            await touchpoint(event.message)
 
     @app.agent(built.privacy, name=f"{__name__}.privacy_requests")
     async def privacy_requests(stream):  # type: ignore[no-untyped-def]
@@ -136,9 +148,8 @@ def register(built: TuskApp, pipeline: Pipeline) -> None:
 
     @app.agent(built.routed, name=f"{__name__}.identity_stage")
     async def identity_stage(stream):  # type: ignore[no-untyped-def]
-        handle = pipeline.handle_record
         async for event in stream.events():
-            await handle(event.key.decode(), orjson.loads(event.value), event.message)
+            await routed(event.message)
 
     @app.timer(settings.tick_interval_ms / 1000, name=f"{__name__}.tick")
     async def tick() -> None:

@@ -15,14 +15,26 @@ Nearly every delivery completes without ever blocking (the buffer has room), so 
 the callback's first step inline and only falls back to `wait_first`, with the rest of the same
 coroutine, when the delivery really has to wait. Behaviour kept: gap tracking for acked topics,
 commit-every, the read offset, the per-100 yield to the event loop, flow suspension while blocked.
+
+Records of the topics Tusk registers with `deliver_directly` (the touchpoints and the internal
+identity topic) skip the rest of Faust's per-record path too: the conductor, the topic channel's
+queue, the stream's iterator (one event-loop turn per record), the agent's task and Faust's event
+objects. The drain loop awaits the handler on the record and acks it, as the stream would after
+the agent's body: the record is in the consumer's unacked set while it is handled, so a rebalance
+waits for it (Faust's `wait_empty`), and `getmany` stops handing out records once the flow is
+suspended. The record's partition is given to the tables' code through `current_partition`. The
+agents stay registered (they make the subscription), and take the records themselves when the
+drain loop is not patched (`install` refused the version).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import types
-from collections.abc import AsyncIterator, Callable, Coroutine, Generator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
+from contextvars import ContextVar
 from typing import Any, cast
 
 import faust
@@ -74,9 +86,44 @@ async def _deliver(consumer: Any, callback: Any, message: Any) -> None:
     await consumer.wait_first(_finish(coro, first), consumer.suspend_flow.wait())
 
 
+Handler = Callable[[Any], Awaitable[None]]
+_DIRECT: dict[str, Handler] = {}
+_direct_partition: ContextVar[int | None] = ContextVar("tusk_direct_partition", default=None)
+
+YIELD_EVERY_S = 0.005
+"""Records handled directly run in the drain loop's task: it gives the event loop a turn (timers,
+HTTP, delivery reports) at least this often, where Faust's stream gave one per record."""
+
+
+def deliver_directly(topic: str, handler: Handler) -> None:
+    """Hand the records of `topic` straight from the drain loop to `handler(message)` (see the
+    module doc); the topic's agent then receives none of them."""
+    _DIRECT[topic] = handler
+
+
+async def _handle_directly(consumer: Any, handler: Handler, message: Any) -> None:
+    consumer.unacked.add(message)  # until acked, a rebalance waits for it (wait_empty)
+    token = _direct_partition.set(message.partition)
+    try:
+        await handler(message)
+    except Exception as exc:
+        # not acked: the offset does not move past it; as an agent's crash would, stop the
+        # worker (a restart reads the record again)
+        log.exception("record %s[%s]@%s failed", message.topic, message.partition, message.offset)
+        await consumer.app.crash(exc)
+        raise
+    finally:
+        _direct_partition.reset(token)
+    consumer.ack(message)
+
+
 async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover - replaces Faust's
-    # Faust 0.15.3's loop, line for line, but for the `_deliver` call (see the module doc).
+    # Faust 0.15.3's loop, line for line, but for the `_deliver` call and the records handled
+    # directly (see the module doc).
     callback = self.callback
+    direct_for = _DIRECT.get
+    clock = time.monotonic
+    yielded_at = clock()
     getmany = self.getmany
     consumer_should_stop = cast(Service, self)._stopped.is_set
     fetcher_should_stop = cast(Service, fetcher)._stopped.is_set
@@ -101,9 +148,10 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover 
             if not self.should_stop:
                 async for tp, message in ait:
                     num_since_yield += 1
-                    if num_since_yield > yield_every:
+                    if num_since_yield > yield_every or clock() - yielded_at >= YIELD_EVERY_S:
                         await sleep(0)
                         num_since_yield = 0
+                        yielded_at = clock()
 
                     offset = message.offset
                     r_offset = get_read_offset(tp)
@@ -114,7 +162,11 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover 
                         if commit_every is not None and self._n_acked >= commit_every:
                             self._n_acked = 0
                             await self.commit()
-                        await _deliver(self, callback, message)
+                        handler = direct_for(message.topic)
+                        if handler is None:
+                            await _deliver(self, callback, message)
+                        else:
+                            await _handle_directly(self, handler, message)
                         set_read_offset(tp, offset)
                     else:
                         self.log.dev("DROPPED MESSAGE ROFF %r: k=%r v=%r",
@@ -157,15 +209,18 @@ def current_partition() -> int:
     """The partition of the record being handled: Faust's tables keep a record's state in the
     database (and changelog partition) of that record's partition (`Store._set`).
     0.15.3: faust/streams.py `current_event` (a context variable set per delivered event)."""
-    event = current_event()
-    if event is None:
+    partition = event_partition()
+    if partition is None:
         raise RuntimeError("table state is read or written outside of a partition's record")
-    partition: int = event.message.partition
     return partition
 
 
 def event_partition() -> int | None:
-    """The current record's partition, or None outside of a record (0.15.3: faust/streams.py)."""
+    """The current record's partition (handled directly, or delivered by Faust's stream), or None
+    outside of a record (0.15.3: faust/streams.py)."""
+    partition = _direct_partition.get()
+    if partition is not None:
+        return partition
     event = current_event()
     return None if event is None else int(event.message.partition)
 

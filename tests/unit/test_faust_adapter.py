@@ -120,3 +120,66 @@ def test_installs_only_on_the_checked_faust(monkeypatch: pytest.MonkeyPatch) -> 
         assert faust_consumer.Consumer._drain_messages is faust_adapter._drain_messages
     finally:
         faust_consumer.Consumer._drain_messages = original  # type: ignore[method-assign]
+
+
+class Message:
+    def __init__(self, partition: int, offset: int) -> None:
+        self.topic, self.partition, self.offset = "t", partition, offset
+
+
+class AckingConsumer:
+    """What `_handle_directly` uses of Faust's consumer: the unacked set, ack, the app's crash."""
+
+    def __init__(self) -> None:
+        self.unacked: set[Message] = set()
+        self.acked: list[Message] = []
+        self.crashed: list[BaseException] = []
+        consumer = self
+
+        class App:
+            async def crash(self, exc: BaseException) -> None:
+                consumer.crashed.append(exc)
+
+        self.app = App()
+
+    def ack(self, message: Message) -> None:
+        self.unacked.discard(message)
+        self.acked.append(message)
+
+
+def test_a_record_handled_directly_has_its_partition_and_is_acked_after() -> None:
+    async def main() -> None:
+        consumer, seen = AckingConsumer(), []
+        msg = Message(5, 42)
+
+        async def handler(message: Message) -> None:
+            await asyncio.sleep(0)  # a rebalance meanwhile finds it unacked
+            seen.append((faust_adapter.current_partition(), message in consumer.unacked,
+                         list(consumer.acked)))
+
+        await faust_adapter._handle_directly(consumer, handler, msg)
+        assert seen == [(5, True, [])]
+        assert consumer.acked == [msg] and not consumer.unacked
+        assert faust_adapter.event_partition() is None  # outside of a record again
+        with pytest.raises(RuntimeError):
+            faust_adapter.current_partition()
+
+    asyncio.run(main())
+
+
+def test_a_record_that_fails_is_not_acked_and_stops_the_worker() -> None:
+    async def main() -> None:
+        consumer = AckingConsumer()
+        msg = Message(1, 7)
+
+        async def handler(message: Message) -> None:
+            raise KeyError("bug")
+
+        with pytest.raises(KeyError):
+            await faust_adapter._handle_directly(consumer, handler, msg)
+        assert consumer.acked == [] and msg in consumer.unacked
+        assert [type(e) for e in consumer.crashed] == [KeyError]
+        assert faust_adapter.event_partition() is None
+
+    asyncio.run(main())
+
