@@ -103,6 +103,12 @@ def deliver_directly(topic: str, handler: Handler) -> None:
 
 async def _handle_directly(consumer: Any, handler: Handler, message: Any) -> None:
     consumer.unacked.add(message)  # until acked, a rebalance waits for it (wait_empty)
+    # what the stream's inbound sensor records: without it, Faust's event-path check logs that
+    # the partition's stream never started (0.15.3: faust/sensors/monitor.py
+    # `on_stream_event_in`, read by faust/transport/drivers/aiokafka.py `verify_event_path`)
+    monitor = consumer.app.monitor
+    if monitor is not None:
+        monitor.stream_inbound_time[message.tp] = time.monotonic()
     token = _direct_partition.set(message.partition)
     try:
         await handler(message)

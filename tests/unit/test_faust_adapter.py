@@ -125,6 +125,7 @@ def test_installs_only_on_the_checked_faust(monkeypatch: pytest.MonkeyPatch) -> 
 class Message:
     def __init__(self, partition: int, offset: int) -> None:
         self.topic, self.partition, self.offset = "t", partition, offset
+        self.tp = ("t", partition)
 
 
 class AckingConsumer:
@@ -136,7 +137,13 @@ class AckingConsumer:
         self.crashed: list[BaseException] = []
         consumer = self
 
+        class Monitor:
+            def __init__(self) -> None:
+                self.stream_inbound_time: dict[Any, float] = {}
+
         class App:
+            monitor = Monitor()
+
             async def crash(self, exc: BaseException) -> None:
                 consumer.crashed.append(exc)
 
@@ -159,6 +166,8 @@ def test_a_record_handled_directly_has_its_partition_and_is_acked_after() -> Non
 
         await faust_adapter._handle_directly(consumer, handler, msg)
         assert seen == [(5, True, [])]
+        # as Faust's stream sensor does: its event-path check sees the partition processing
+        assert ("t", 5) in consumer.app.monitor.stream_inbound_time
         assert consumer.acked == [msg] and not consumer.unacked
         assert faust_adapter.event_partition() is None  # outside of a record again
         with pytest.raises(RuntimeError):
