@@ -132,8 +132,8 @@ def register(built: TuskApp, pipeline: Pipeline) -> None:
 
     # the drain loop hands these topics' records to the handlers itself; the agents below
     # subscribe to them, and take the records when it does not (stream/runtime/faust_adapter.py)
-    deliver_directly(built.touchpoints.get_topic_name(), touchpoint)
-    deliver_directly(built.routed.get_topic_name(), routed)
+    deliver_directly(app, built.touchpoints.get_topic_name(), touchpoint)
+    deliver_directly(app, built.routed.get_topic_name(), routed)
 
     @app.agent(built.touchpoints, name=f"{__name__}.ingest")
     async def ingest(stream):  # type: ignore[no-untyped-def]

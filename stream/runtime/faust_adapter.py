@@ -87,7 +87,9 @@ async def _deliver(consumer: Any, callback: Any, message: Any) -> None:
 
 
 Handler = Callable[[Any], Awaitable[None]]
-_DIRECT: dict[str, Handler] = {}
+DIRECT = "tusk_direct"
+"""The attribute of a Faust app that holds its topics' direct handlers (`deliver_directly`): per
+app, so two apps built in one process keep apart."""
 _direct_partition: ContextVar[int | None] = ContextVar("tusk_direct_partition", default=None)
 
 YIELD_EVERY_S = 0.005
@@ -95,10 +97,15 @@ YIELD_EVERY_S = 0.005
 HTTP, delivery reports) at least this often, where Faust's stream gave one per record."""
 
 
-def deliver_directly(topic: str, handler: Handler) -> None:
-    """Hand the records of `topic` straight from the drain loop to `handler(message)` (see the
-    module doc); the topic's agent then receives none of them."""
-    _DIRECT[topic] = handler
+def deliver_directly(app: faust.App, topic: str, handler: Handler) -> None:
+    """Hand the records of `topic` that `app`'s consumer reads straight from its drain loop to
+    `handler(message)` (see the module doc); the topic's agent then receives none of them.
+    Registered before the app starts (the drain loop looks the handlers up once)."""
+    handlers: dict[str, Handler] | None = getattr(app, DIRECT, None)
+    if handlers is None:
+        handlers = {}
+        setattr(app, DIRECT, handlers)
+    handlers[topic] = handler
 
 
 async def _handle_directly(consumer: Any, handler: Handler, message: Any) -> None:
@@ -127,7 +134,7 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover 
     # Faust 0.15.3's loop, line for line, but for the `_deliver` call and the records handled
     # directly (see the module doc).
     callback = self.callback
-    direct_for = _DIRECT.get
+    direct_for = getattr(self.app, DIRECT, {}).get
     clock = time.monotonic
     yielded_at = clock()
     getmany = self.getmany
