@@ -105,7 +105,7 @@ class Pipeline:
         self.backfills: dict[int, str] = {}
         """Backfill chains this worker started, by partition (fingerprint of the definitions)."""
         self.activation_topics: set[str] = set()
-        self._co_partitioned: list[bool] = []
+        self._mismatch_warned: int | None = None  # the touchpoints' partition count last warned of
         self._env: identity.Env | None = None
 
     # --- ingest: touchpoints → the partition that resolves the event -------------------------
@@ -149,19 +149,20 @@ class Pipeline:
         return None
 
     def co_partitioned(self) -> bool:
-        """Does the touchpoints topic have the internal topic's partition count (N)?"""
-        if not self._co_partitioned:
-            try:
-                count = self.host.touchpoint_partitions()
-            except Exception:  # no metadata yet: take the hop this time
-                return False
-            if not count:
-                return False
-            self._co_partitioned.append(count == self.n)
-            if count != self.n:
-                log.warning("%s has %s partitions, not %s: every event takes the internal hop",
-                            self.touchpoints, count, self.n)
-        return self._co_partitioned[0]
+        """Does the touchpoints topic have the internal topic's partition count (N)? Asked of the
+        host each time (it keeps the count and reads it again now and then: partitions can be
+        added), so a count that changes is followed, not the first one kept for the worker's life."""
+        try:
+            count = self.host.touchpoint_partitions()
+        except Exception:  # no metadata yet: take the hop this time
+            return False
+        if not count:
+            return False
+        if count != self.n and count != self._mismatch_warned:
+            self._mismatch_warned = count
+            log.warning("%s has %s partitions, not %s: every event takes the internal hop",
+                        self.touchpoints, count, self.n)
+        return count == self.n
 
     def read_source(self, partition: int, offset: int, ts: int | None) -> None:
         if self.time_clock:
