@@ -6,6 +6,7 @@ the app `build_app` returned (stream/runtime/app.py), then `register` to add the
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -43,29 +44,43 @@ class FaustHost:
         self.app, self.settings, self.touchpoints = app, settings, touchpoints
         self._partition_count: int | None = None
         self._partitions_read_at = 0.0  # monotonic time to read the count again
+        self._reading = False  # a read is under way in a thread
 
     def touchpoint_partitions(self) -> int | None:
-        """The touchpoints topic's partition count, from the broker's metadata: read again every
-        `PARTITIONS_MAX_AGE_S` (partitions can be added), and at most every `METADATA_RETRY_S`
-        while the broker does not answer (meanwhile the last count read, or None).
+        """The touchpoints topic's partition count as last read from the broker's metadata (None
+        until read). Read again every `PARTITIONS_MAX_AGE_S` (partitions can be added), and at
+        most every `METADATA_RETRY_S` while the broker does not answer.
+
+        The read runs in a thread: this is asked on the event loop for every event, and a
+        metadata request waits up to 2 s on a slow broker; meanwhile the count kept is used.
 
         Not Faust's `consumer.topic_partitions`: aiokafka fills the snapshot behind it on the
         group leader only, so every other worker saw None and sent each of its events through
         the internal hop (measured with 2 workers at 250 events/s: the leader sent none of its
         events through the hop, the other all of them)."""
-        now = time.monotonic()
-        if now < self._partitions_read_at:
-            return self._partition_count
+        if not self._reading and time.monotonic() >= self._partitions_read_at:
+            self._reading = True
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no event loop (tools): nothing to hold up, read here
+                self._read_partitions()
+            else:
+                loop.run_in_executor(None, self._read_partitions)
+        return self._partition_count
+
+    def _read_partitions(self) -> None:
         try:
             topic = self.end_reader.list_topics(self.touchpoints, timeout=2.0).topics.get(self.touchpoints)
         except KafkaException:
             topic = None
-        if topic is None or topic.error is not None or not topic.partitions:
-            self._partitions_read_at = now + METADATA_RETRY_S
-            return self._partition_count
-        self._partition_count = len(topic.partitions)
-        self._partitions_read_at = now + PARTITIONS_MAX_AGE_S
-        return self._partition_count
+        try:
+            if topic is None or topic.error is not None or not topic.partitions:
+                self._partitions_read_at = time.monotonic() + METADATA_RETRY_S
+            else:
+                self._partition_count = len(topic.partitions)
+                self._partitions_read_at = time.monotonic() + PARTITIONS_MAX_AGE_S
+        finally:  # last: a caller that sees no read under way sees the new time too
+            self._reading = False
 
     def assigned(self, topic: str) -> list[int]:
         return sorted(tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == topic)
@@ -150,6 +165,11 @@ def register(built: TuskApp, pipeline: Pipeline) -> None:
     async def identity_stage(stream):  # type: ignore[no-untyped-def]
         async for event in stream.events():
             await routed(event.message)
+
+    @app.task
+    async def read_partition_count() -> None:
+        """At start, so the count is known (read in a thread) before the first event asks."""
+        pipeline.host.touchpoint_partitions()
 
     @app.timer(settings.tick_interval_ms / 1000, name=f"{__name__}.tick")
     async def tick() -> None:
