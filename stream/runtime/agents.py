@@ -166,11 +166,6 @@ def register(built: TuskApp, pipeline: Pipeline) -> None:
         async for event in stream.events():
             await routed(event.message)
 
-    @app.task
-    async def read_partition_count() -> None:
-        """At start, so the count is known (read in a thread) before the first event asks."""
-        pipeline.host.touchpoint_partitions()
-
     @app.timer(settings.tick_interval_ms / 1000, name=f"{__name__}.tick")
     async def tick() -> None:
         """Time passes: every partition hears the clock; new definitions start backfills."""

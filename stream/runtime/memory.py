@@ -1,4 +1,5 @@
-"""glibc allocator settings that keep a worker's resident memory flat.
+"""glibc allocator settings that keep a worker's resident memory flat, and a garbage collector
+that does not stop it for long.
 
 librdkafka (the outbox producer, the bulk-restore and definitions readers) allocates in its
 own threads, and glibc gives each thread its own malloc arena; freed memory in those arenas
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import logging
 import threading
 import time
@@ -63,3 +65,16 @@ def trim_periodically(every_s: float = TRIM_EVERY_S) -> threading.Thread:
     thread = threading.Thread(target=loop, name="tusk-malloc-trim", daemon=True)
     thread.start()
     return thread
+
+
+def freeze_startup_objects() -> None:
+    """Exempt what exists before the worker starts (modules, the app, definitions) from the
+    collector's full collections, which otherwise walk them all.
+
+    Measured on CDNOW (my harness, one worker draining the backlog, collections timed with
+    gc.callbacks over 30 s): 4 full collections took 369 and 370 ms in two runs, the longest
+    110 to 123 ms, every record waiting meanwhile; with the startup objects frozen, 44 ms,
+    the longest 26 ms. Young collections are unchanged. Garbage is collected first, so none is
+    kept for good."""
+    gc.collect()
+    gc.freeze()

@@ -51,6 +51,7 @@ def run(settings: Settings) -> None:
     settings.datadir.mkdir(parents=True, exist_ok=True)
     from stream.kafka.clients import enforce_topic_configs
     from stream.privacy import erasure
+    from stream.runtime import memory
 
     # Faust's RocksDB store hooked before any table opens (stream/privacy/erasure.py)
     erasure.install()
@@ -70,6 +71,9 @@ def run(settings: Settings) -> None:
     erasure.register(app, settings, pipeline.active_partitions, built.outbox)
 
     pipeline.reader.start()  # every definition known before the first event
+    # and the touchpoints' partition count (no event loop yet: read in place), so the first
+    # events know whether they can be applied where they are read
+    pipeline.host.touchpoint_partitions()
     built.outbox.start(settings)  # the app's producer, connected now
     built.outbox.attach(app)
     # explicit levels on the libraries' loggers: aiokafka logs every send at debug (keys and
@@ -77,6 +81,9 @@ def run(settings: Settings) -> None:
     level = logging.getLevelName(settings.log_level.upper())
     for name in ("aiokafka", "faust", "mode", "rocksdict"):
         logging.getLogger(name).setLevel(level if isinstance(level, int) else logging.WARNING)
+    # before Faust starts: no partition database is open yet (Faust relies on the collector to
+    # close a revoked one, and a frozen object is never collected)
+    memory.freeze_startup_objects()
     sys.argv = ["tusk", "worker", "--loglevel", settings.log_level,
                 "--web-port", str(settings.web_port), "--web-host", settings.web_host]
     app.main()
