@@ -71,16 +71,14 @@ class FaustHost:
     def _read_partitions(self) -> None:
         try:
             topic = self.end_reader.list_topics(self.touchpoints, timeout=2.0).topics.get(self.touchpoints)
-        except KafkaException:
+        except Exception:  # no answer, or the reader closing: keep the count, read again later
             topic = None
-        try:
-            if topic is None or topic.error is not None or not topic.partitions:
-                self._partitions_read_at = time.monotonic() + METADATA_RETRY_S
-            else:
-                self._partition_count = len(topic.partitions)
-                self._partitions_read_at = time.monotonic() + PARTITIONS_MAX_AGE_S
-        finally:  # last: a caller that sees no read under way sees the new time too
-            self._reading = False
+        if topic is None or topic.error is not None or not topic.partitions:
+            self._partitions_read_at = time.monotonic() + METADATA_RETRY_S
+        else:
+            self._partition_count = len(topic.partitions)
+            self._partitions_read_at = time.monotonic() + PARTITIONS_MAX_AGE_S
+        self._reading = False  # last: a caller that sees no read under way sees the new time too
 
     def assigned(self, topic: str) -> list[int]:
         return sorted(tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == topic)

@@ -81,9 +81,7 @@ def run(settings: Settings) -> None:
     level = logging.getLevelName(settings.log_level.upper())
     for name in ("aiokafka", "faust", "mode", "rocksdict"):
         logging.getLogger(name).setLevel(level if isinstance(level, int) else logging.WARNING)
-    # before Faust starts: no partition database is open yet (Faust relies on the collector to
-    # close a revoked one, and a frozen object is never collected)
-    memory.freeze_startup_objects()
+    memory.freeze_startup_objects()  # last before Faust starts: no partition database open yet
     sys.argv = ["tusk", "worker", "--loglevel", settings.log_level,
                 "--web-port", str(settings.web_port), "--web-host", settings.web_host]
     app.main()

@@ -30,6 +30,8 @@ class Reader:
             raise AssertionError("never released")
         if self.partitions is None:
             raise KafkaException("broker down")
+        if self.partitions == 0:
+            raise RuntimeError("Consumer closed")
         meta = SimpleNamespace(error=None, partitions=dict.fromkeys(range(self.partitions)))
         return SimpleNamespace(topics={topic: meta})
 
@@ -81,6 +83,15 @@ def test_a_failed_read_keeps_the_count_and_retries_later(monkeypatch: Any) -> No
         assert h._partitions_read_at > time.monotonic() + agents.METADATA_RETRY_S / 2
 
     asyncio.run(main())
+
+
+def test_any_failure_of_the_read_leaves_it_to_be_retried() -> None:
+    reader = Reader(0)  # the reader raises something other than a KafkaException
+    reader.release.set()
+    h = host(reader)
+    assert h.touchpoint_partitions() is None
+    assert not h._reading  # not stuck: the next read is only delayed
+    assert h._partitions_read_at > time.monotonic() + agents.METADATA_RETRY_S / 2
 
 
 def test_without_an_event_loop_the_count_is_read_in_place() -> None:
