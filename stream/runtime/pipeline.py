@@ -54,7 +54,8 @@ class Host(Protocol):
     """What the stages ask of the consumer group and the broker."""
 
     def touchpoint_partitions(self) -> int | None:
-        """Partitions of the touchpoints topic (None, or an exception, while unknown)."""
+        """Partitions of the touchpoints topic as last read (None while unknown); never waits
+        for the broker."""
 
     def assigned(self, topic: str) -> list[int]:
         """Partitions of `topic` this worker holds as active, sorted."""
@@ -152,11 +153,8 @@ class Pipeline:
         """Does the touchpoints topic have the internal topic's partition count (N)? Asked of the
         host each time (it keeps the count and reads it again now and then: partitions can be
         added), so a count that changes is followed, not the first one kept for the worker's life."""
-        try:
-            count = self.host.touchpoint_partitions()
-        except Exception:  # no metadata yet: take the hop this time
-            return False
-        if not count:
+        count = self.host.touchpoint_partitions()
+        if not count:  # no metadata yet: take the hop this time
             return False
         if count != self.n and count != self._mismatch_warned:
             self._mismatch_warned = count
@@ -413,10 +411,7 @@ class Pipeline:
         """Time passes: every partition hears the clock; new definitions start backfills."""
         n, send, reader = self.n, self.outbox.send, self.reader
         if self.time_clock:  # each partition derives its watermark from what the source partitions report
-            try:
-                of = self.host.touchpoint_partitions() or n
-            except Exception:  # no metadata yet
-                of = n
+            of = self.host.touchpoint_partitions() or n  # None: no metadata yet
             ends = await asyncio.to_thread(self.host.end_offsets, self.touchpoints, self.my_sources())
             value = orjson.dumps(records.tick(self.source_report(ends), of))
         else:
