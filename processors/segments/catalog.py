@@ -384,6 +384,9 @@ class _Scope:
         self.catalog = catalog
         self.values: dict[str, tuple[Any, int | None]] = {}
         self.results: dict[str, bool] = {}
+        self.later: dict[int, _Scope] = {}
+        """the profile seen at other instants (computed_flip's probes), shared by every segment
+        of the pass: those reading one trait probe it at mostly the same instants"""
 
     def computed(self, name: str) -> Any:
         value, changes = self._value(name)
@@ -408,11 +411,18 @@ class _Scope:
         answer = holds(value)
         if answer == (rising == (direction > 0)):
             return value  # already where time moves it: it stays so
-        at = ct.first_flip(lambda t: _Scope(self.profile, Ctx(t), self.catalog)._value(name), holds,
+        at = ct.first_flip(lambda t: self._at(t)._value(name), holds,
                            self.ctx.now, answer, changes, FOREVER_MS, level)
         if at is not None:
             self.ctx.due(at)
         return value
+
+    def _at(self, t: int) -> _Scope:
+        """The scope of the same profile at instant t (values are pure in profile and instant)."""
+        scope = self.later.get(t)
+        if scope is None:
+            scope = self.later[t] = _Scope(self.profile, Ctx(t), self.catalog)
+        return scope
 
     def _value(self, name: str) -> tuple[Any, int | None]:
         """(the trait's value at ctx.now, when it next changes by itself), once per scope."""
