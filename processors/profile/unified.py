@@ -155,8 +155,12 @@ def _record_recent(profile: Profile, tp: Touchpoint, limits: ProfileLimits) -> N
     if isinstance(tp.msg.get("properties"), dict) and tp.msg["properties"]:
         entry["properties"] = tp.msg["properties"]
     recent: list[dict[str, Any]] = profile["recent_events"]
-    recent.append(entry)
-    recent.sort(key=lambda e: (e["ts"], e["messageId"]), reverse=True)
+    # newest first, by (ts, messageId): the common event is the newest, so a scan from the front
+    # places it at once, where sorting the list again cost a key call per entry
+    key, i = (tp.ts, tp.message_id), 0
+    while i < len(recent) and (recent[i]["ts"], recent[i]["messageId"]) >= key:
+        i += 1
+    recent.insert(i, entry)
     del recent[limits.recent_events:]
     horizon = recent[0]["ts"] - limits.retention_ms
     while recent and recent[-1]["ts"] < horizon:
