@@ -541,7 +541,9 @@ def _on_apply(pid: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Eff
     previous = profile.get("_next")
     now = fx.env.clock(profile, ts=tp.ts)
     caught_up = [] if is_duplicate(profile, tp, source) else _catch_up(profile, now, fx, source)
-    outcome = apply(profile, replace(tp, identifiers=keep), cfg.profile_limits, source)
+    # the usual event keeps every identifier: no copy of the touchpoint (replace() costs ~3 µs)
+    kept = tp if keep == tp.identifiers else replace(tp, identifiers=keep)
+    outcome = apply(profile, kept, cfg.profile_limits, source)
     fx.outcome = outcome
     if outcome is not Outcome.APPLIED:  # refusals were recorded when the event was applied
         fx.changes[:] = [c for c in fx.changes if c.get("type") != "identifier_refused"]
