@@ -297,3 +297,37 @@ def test_records_are_checked_against_the_schema() -> None:
     assert parse_record("segment", {"kind": "segment", "id": "a", "condition": {"trait": "x", "eq": 1}})
     with pytest.raises(DefinitionError, match="condition"):
         parse_record("segment", {"id": "a"})
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.integers(0, 200 * DAY), min_size=1, max_size=6), st.integers(0, 300 * DAY),
+       st.lists(st.integers(1, 200), min_size=2, max_size=4, unique=True))
+def test_segments_on_one_trait_share_its_probes(orders: list[int], later: int, days: list[int]) -> None:
+    """Segments reading one moving trait find their deadlines from one set of probes: within a
+    pass the trait is computed once per instant, and each deadline is the one found alone."""
+    from processors.profile import computed as ct
+
+    traits, _ = load_file(EXAMPLES)
+    specs = [{"id": f"d{n}", "condition": {"computed": "days_since_last_order", "gte": n}} for n in days]
+    events = [("Order Completed", ts, 10.0, "hats") for ts in sorted(orders)]
+    now = T0 + max(orders) + later
+    alone = {}
+    for spec in specs:
+        p = run(events, Catalog.build(traits, [spec]))
+        Catalog.build(traits, [spec]).evaluate(p, now, None, "tick")
+        alone[spec["id"]] = p["_due"].get(spec["id"])
+    together = run(events, Catalog.build(traits, specs))
+    calls: list[tuple[str, int]] = []
+    value = ct.value
+
+    def recorded(td: ct.TraitDef, profile: dict[str, Any], ctx: Ctx, lookup: Any) -> Any:
+        calls.append((td.id, ctx.now))
+        return value(td, profile, ctx, lookup)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ct, "value", recorded)
+        Catalog.build(traits, specs).evaluate(together, now, None, "tick")
+    assert {s["id"]: together["_due"].get(s["id"]) for s in specs} == alone
+    assert len(calls) == len(set(calls))
+    if any(d is not None for d in alone.values()):  # a deadline was searched for: probes ran
+        assert any(at != now for _, at in calls)
