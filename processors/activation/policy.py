@@ -29,6 +29,7 @@ from typing import Any
 
 from processors.activation.audiences import ADDRESS_FORMS, hashed
 from processors.common.config import load_yaml
+from processors.common.counts import empty_counter
 from processors.common.predicates import get_path
 from processors.common.timeutil import iso, parse_duration_ms
 
@@ -166,7 +167,7 @@ def _record_cap(profile: Profile, key: str, cap: Mapping[str, Any] | None, now: 
 @dataclass
 class Decisions:
     triggers: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    suppressed: Counter[str] = field(default_factory=Counter)
+    suppressed: Counter[str] = field(default_factory=empty_counter)
     """"channel:reason" → count"""
 
 

@@ -57,6 +57,7 @@ from processors.activation import policy as activation
 from processors.activation.policy import ActivationConfig
 from processors.common import records
 from processors.common.config import ConfigError, line_of, load_yaml_with_nodes
+from processors.common.counts import empty_counter
 from processors.common.records import Handlers, Kind
 from processors.common.timeutil import parse_duration_ms
 from processors.identity import quarantine
@@ -185,12 +186,6 @@ class Extension:
 NO_EXTENSION = Extension()
 
 
-def _counter() -> Counter[Any]:
-    """An empty Counter without Counter.__init__ (its update() of nothing): Effects are made per
-    record with four of them, and the constructor costs ~0.9 µs against ~0.25."""
-    return Counter.__new__(Counter)
-
-
 @dataclass
 class Effects:
     env: Env = field(default_factory=Env)
@@ -200,19 +195,19 @@ class Effects:
     dead: list[tuple[str, Message]] = field(default_factory=list)
     """(reason, record) the engine gives up on; they go to the DLQ, replayable."""
     changes: list[dict[str, Any]] = field(default_factory=list)
-    counts: Counter[str] = field(default_factory=_counter)
+    counts: Counter[str] = field(default_factory=empty_counter)
     outcome: Outcome | None = None
     schedule: list[tuple[str, int | None, int | None]] = field(default_factory=list)
     """(profile id, old deadline, new deadline): the stream layer's re-check index"""
-    sizes: Counter[str] = field(default_factory=_counter)
+    sizes: Counter[str] = field(default_factory=empty_counter)
     """segment → change in member count"""
     triggers: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     """(channel, trigger) for tusk.activations.<channel>"""
-    suppressed: Counter[str] = field(default_factory=_counter)
+    suppressed: Counter[str] = field(default_factory=empty_counter)
     """"channel:reason" → triggers not sent"""
     results: list[dict[str, Any]] = field(default_factory=list)
     """privacy results for tusk.privacy-results"""
-    journey_counts: journeys.Counts = field(default_factory=_counter)
+    journey_counts: journeys.Counts = field(default_factory=empty_counter)
     """(journey, step, metric) → change in the live counts"""
 
     def transitions(self, changes: list[dict[str, Any]]) -> None:

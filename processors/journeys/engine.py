@@ -31,6 +31,7 @@ from typing import Any
 
 from processors.activation import policy as activation
 from processors.activation.policy import ActivationConfig, ComputedView
+from processors.common.counts import empty_counter
 from processors.common.predicates import Ctx, DefinitionError, EventFilter, compile_where
 from processors.common.timeutil import iso, parse_duration_ms
 from processors.ingest.events import Touchpoint
@@ -292,8 +293,8 @@ def record_id(pid: str, jid: str, step: str, action: str, at: int, cause: str) -
 class Result:
     records: list[dict[str, Any]] = field(default_factory=list)
     triggers: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    suppressed: Counter[str] = field(default_factory=Counter)
-    counts: Counts = field(default_factory=Counter)
+    suppressed: Counter[str] = field(default_factory=empty_counter)
+    counts: Counts = field(default_factory=empty_counter)
 
 
 @dataclass

@@ -27,6 +27,7 @@ before sources existed have no third element and count as `default`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,9 +66,15 @@ class TrustConfig:
         return (-self.rank(trait, source), int(stamp[0]), str(stamp[1]))
 
     def raised_by(self, name: str) -> tuple[Raise, ...]:
-        if not self.raises:  # the usual config: asked on every event, nothing to scan
-            return ()
-        return tuple(r for r in self.raises if r.event == name)
+        return self._raises_by_event.get(name, ())
+
+    @functools.cached_property
+    def _raises_by_event(self) -> dict[str, tuple[Raise, ...]]:
+        """The rules by event name, in order: asked on every event, so no scan per event."""
+        index: dict[str, tuple[Raise, ...]] = {}
+        for r in self.raises:
+            index[r.event] = (*index.get(r.event, ()), r)
+        return index
 
 
 NO_TRUST = TrustConfig()

@@ -313,10 +313,12 @@ def test_segments_on_one_trait_share_its_probes(orders: list[int], later: int, d
     now = T0 + max(orders) + later
     alone = {}
     for spec in specs:
-        p = run(events, Catalog.build(traits, [spec]))
-        Catalog.build(traits, [spec]).evaluate(p, now, None, "tick")
+        one = Catalog.build(traits, [spec])
+        p = run(events, one)
+        one.evaluate(p, now, None, "tick")
         alone[spec["id"]] = p["_due"].get(spec["id"])
-    together = run(events, Catalog.build(traits, specs))
+    both = Catalog.build(traits, specs)
+    together = run(events, both)
     calls: list[tuple[str, int]] = []
     value = ct.value
 
@@ -326,7 +328,7 @@ def test_segments_on_one_trait_share_its_probes(orders: list[int], later: int, d
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(ct, "value", recorded)
-        Catalog.build(traits, specs).evaluate(together, now, None, "tick")
+        both.evaluate(together, now, None, "tick")
     assert {s["id"]: together["_due"].get(s["id"]) for s in specs} == alone
     assert len(calls) == len(set(calls))
     if any(d is not None for d in alone.values()):  # a deadline was searched for: probes ran
