@@ -1,5 +1,5 @@
 """Everything a worker writes goes through librdkafka producers (confluent-kafka): one for the
-changelog records, one for the rest (`Outbox.start` says why two).
+changelog records, one for triggers, one for the rest (`Outbox.start` says why three).
 
 Faust's aiokafka producer does its batching, partitioning and socket work in Python on the event
 loop: about a third of a worker's CPU (py-spy). librdkafka does the same in C threads, so the
@@ -44,7 +44,9 @@ class Outbox:
         self.settings: Settings | None = None
         self.state: WriteBack | None = None  # the app's write-back layer (`bind`)
         self._producer: Producer | None = None  # the changelog records
-        self._outputs: Producer | None = None  # everything else (see `start`)
+        self._outputs: Producer | None = None  # everything else but triggers (see `start`)
+        self._triggers: Producer | None = None  # the activation topics' records (see `start`)
+        self._activations = "\0"  # the activation topics' common prefix (set by `start`)
         self._failure: KafkaError | None = None
         # changelog offsets acknowledged since the last poll: (topic, partition) → highest
         self._persisted: dict[tuple[str, int], int] = {}
@@ -60,14 +62,21 @@ class Outbox:
     def start(self, settings: Settings) -> None:
         self.settings = settings
         if self._producer is None:
-            # Two producers: changelog records come in bursts (one per dirty key at each flush)
-            # and only need acknowledging before the next commit, so they batch; outputs
-            # (triggers, profile changes, internal identity records, DLQ) come one per record and
+            # Changelog records come in bursts (one per dirty key at each flush) and only need
+            # acknowledging before the next commit, so they batch; outputs come one per record and
             # someone waits for them. One linger for both cost either latency (10 ms: p99 event
-            # → trigger 33 ms at 250/s) or ~7% of CPU per event (2 ms, CDNOW). Each topic goes
-            # through one of them, so per-partition order is kept; `drain` waits for both.
+            # → trigger 33 ms at 250/s) or ~7% of CPU per event (2 ms, CDNOW).
+            # Triggers have a producer, so a connection, of their own: librdkafka sends one
+            # partition per produce request and the broker reads a connection's next request only
+            # after answering the one before, so a trigger queued behind every partition's profile
+            # changes (Kafka's request log at 250/s: ~170 requests/s on the shared connection,
+            # busy half the time; a burst after a pause took hundreds of ms to leave).
+            # Each topic goes through one producer, so per-partition order is kept; `drain`
+            # waits for all three.
             self._producer = producer(settings, **{"linger.ms": settings.producer_linger_ms, **KEEP_TRYING})
             self._outputs = producer(settings, **{"linger.ms": settings.output_linger_ms, **KEEP_TRYING})
+            self._triggers = producer(settings, **{"linger.ms": settings.output_linger_ms, **KEEP_TRYING})
+            self._activations = settings.topics.activations("")
 
     def bind(self, app: faust.App, state: WriteBack) -> None:
         """This outbox (and `state`, the write-back layer sending through it) is `app`'s: its
@@ -97,10 +106,17 @@ class Outbox:
 
     @property
     def outputs(self) -> Producer:
-        """The producer of everything but changelog records."""
+        """The producer of everything but changelog records and triggers."""
         if self._outputs is None:
             raise RuntimeError("the outbox is not started")
         return self._outputs
+
+    @property
+    def triggers(self) -> Producer:
+        """The producer of the activation topics' records."""
+        if self._triggers is None:
+            raise RuntimeError("the outbox is not started")
+        return self._triggers
 
     def _new_epoch(self) -> None:
         """Records sent from now on count in a new epoch; the delivery callbacks (bound once per
@@ -132,7 +148,8 @@ class Outbox:
              timestamp_ms: int | None = None) -> None:
         """Queue an output record (partition None: murmur2 of the key, as Java clients and Faust
         do); a full queue waits for the broker (back-pressure)."""
-        _produce(self.outputs, topic, key, value, -1 if partition is None else partition,
+        prod = self.triggers if topic.startswith(self._activations) else self.outputs
+        _produce(prod, topic, key, value, -1 if partition is None else partition,
                  timestamp_ms or 0, self._on_sent)
         self._in_flight[0] += 1  # once queued: a produce() that raises has no delivery to count
 
@@ -146,6 +163,7 @@ class Outbox:
         RECORD_EVERY_S, or now with `record`)."""
         self.producer.poll(0)
         self.outputs.poll(0)
+        self.triggers.poll(0)
         if self._older:
             self._older = [count for count in self._older if count[0]]
         now = time.monotonic()
@@ -164,7 +182,7 @@ class Outbox:
     async def drain(self) -> None:
         """Wait until every record sent before this call is acknowledged (or raise
         DeliveryFailed); records sent meanwhile are left to the next drain."""
-        if self._producer is None or self._outputs is None:
+        if self._producer is None or self._outputs is None or self._triggers is None:
             return
         self._new_epoch()
         self.poll()

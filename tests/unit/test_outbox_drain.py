@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from processors.common.errors import DeliveryFailed
 from stream.kafka.outbox import Outbox
+from stream.runtime.settings import Settings
 
 
 class HeldProducer:
@@ -58,10 +59,19 @@ class Msg:
 
 
 def held_outbox() -> tuple[Outbox, HeldProducer, HeldProducer]:
-    box = Outbox()
-    changelog, outputs = HeldProducer(), HeldProducer()
-    box._producer, box._outputs = changelog, outputs  # type: ignore[assignment]
+    box, changelog, outputs, _ = held_outbox_with_triggers()
     return box, changelog, outputs
+
+
+def held_outbox_with_triggers() -> tuple[Outbox, HeldProducer, HeldProducer, HeldProducer]:
+    box = Outbox()
+    changelog, outputs, triggers = HeldProducer(), HeldProducer(), HeldProducer()
+    box._producer, box._outputs, box._triggers = changelog, outputs, triggers  # type: ignore[assignment]
+    box._activations = ACTIVATIONS
+    return box, changelog, outputs, triggers
+
+
+ACTIVATIONS = Settings().topics.activations("")
 
 
 async def drain_while(box: Outbox, during: Any) -> bool:
@@ -115,3 +125,36 @@ def test_a_failed_delivery_fails_the_drain() -> None:
     outputs.deliver(1, err="refused")
     with pytest.raises(DeliveryFailed):
         asyncio.run(box.drain())
+
+
+TOPICS = [ACTIVATIONS + "email", ACTIVATIONS + "webhook", "tusk.profile-changes", "tusk.internal.events",
+          "tusk.dlq"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(sends=st.lists(st.tuples(st.sampled_from(TOPICS), st.integers(0, 3)), max_size=40),
+       delivered=st.integers(0, 40))
+def test_triggers_leave_through_their_own_producer_in_order_and_the_drain_waits_for_them(
+        sends: list[tuple[str, int]], delivered: int) -> None:
+    """Activation topics go through the triggers' producer, every other output through the
+    outputs' producer, each in the order sent; a drain ends only when both have delivered."""
+    box, changelog, outputs, triggers = held_outbox_with_triggers()
+    for n, (topic, key) in enumerate(sends):
+        box.send(topic, f"{key}".encode(), f"{n}".encode())
+    sent_to = {id(triggers): [s for s in sends if s[0].startswith(ACTIVATIONS)],
+               id(outputs): [s for s in sends if not s[0].startswith(ACTIVATIONS)]}
+    for prod in (triggers, outputs):
+        assert [(t, int(k)) for _, (t, k) in prod.queued] == sent_to[id(prod)]
+    assert len(changelog) == 0
+    # deliver part of the triggers: the drain waits while any is still in flight
+    part = min(delivered, len(triggers.queued))
+
+    def meanwhile() -> None:
+        triggers.deliver(part)
+        outputs.deliver(len(outputs.queued))
+
+    ended = asyncio.run(drain_while(box, meanwhile))
+    assert ended == (part == len(sent_to[id(triggers)]))
+    triggers.deliver(len(triggers.queued))
+    asyncio.run(box.drain())
+    assert len(triggers) == len(outputs) == 0
