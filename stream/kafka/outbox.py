@@ -100,23 +100,17 @@ class Outbox:
     @property
     def producer(self) -> Producer:
         """The changelog records' producer."""
-        if self._producer is None:
-            raise RuntimeError("the outbox is not started")
-        return self._producer
+        return _started(self._producer)
 
     @property
     def outputs(self) -> Producer:
         """The producer of everything but changelog records and triggers."""
-        if self._outputs is None:
-            raise RuntimeError("the outbox is not started")
-        return self._outputs
+        return _started(self._outputs)
 
     @property
     def triggers(self) -> Producer:
         """The producer of the activation topics' records."""
-        if self._triggers is None:
-            raise RuntimeError("the outbox is not started")
-        return self._triggers
+        return _started(self._triggers)
 
     def _new_epoch(self) -> None:
         """Records sent from now on count in a new epoch; the delivery callbacks (bound once per
@@ -190,6 +184,12 @@ class Outbox:
             await asyncio.sleep(0.002)
             self.poll()
         self.poll(record=True)
+
+
+def _started(prod: Producer | None) -> Producer:
+    if prod is None:
+        raise RuntimeError("the outbox is not started")
+    return prod
 
 
 def _produce(prod: Producer, topic: str, key: bytes | None, value: bytes | None, partition: int,

@@ -141,10 +141,10 @@ def test_triggers_leave_through_their_own_producer_in_order_and_the_drain_waits_
     box, changelog, outputs, triggers = held_outbox_with_triggers()
     for n, (topic, key) in enumerate(sends):
         box.send(topic, f"{key}".encode(), f"{n}".encode())
-    sent_to = {id(triggers): [s for s in sends if s[0].startswith(ACTIVATIONS)],
-               id(outputs): [s for s in sends if not s[0].startswith(ACTIVATIONS)]}
-    for prod in (triggers, outputs):
-        assert [(t, int(k)) for _, (t, k) in prod.queued] == sent_to[id(prod)]
+    to_triggers = [s for s in sends if s[0].startswith(ACTIVATIONS)]
+    to_outputs = [s for s in sends if not s[0].startswith(ACTIVATIONS)]
+    for prod, sent in ((triggers, to_triggers), (outputs, to_outputs)):
+        assert [(t, int(k)) for _, (t, k) in prod.queued] == sent
     assert len(changelog) == 0
     # deliver part of the triggers: the drain waits while any is still in flight
     part = min(delivered, len(triggers.queued))
@@ -154,7 +154,7 @@ def test_triggers_leave_through_their_own_producer_in_order_and_the_drain_waits_
         outputs.deliver(len(outputs.queued))
 
     ended = asyncio.run(drain_while(box, meanwhile))
-    assert ended == (part == len(sent_to[id(triggers)]))
+    assert ended == (part == len(to_triggers))
     triggers.deliver(len(triggers.queued))
     asyncio.run(box.drain())
     assert len(triggers) == len(outputs) == 0
