@@ -27,7 +27,7 @@ from faust.types import TP
 
 from processors.common.errors import DeliveryFailed
 from stream.kafka.clients import produce_waiting, producer
-from stream.runtime.faust_adapter import chain_producer_flush
+from stream.runtime.faust_adapter import chain_producer_flush, record_persisted_offset
 from stream.runtime.metrics import RESTORED_IN_BULK
 from stream.runtime.settings import Settings
 from stream.state.restore import restore
@@ -130,7 +130,7 @@ class Outbox:
                 if self._failure is None:
                     self._failure = err
                 return
-            # one call per changelog record: a plain tuple key (poll() makes the TP)
+            # one call per changelog record: a plain tuple key
             tp, offset = (msg.topic() or "", msg.partition() or 0), msg.offset()
             persisted = self._persisted
             if offset is not None and offset > persisted.get(tp, -1):
@@ -165,11 +165,10 @@ class Outbox:
             self._recorded_at = now
             done, self._persisted = self._persisted, {}
             for (topic, partition), offset in done.items():
-                tp = TP(topic, partition)
                 try:  # so a restart replays the changelog only from here
-                    self._tables[topic].data.set_persisted_offset(tp, offset)
+                    record_persisted_offset(self._tables[topic].data, partition, offset)
                 except Exception:  # the partition moved away and its database closed
-                    log.debug("persisted offset of %s not recorded", tp, exc_info=True)
+                    log.debug("persisted offset of %s[%s] not recorded", topic, partition, exc_info=True)
         if self._failure is not None:
             raise DeliveryFailed(str(self._failure))
 
@@ -248,6 +247,7 @@ class OutboxTable(faust.Table):  # type: ignore[misc]
         outbox = outbox_of(self.app)
         if outbox.state is not None:
             outbox.state.flush()
+            outbox.state.flush_memtables()  # Faust may write these databases next, with its log
             outbox.state.drop()
         await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
         settings = outbox.settings

@@ -38,6 +38,7 @@ from contextvars import ContextVar
 from typing import Any, cast
 
 import faust
+import rocksdict
 from faust.streams import current_event
 from faust.transport import consumer as faust_consumer
 from faust.transport.consumer import CONSUMER_FETCHING
@@ -247,6 +248,37 @@ def store_db(store: Any, partition: int) -> Any:
 def partition_db(table: Any, partition: int) -> Any:
     """The rocksdict database of a table partition (`table.data` is its RocksDB store)."""
     return store_db(table.data, partition)
+
+
+UNLOGGED = rocksdict.WriteOptions()
+UNLOGGED.disable_wal = True  # type: ignore[method-assign,assignment]  # a property; the stub says method
+"""Write options of Tusk's own writes into the tables' databases: no write-ahead log.
+
+A database only Tusk writes without the log is, after a crash, a prefix of its writes (the
+memtables lost are the newest writes; one column family, flushed in order). Every value is in
+it before the changelog offset that covers it (stream/state/writeback.py: batch written, then
+the record produced, then its acknowledged offset recorded), so the offset never claims more
+than the database holds, and recovery replays the changelog from there. Faust writes with the
+log (a standby or recovery applying changelog records): those writes may not follow unflushed
+unlogged ones, or a crash would keep the later logged writes (and their offset) and lose the
+earlier unlogged ones: hence `flush_memtable` before Faust writes a partition Tusk wrote.
+Measured (rocksdict, a paced batch of one 11 KB profile and 4 small keys): 40 µs of the
+writing thread's CPU with the log, 11 to 13 µs without."""
+
+
+def write_unlogged(db: Any, batch: Any) -> None:
+    db.write(batch, UNLOGGED)
+
+
+def record_persisted_offset(store: Any, partition: int, offset: int) -> None:
+    """Faust's `Store.set_persisted_offset` (the changelog offset recovery starts after), without
+    the log, like the writes it covers. 0.15.3: faust/stores/rocksdb.py `Store.offset_key`."""
+    store_db(store, partition).put(store.offset_key, str(offset).encode(), UNLOGGED)
+
+
+def flush_memtable(db: Any) -> None:
+    """Write a database's memtables to its files (and wait): unlogged writes survive a crash."""
+    db.flush(True)
 
 
 def open_dbs(store: Any) -> dict[int, Any]:

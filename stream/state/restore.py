@@ -23,7 +23,7 @@ from faust.types import TP
 from stream.kafka.clients import reader, watermarks
 from stream.kafka.topic_configs import ROLL_KEY
 from stream.privacy.erasure import mark
-from stream.runtime.faust_adapter import store_db
+from stream.runtime.faust_adapter import flush_memtable, store_db, write_unlogged
 from stream.runtime.memory import release_freed_memory
 from stream.runtime.settings import Settings
 
@@ -43,8 +43,6 @@ def restore(store: Any, topic: str, partitions: list[int], settings: Settings,
         "max.partition.fetch.bytes": 8 * 1024 * 1024, "queued.max.messages.kbytes": 64 * 1024})
     # no write-ahead log: each batch holds its records and their offset, and a batch lost in a
     # crash leaves an older offset, from which the changelog is read again
-    unlogged = rocksdict.WriteOptions()
-    unlogged.disable_wal = True  # type: ignore[method-assign,assignment]  # a property; the stub says method
     written: dict[int, int] = {}
     try:
         todo: dict[int, int] = {}  # partition → end offset
@@ -91,8 +89,10 @@ def restore(store: Any, topic: str, partitions: list[int], settings: Settings,
             for p, batch in batches.items():
                 # the offset in the same batch: the database never claims more than it holds
                 batch.put(store.offset_key, str(last[p]).encode())
-                store_db(store, p).write(batch, unlogged)
+                write_unlogged(store_db(store, p), batch)
     finally:
+        for p in written:  # Faust's recovery writes next, with its log (faust_adapter.UNLOGGED)
+            flush_memtable(store_db(store, p))
         consumer.close()
         release_freed_memory()
     log.info("bulk restore of %s: %s records in %.1f s%s", topic, sum(written.values()),

@@ -6,12 +6,17 @@ Faust's table write path costs per write a RocksDB put with its write-ahead log,
 record built by Faust, sensors and key-index bookkeeping (py-spy: ~8% of a worker's samples).
 Here a write only marks the key dirty in memory; `flush()` writes every dirty key:
 
-1. one `WriteBatch` per partition database (write-ahead log on: the batch is durable on its
-   own, before any changelog offset that covers it is recorded);
+1. one `WriteBatch` per partition database, without the write-ahead log (after a crash the
+   database is a prefix of its writes, each batch before the changelog offset that covers it:
+   stream/runtime/faust_adapter.py, `UNLOGGED`);
 2. one changelog record per key through the outbox (`sink.changelog`); when Kafka acknowledges it,
-   `Outbox.poll` records the changelog offset in the partition's database
-   (`set_persisted_offset`), as for Faust's own writes, so a restart or a new owner replays the
-   changelog only from there.
+   `Outbox.poll` records the changelog offset in the partition's database (unlogged too), as
+   Faust does for its own writes, so a restart or a new owner replays the changelog only from
+   there.
+
+Before Faust writes a database this layer wrote (a partition handed over, kept as a standby or
+recovered later), `flush_memtables` writes the unlogged writes to its files: Faust's writes have
+the log, and must not survive a crash that the earlier unlogged ones do not.
 
 A flush runs every `flush_records` records or `flush_interval_ms` (whichever comes first), before
 every offset commit and partition hand-over (the outbox's drain, which Faust's producer flush
@@ -40,7 +45,13 @@ from processors.common.errors import PlatformError
 
 # Faust internals (the record's partition, a partition's database) come from the adapter
 # (stream/runtime/faust_adapter.py), checked against faust-streaming 0.15.3.
-from stream.runtime.faust_adapter import current_partition, open_db, partition_db
+from stream.runtime.faust_adapter import (
+    current_partition,
+    flush_memtable,
+    open_db,
+    partition_db,
+    write_unlogged,
+)
 
 
 def changelog_topic(table: Any) -> str:
@@ -85,6 +96,7 @@ class WriteBack:
         self._clean_size = 0
         self._records = 0
         self._dirty_since: float | None = None
+        self._unlogged: dict[tuple[str, int], Any] = {}  # databases with writes only in memtables
         self.flushes = 0
         self.keys_flushed = 0
 
@@ -184,7 +196,8 @@ class WriteBack:
                 else:
                     put(key, value)
             try:
-                partition_db(table, p).write(batch)
+                write_unlogged(partition_db(table, p), batch)
+                self._unlogged[(name, p)] = table
             except Exception as e:  # keep what is not written: still read from here, retried
                 self._dirty = dict(items[i:])
                 self._dirty_since = time.monotonic()
@@ -205,6 +218,16 @@ class WriteBack:
         self.flushes += 1
         self.keys_flushed += written
         return written
+
+    def flush_memtables(self) -> int:
+        """Make this layer's unlogged writes durable in their databases' files (before Faust
+        writes them: a rebalance). Databases flushed."""
+        done, self._unlogged = self._unlogged, {}
+        for (_, p), table in done.items():
+            db = open_db(table, p)
+            if db is not None:  # a closed database flushed its memtables as it closed
+                flush_memtable(db)
+        return len(done)
 
     def drop(self) -> None:
         """Forget every clean value (after a rebalance); dirty ones must be flushed first."""

@@ -155,6 +155,29 @@ def test_kill_9_mid_stream_and_replacement(kafka_bootstrap: str, tmp_path: Path,
         d.stop()
 
 
+def test_kill_9_and_restart_on_the_same_datadir(kafka_bootstrap: str, tmp_path: Path,
+                                                 baseline: dict[str, Any]) -> None:
+    """The tables' writes have no write-ahead log (stream/runtime/faust_adapter.py, UNLOGGED): a
+    killed worker's databases lose their newest writes and the offsets recorded with them, and
+    the same worker restarted replays its changelogs from the offsets its files kept."""
+    lines, idents = records()
+    d = deployment(env_for(kafka_bootstrap, tmp_path), tmp_path)
+    try:
+        only = d.add_worker()
+        half = len(lines) // 2
+        d.produce(lines[:half])
+        time.sleep(3)  # mid-processing
+        kill9(only)
+        d.produce(lines[half:])
+        again = Worker(d.env, "worker0", d.base)  # the same folder; the killed one stays listed
+        assert again.datadir == only.datadir
+        d.workers.append(again.start())  # as stopped, so accounting reads the group's commits
+        accounted(d, len(lines))
+        compare(settled(d, idents), baseline)
+    finally:
+        d.stop()
+
+
 def test_rebalance_one_to_three_and_back(kafka_bootstrap: str, tmp_path: Path,
                                          baseline: dict[str, Any]) -> None:
     lines, idents = records()

@@ -34,9 +34,9 @@ class FakeStore:
             def get(self, key: bytes) -> bytes | None:
                 return db.get(key)  # type: ignore[no-any-return]
 
-            def write(self, batch: Any) -> None:
+            def write(self, batch: Any, options: Any = None) -> None:
                 store.writes += 1
-                db.write(batch)
+                db.write(batch, options)
 
         return Counting()
 
