@@ -95,6 +95,29 @@ def test_writes_stay_in_memory_until_a_flush_writes_one_batch_per_partition(worl
     assert wb.flush() == 0 and len(world.sent) == 12
 
 
+def test_batches_skip_the_log_and_a_rebalance_flushes_their_memtables_to_files(world: Any) -> None:
+    profiles, meta = world.tables
+    wb = WriteBack(cache_bytes=1 << 20, flush_records=1000, flush_ms=10_000, sink=world.sink)
+    for p in (0, 1):
+        world.partition[0] = p
+        wb.put(profiles, b"p0", b"v")
+        wb.put(meta, b"s", b"{}")
+    wb.flush()
+    dbs = [t.data._dbs[p] for t in (profiles, meta) for p in (0, 1)]
+
+    def in_memtables(db: Any) -> int:
+        return int(db.property_int_value("rocksdb.num-entries-active-mem-table") or 0)
+
+    assert all(in_memtables(db) == 1 for db in dbs)
+    assert all(db.property_int_value("rocksdb.total-sst-files-size") == 0 for db in dbs)
+    folders = [t.data.base / f"{t.name}-{p}" for t in (profiles, meta) for p in (0, 1)]
+    assert sum(f.stat().st_size for d in folders for f in d.glob("*.log")) == 0  # the write-ahead logs
+    assert wb.flush_memtables() == 4
+    assert all(in_memtables(db) == 0 for db in dbs)
+    assert all(int(db.property_int_value("rocksdb.total-sst-files-size") or 0) > 0 for db in dbs)
+    assert wb.flush_memtables() == 0  # nothing written since
+
+
 def test_record_count_and_age_trigger_a_flush(world: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     profiles, _ = world.tables
     clock = [100.0]
