@@ -270,10 +270,16 @@ def write_unlogged(db: Any, batch: Any) -> None:
     db.write(batch, UNLOGGED)
 
 
+def persisted_offset_entry(store: Any, offset: int) -> tuple[bytes, bytes]:
+    """The key and value under which Faust keeps a partition database's persisted changelog offset
+    (recovery starts after it). 0.15.3: faust/stores/rocksdb.py `Store.offset_key`,
+    `Store.set_persisted_offset`."""
+    return store.offset_key, str(offset).encode()
+
+
 def record_persisted_offset(store: Any, partition: int, offset: int) -> None:
-    """Faust's `Store.set_persisted_offset` (the changelog offset recovery starts after), without
-    the log, like the writes it covers. 0.15.3: faust/stores/rocksdb.py `Store.offset_key`."""
-    store_db(store, partition).put(store.offset_key, str(offset).encode(), UNLOGGED)
+    """Faust's `Store.set_persisted_offset`, without the log, like the writes it covers."""
+    store_db(store, partition).put(*persisted_offset_entry(store, offset), UNLOGGED)
 
 
 def flush_memtable(db: Any) -> None:

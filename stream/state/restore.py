@@ -23,7 +23,7 @@ from faust.types import TP
 from stream.kafka.clients import reader, watermarks
 from stream.kafka.topic_configs import ROLL_KEY
 from stream.privacy.erasure import mark
-from stream.runtime.faust_adapter import flush_memtable, store_db, write_unlogged
+from stream.runtime.faust_adapter import flush_memtable, persisted_offset_entry, store_db, write_unlogged
 from stream.runtime.memory import release_freed_memory
 from stream.runtime.settings import Settings
 
@@ -88,7 +88,7 @@ def restore(store: Any, topic: str, partitions: list[int], settings: Settings,
                     todo.pop(p)
             for p, batch in batches.items():
                 # the offset in the same batch: the database never claims more than it holds
-                batch.put(store.offset_key, str(last[p]).encode())
+                batch.put(*persisted_offset_entry(store, last[p]))
                 write_unlogged(store_db(store, p), batch)
     finally:
         for p in written:  # Faust's recovery writes next, with its log (faust_adapter.UNLOGGED)
