@@ -37,10 +37,12 @@ from typing import Any
 import orjson
 from confluent_kafka import TopicPartition
 
+from processors.segments.catalog import Catalog
 from processors.segments.definitions import load_file
+from stream.bench import processors
 from stream.bench.purchases import cdnow_events
 from stream.bench.seed import seed
-from stream.bench.segments import EXAMPLES, segment_variants
+from stream.bench.segments import EXAMPLES
 from stream.cli.commands import http_get
 from stream.demo.session import free_port, group_split, load_launcher, metrics, stop_process, wait_healthy
 from stream.demo.synthetic import shop_stream
@@ -141,12 +143,9 @@ def baseline(bootstrap: str, base: Path, lines: list[bytes], mode: str, window: 
 
 
 def apply_segments(run: Run, count: int) -> None:
-    traits, shop = load_file(EXAMPLES)
-    segments = segment_variants(count)
-    if count:
-        segments[0]["destinations"] = [{"channel": "webhook"}]
-        for spec in traits:
-            produce_definition(run.settings, "computed_trait", spec["id"], spec)
+    traits, segments = processors.shop_definitions(count)
+    for spec in traits:
+        produce_definition(run.settings, "computed_trait", spec["id"], spec)
     for spec in segments:
         produce_definition(run.settings, "segment", spec["id"], spec)
 
@@ -185,6 +184,10 @@ def purchase_log(bootstrap: str, base: Path, window: float, partitions: int) -> 
         run.stop()
     out["ratio_to_bare"] = round(out["tusk_1_worker"]["events_per_s"]
                                  / max(1, out["bare_faust"]["events_per_s"]), 3)
+    # the ceiling of this ratio: the same events through the processors alone, in this process
+    out["processors_alone"] = processors.measure(*processors.cdnow(), "event")
+    out["processors_alone_to_bare"] = round(out["processors_alone"]["events_per_s"]
+                                            / max(1, out["bare_faust"]["events_per_s"]), 3)
     return out
 
 
@@ -400,7 +403,10 @@ def main() -> None:
         out["tusk_50_segments_2_workers"], run2 = tusk(bootstrap, base, lines, 2, 50, args.window,
                                                        args.partitions)
         run2.stop()
-        say(out["tusk_50_segments_2_workers"], "; latency…")
+        say(out["tusk_50_segments_2_workers"], "; the processors alone, 50 segments…")
+        out["processors_alone_50_segments"] = processors.measure(
+            lines[:60_000], Catalog.build(*processors.shop_definitions(50)), "wall")
+        say(out["processors_alone_50_segments"], "; latency…")
         out["latency"] = latency(bootstrap, base, args.latency_rate, args.latency_seconds, args.partitions,
                                  args.latency_workers)
         say(out["latency"], "; latency below capacity…")
