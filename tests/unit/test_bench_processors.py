@@ -48,6 +48,9 @@ def test_timed_stages_change_nothing_and_are_put_back(source: str) -> None:
     for owner, name, original in originals:
         assert owner.__dict__[name] is original, name
     assert set(spent) == {label for label, _ in processors.STAGES}
+    per_event = processors.stages(lines[:100], catalog, clock)
+    assert set(per_event) == set(spent) | {processors.WHOLE}
+    assert per_event[processors.WHOLE] >= per_event["identity stage (all of a record's handling)"] > 0
     for label in ("ingest (validation, routing)", "identity stage (all of a record's handling)",
                   "profile decode", "profile encode", "computed traits observe", "segment evaluation"):
         assert spent[label] > 0, label
