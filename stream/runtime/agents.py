@@ -22,7 +22,14 @@ from stream.kafka.outbox import DeliveryFailed
 from stream.runtime import metrics as m
 from stream.runtime.app import TuskApp
 from stream.runtime.definitions import DefinitionsReader
-from stream.runtime.faust_adapter import committed_offset, deliver_directly, open_dbs, recovered, recovery
+from stream.runtime.faust_adapter import (
+    after_each_batch,
+    committed_offset,
+    deliver_directly,
+    open_dbs,
+    recovered,
+    recovery,
+)
 from stream.runtime.pipeline import Pipeline
 from stream.runtime.settings import Settings
 from stream.state.partition import TableState
@@ -147,6 +154,7 @@ def register(built: TuskApp, pipeline: Pipeline) -> None:
     # subscribe to them, and take the records when it does not (stream/runtime/faust_adapter.py)
     deliver_directly(app, built.touchpoints.get_topic_name(), touchpoint)
     deliver_directly(app, built.routed.get_topic_name(), routed)
+    after_each_batch(app, built.outbox.release)  # a batch's outputs are produced together
 
     @app.agent(built.touchpoints, name=f"{__name__}.ingest")
     async def ingest(stream):  # type: ignore[no-untyped-def]
@@ -172,10 +180,12 @@ def register(built: TuskApp, pipeline: Pipeline) -> None:
 
     @app.timer(0.05, name=f"{__name__}.deliveries")
     async def deliveries() -> None:
-        """Delivery reports of the outbox (changelog offsets, failures) are served on the loop;
-        the hot path's metric counts reach Prometheus."""
+        """Output records sent outside of a consumer batch (timers, HTTP) are produced; delivery
+        reports of the outbox (changelog offsets, failures) are served on the loop; the hot
+        path's metric counts reach Prometheus."""
         m.TALLY.fold()
         try:
+            built.outbox.release()
             built.outbox.poll()
         except DeliveryFailed as e:
             await pipeline.platform_failure(e)

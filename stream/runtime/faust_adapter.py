@@ -16,6 +16,9 @@ the callback's first step inline and only falls back to `wait_first`, with the r
 coroutine, when the delivery really has to wait. Behaviour kept: gap tracking for acked topics,
 commit-every, the read offset, the per-100 yield to the event loop, flow suspension while blocked.
 
+After each batch the drain loop calls what `after_each_batch` registered (the outbox produces the
+batch's output records together).
+
 Records of the topics Tusk registers with `deliver_directly` (the touchpoints and the internal
 identity topic) skip the rest of Faust's per-record path too: the conductor, the topic channel's
 queue, the stream's iterator (one event-loop turn per record), the agent's task and Faust's event
@@ -109,6 +112,19 @@ def deliver_directly(app: faust.App, topic: str, handler: Handler) -> None:
     handlers[topic] = handler
 
 
+BATCH_DONE = "tusk_batch_done"
+"""The attribute of a Faust app that holds what its drain loop calls after each batch
+(`after_each_batch`)."""
+
+
+def after_each_batch(app: faust.App, callback: Callable[[], None]) -> None:
+    """Call `callback()` each time the drain loop has handed out a batch the consumer fetched
+    (`getmany`; also an empty one, at most a second apart while nothing comes): Tusk's outbox
+    produces the batch's output records then (stream/kafka/outbox.py, `Outbox.release`).
+    Registered before the app starts."""
+    setattr(app, BATCH_DONE, callback)
+
+
 async def _handle_directly(consumer: Any, handler: Handler, message: Any) -> None:
     consumer.unacked.add(message)  # until acked, a rebalance waits for it (wait_empty)
     # what the stream's inbound sensor records: without it, Faust's event-path check logs that
@@ -136,6 +152,7 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover 
     # directly (see the module doc).
     callback = self.callback
     direct_for = getattr(self.app, DIRECT, {}).get
+    batch_done = getattr(self.app, BATCH_DONE, None)
     clock = time.monotonic
     yielded_at = clock()
     getmany = self.getmany
@@ -185,6 +202,8 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover 
                     else:
                         self.log.dev("DROPPED MESSAGE ROFF %r: k=%r v=%r",
                                      offset, message.key, message.value)
+                if batch_done is not None:
+                    batch_done()
                 unset_flag(flag_consumer_fetching)
     except self.consumer_stopped_errors:
         if self.transport.app.should_stop:

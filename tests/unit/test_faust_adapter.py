@@ -4,6 +4,8 @@ wait, through wait_first (so a flow suspension still abandons it) when it does."
 from __future__ import annotations
 
 import asyncio
+import collections
+import types
 from typing import Any
 
 import faust
@@ -192,3 +194,58 @@ def test_a_record_that_fails_is_not_acked_and_stops_the_worker() -> None:
 
     asyncio.run(main())
 
+
+
+class Flag:
+    def __init__(self) -> None:
+        self.on = False
+
+    def is_set(self) -> bool:
+        return self.on
+
+
+class DrainingConsumer(AckingConsumer):
+    """What the drain loop uses of Faust's consumer, handing out `batches` then stopping."""
+
+    def __init__(self, batches: list[list[Message]]) -> None:
+        super().__init__()
+        self.batches = list(batches)
+        self._stopped = Flag()
+        self._read_offset: dict[Any, int | None] = collections.defaultdict(lambda: None)
+        self._commit_every = None
+        self._n_acked = 0
+        self.should_stop = False
+        self.consumer_stopped_errors = ()
+        self.callback = None
+        self.diag = types.SimpleNamespace(set_flag=lambda _f: None, unset_flag=lambda _f: None)
+        self.app.topics = types.SimpleNamespace(acks_enabled_for=lambda _t: True)  # type: ignore[attr-defined]
+
+    async def sleep(self, _s: float) -> None:
+        await asyncio.sleep(0)
+
+    def getmany(self, timeout: float) -> Any:
+        batch = self.batches.pop(0) if self.batches else []
+        if not self.batches:
+            self._stopped.on = True  # this batch is the last
+
+        async def records() -> Any:
+            for message in batch:
+                yield message.tp, message
+
+        return records()
+
+
+def test_the_drain_loop_calls_back_after_each_batch_it_handed_out() -> None:
+    batches = [[Message(0, 0), Message(1, 0), Message(0, 1)], [], [Message(1, 1), Message(1, 2)]]
+    consumer = DrainingConsumer(batches)
+    seen: list[tuple[str, int, int]] = []
+
+    async def handler(message: Message) -> None:
+        seen.append(("record", message.partition, message.offset))
+
+    faust_adapter.deliver_directly(consumer.app, "t", handler)  # type: ignore[arg-type]
+    faust_adapter.after_each_batch(consumer.app, lambda: seen.append(("batch", len(consumer.acked), 0)))  # type: ignore[arg-type]
+    asyncio.run(faust_adapter._drain_messages(consumer, types.SimpleNamespace(_stopped=Flag())))
+    assert seen == [("record", 0, 0), ("record", 1, 0), ("record", 0, 1), ("batch", 3, 0),
+                    ("batch", 3, 0),  # an empty batch too
+                    ("record", 1, 1), ("record", 1, 2), ("batch", 5, 0)]

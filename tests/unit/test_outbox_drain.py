@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from processors.common.errors import DeliveryFailed
+from stream.kafka import outbox as outbox_module
 from stream.kafka.outbox import Outbox
 from stream.runtime.settings import Settings
 
@@ -97,6 +98,7 @@ def test_a_drain_ends_when_what_was_sent_before_it_is_acknowledged(
             box.changelog(table, "cl", 0, b"k", b"v")
         else:
             box.send("out", b"k", b"v")
+    box.release()  # the consumer's batch ends
     early_changelog, early_outputs = len(changelog.queued), len(outputs.queued)
 
     def meanwhile() -> None:
@@ -107,7 +109,8 @@ def test_a_drain_ends_when_what_was_sent_before_it_is_acknowledged(
         outputs.deliver(early_outputs)
 
     assert asyncio.run(drain_while(box, meanwhile))
-    assert len(outputs) == after and len(changelog) == after  # still in flight: the next drain's
+    # still held or in flight: the next drain's
+    assert len(outputs) + box.held == after and len(changelog) == after
 
 
 def test_a_drain_waits_while_a_record_sent_before_it_is_in_flight() -> None:
@@ -122,6 +125,7 @@ def test_a_drain_waits_while_a_record_sent_before_it_is_in_flight() -> None:
 def test_a_failed_delivery_fails_the_drain() -> None:
     box, _, outputs = held_outbox()
     box.send("out", b"k", b"1")
+    box.release()
     outputs.deliver(1, err="refused")
     with pytest.raises(DeliveryFailed):
         asyncio.run(box.drain())
@@ -141,6 +145,7 @@ def test_triggers_leave_through_their_own_producer_in_order_and_the_drain_waits_
     box, changelog, outputs, triggers = held_outbox_with_triggers()
     for n, (topic, key) in enumerate(sends):
         box.send(topic, f"{key}".encode(), f"{n}".encode())
+    box.release()
     to_triggers = [s for s in sends if s[0].startswith(ACTIVATIONS)]
     to_outputs = [s for s in sends if not s[0].startswith(ACTIVATIONS)]
     for prod, sent in ((triggers, to_triggers), (outputs, to_outputs)):
@@ -158,3 +163,67 @@ def test_triggers_leave_through_their_own_producer_in_order_and_the_drain_waits_
     triggers.deliver(len(triggers.queued))
     asyncio.run(box.drain())
     assert len(triggers) == len(outputs) == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(steps=st.lists(st.one_of(st.sampled_from(TOPICS), st.just("release")), max_size=60),
+       hold_max=st.integers(1, 8))
+def test_outputs_wait_for_a_release_and_leave_in_the_order_sent(steps: list[str], hold_max: int) -> None:
+    """Nothing sent reaches a producer before a release (or `HOLD_MAX` records held); a release
+    hands every held record to its producer, in the order sent; a drain releases first."""
+    box, _, outputs, triggers = held_outbox_with_triggers()
+    original = outbox_module.HOLD_MAX
+    outbox_module.HOLD_MAX = hold_max
+    try:
+        sent: list[tuple[str, bytes]] = []
+        for n, step in enumerate(steps):
+            if step == "release":
+                box.release()
+                assert box.held == 0
+                continue
+            held_before = box.held
+            box.send(step, f"{n}".encode(), b"v")
+            sent.append((step, f"{n}".encode()))
+            assert box.held == (0 if held_before + 1 >= hold_max else held_before + 1)
+            out = sent[:len(sent) - box.held]  # all but the records still held
+            for prod, triggered in ((triggers, True), (outputs, False)):
+                assert [what for _, what in prod.queued] == [
+                    (t, k) for t, k in out if t.startswith(ACTIVATIONS) == triggered]
+
+        def deliver_all() -> None:
+            outputs.deliver(len(outputs.queued))
+            triggers.deliver(len(triggers.queued))
+
+        assert asyncio.run(drain_while(box, deliver_all))
+        assert box.held == 0 and len(outputs) + len(triggers) == 0
+        assert len(outputs.ready) + len(triggers.ready) == 0  # every record was acknowledged
+    finally:
+        outbox_module.HOLD_MAX = original
+
+
+class RefusingProducer(HeldProducer):
+    """Queues like HeldProducer, but raises on the `fail_at`-th produce."""
+
+    def __init__(self, fail_at: int) -> None:
+        super().__init__()
+        self.calls, self.fail_at = 0, fail_at
+
+    def produce(self, topic: str, value: Any, key: Any, on_delivery: Any, **kw: Any) -> None:
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise RuntimeError("refused")
+        super().produce(topic, value, key, on_delivery, **kw)
+
+
+def test_a_release_that_fails_keeps_what_was_not_produced_first_in_line() -> None:
+    box, _, _ = held_outbox()
+    refusing = RefusingProducer(fail_at=3)
+    box._outputs = refusing  # type: ignore[assignment]
+    for n in range(5):
+        box.send("out", b"k", f"{n}".encode())
+    with pytest.raises(RuntimeError):
+        box.release()
+    assert [what for _, what in refusing.queued] == [("out", b"k")] * 2 and box.held == 3
+    box.send("out", b"k", b"5")
+    box.release()
+    assert len(refusing.queued) == 6 and box.held == 0
