@@ -143,7 +143,10 @@ def baseline(bootstrap: str, base: Path, lines: list[bytes], mode: str, window: 
 
 
 def apply_segments(run: Run, count: int) -> None:
-    traits, segments = processors.shop_definitions(count)
+    produce_definitions(run, *processors.shop_definitions(count))
+
+
+def produce_definitions(run: Run, traits: list[dict[str, Any]], segments: list[dict[str, Any]]) -> None:
     for spec in traits:
         produce_definition(run.settings, "computed_trait", spec["id"], spec)
     for spec in segments:
@@ -172,10 +175,7 @@ def purchase_log(bootstrap: str, base: Path, window: float, partitions: int) -> 
     run = Run(bootstrap, base, partitions, TUSK_CLOCK="event")
     ensure_topics(run.settings)
     traits, segments = load_file(EXAMPLES)
-    for spec in traits:
-        produce_definition(run.settings, "computed_trait", spec["id"], spec)
-    for spec in segments:
-        produce_definition(run.settings, "segment", spec["id"], spec)
+    produce_definitions(run, traits, segments)
     copy_input(run, lines)
     url = run.start(["stream.cli.commands", "worker"], "worker0")[1]
     try:
@@ -185,7 +185,7 @@ def purchase_log(bootstrap: str, base: Path, window: float, partitions: int) -> 
     out["ratio_to_bare"] = round(out["tusk_1_worker"]["events_per_s"]
                                  / max(1, out["bare_faust"]["events_per_s"]), 3)
     # the ceiling of this ratio: the same events through the processors alone, in this process
-    out["processors_alone"] = processors.measure(*processors.cdnow(), "event")
+    out["processors_alone"] = processors.measure(lines, Catalog.build(traits, segments), "event")
     out["processors_alone_to_bare"] = round(out["processors_alone"]["events_per_s"]
                                             / max(1, out["bare_faust"]["events_per_s"]), 3)
     return out
