@@ -90,8 +90,11 @@ def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         # the email topic is created with the first trigger; the tail finds it within 10 s
         got = wait_for(lambda: call(w.url + "/console/triggers", TOKEN)[2]["triggers"], 60, "a trigger")
         # a lookup right after the first trigger: the worker's producer must still know the
-        # changelog topics (its metadata once narrowed to the new activation topic: 500s)
-        status, _, ann = call(w.url + "/profiles/email/ann%40example.com", TOKEN)
+        # changelog topics (its metadata once narrowed to the new activation topic: 500s). The
+        # email's link is an L record on the email's own partition, handled after the A that
+        # sent the trigger (eventually consistent), so a 404 is waited out; any other status ends it
+        status, _, ann = wait_for(lambda: (r := call(w.url + "/profiles/email/ann%40example.com",
+                                                     TOKEN))[0] != 404 and r, 30, "ann's email link")
         assert status == 200, ann
         assert [t["profile_id"] for t in got] == [ann["id"]]
         yield Stack(d, w, ann["id"])
