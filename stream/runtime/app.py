@@ -24,6 +24,7 @@ import faust
 from stream.kafka import security as kafka_security
 from stream.kafka.outbox import Outbox, OutboxTable
 from stream.kafka.topic_configs import compacted
+from stream.runtime.faust_adapter import fetch_in_batches
 from stream.runtime.settings import Settings, SettingsError
 from stream.state.writeback import WriteBack
 
@@ -84,6 +85,8 @@ def build_app(settings: Settings) -> TuskApp:
         value_serializer="raw",
         Table=OutboxTable,  # changelog writes through the librdkafka producer (stream/kafka/outbox.py)
     )
+    # records of a busy partition do not wait behind a fetch of quiet ones (faust_adapter.py)
+    fetch_in_batches(app, settings.fetch_min_bytes, settings.fetch_wait_ms)
     outbox = Outbox()
     writeback = WriteBack(settings.state_cache_mb << 20, settings.flush_records, settings.flush_interval_ms)
     outbox.bind(app, writeback)

@@ -111,17 +111,48 @@ def test_an_error_in_the_delivery_reaches_the_drain_loop() -> None:
 
 def test_installs_only_on_the_checked_faust(monkeypatch: pytest.MonkeyPatch) -> None:
     from faust.transport import consumer as faust_consumer
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
     original = faust_consumer.Consumer._drain_messages
+    creates = AIOKafkaConsumerThread._create_worker_consumer
     try:
         monkeypatch.setattr(faust, "__version__", "0.0.1")
         assert not faust_adapter.install()
         assert faust_consumer.Consumer._drain_messages is original
+        assert AIOKafkaConsumerThread._create_worker_consumer is creates
         monkeypatch.setattr(faust, "__version__", faust_adapter.CHECKED_VERSION)
         assert faust_adapter.install()
         assert faust_consumer.Consumer._drain_messages is faust_adapter._drain_messages
+        assert AIOKafkaConsumerThread._create_worker_consumer is faust_adapter._create_worker_consumer
     finally:
         faust_consumer.Consumer._drain_messages = original  # type: ignore[method-assign]
+        AIOKafkaConsumerThread._create_worker_consumer = creates  # type: ignore[method-assign]
+
+
+def test_a_worker_consumer_fetches_as_its_settings_say(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Tusk worker's aiokafka consumer gets TUSK_FETCH_MIN_BYTES and TUSK_FETCH_WAIT_MS; an app
+    that did not ask keeps Faust's (fetch_min_bytes 1, fetch_max_wait_ms 1500)."""
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    from stream.runtime.app import build_app
+    from stream.runtime.settings import Settings
+
+    monkeypatch.setattr(AIOKafkaConsumerThread, "_create_worker_consumer",
+                        faust_adapter._create_worker_consumer)
+    broker = {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}
+    env = {**broker, "TUSK_FETCH_MIN_BYTES": "12345", "TUSK_FETCH_WAIT_MS": "7"}
+
+    async def fetch_of(app: faust.App) -> tuple[int, int]:
+        consumer = app.consumer._thread._create_worker_consumer(app.transport)
+        try:
+            return consumer._fetch_min_bytes, consumer._fetch_max_wait_ms
+        finally:
+            await consumer.stop()  # never started: closes its client
+
+    tusk = build_app(Settings.from_env(env)).app
+    assert asyncio.run(fetch_of(tusk)) == (12345, 7)
+    assert asyncio.run(fetch_of(build_app(Settings.from_env(broker)).app)) == (65536, 10)
+    assert asyncio.run(fetch_of(faust.App("plain", broker="kafka://127.0.0.1:1"))) == (1, 1500)
 
 
 class Message:
