@@ -886,6 +886,12 @@ def _on_freeze(holder: str, msg: Message, store: Store, cfg: IdentityConfig, fx:
     profile = store.profile(holder)
     if profile is None or holder == other or other in profile["merged_from"]:
         return
+    if other in (msg.get("via") or ()):
+        # the F came through `other`'s redirect: the profile it was sent to merges into `other`
+        # already, which is all it asks (a refusal re-verifies both sides), as when it finds
+        # `other` live. Passed on, it would pair `other`'s survivor with `other` over a key of
+        # `other`'s own and, that merge refused, tell `other` to drop the key (U)
+        return
     survivor, loser = sorted((holder, other))
     if other in profile.get("_refused", ()) or other in profile.get("_refused_by", ()):
         # this pair was refused before (a limit): do not freeze again, just unlink

@@ -35,6 +35,12 @@ class Wire:
         i = next(i for i, (k, m) in enumerate(self.pending) if k == key and m["k"] == kind)
         self.deliver(*self.pending.pop(i))
 
+    def take_all(self, key: str, kind: str) -> None:
+        """Deliver every pending record of `kind` addressed to `key` (none: nothing)."""
+        for key_, msg in [(k, m) for k, m in self.pending if k == key and m["k"] == kind]:
+            self.pending.remove((key_, msg))
+            self.deliver(key_, msg)
+
     def drain(self) -> None:
         for _ in range(10_000):
             if not self.pending:
@@ -146,3 +152,45 @@ def test_a_duplicate_merge_that_took_another_way_is_not_absorbed_twice() -> None
     limits = {"user_id": 1, "email": 2}
     cluster = play(idents, 8, 244, replay=0.3, limits=limits)
     assert_limits_and_links(cluster, idents, limits)
+
+
+def test_a_claim_that_reached_its_claimant_is_not_passed_on_to_the_claimants_survivor() -> None:
+    """Limits with crash replays (1 partition, seed 16524 of the limits property): p2 claimed a3,
+    held by p3, twice (a replayed L: two Fs). The first froze p3 toward p2, which absorbed it.
+    The second followed p3's redirect to p2, frozen by then toward p1, and p2's on to p1, which
+    took it for a claim between itself and p2 over a3 and sent p2 an F. p1 refused p2 (one
+    user_id each), so at the restored p2 that F met a known refusal and told p2 to drop a3 (U),
+    though a3 was p2's own. The U reached p2 frozen again (toward p0) and came off the snapshot
+    without the check a live profile sends (C); p0 refused p2, which came back without a3 while
+    a3 pointed at it. An F that comes through the redirect of the profile it asks for has
+    arrived: it now stops there, as it does at that profile when it is live."""
+    cfg = IdentityConfig(partitions=1, limits={"user_id": 1}, quarantine=QuarantineConfig(enabled=False))
+    w = Wire(cfg)
+    people = {"p0": {"user_id": "u0"}, "p1": {"user_id": "u1"},
+              "p2": {"user_id": "u2", "anonymous_id": "a3"}, "p3": {"anonymous_id": "a3"}}
+    for pid, ids in people.items():
+        w.deliver(pid, {"k": "A", "ev": event(f"m-{pid}", **ids), "known": [], "via": []})
+    w.pending.clear()
+    holders = {"user_id:u0": "p0", "user_id:u1": "p1", "user_id:u2": "p2", "anonymous_id:a3": "p3"}
+    for key, pid in holders.items():
+        w.store.set_identity(key, pid)
+    w.deliver("anonymous_id:a3", {"k": "L", "pid": "p2"})  # p2 claims a3: F to p3
+    w.deliver("anonymous_id:a3", {"k": "L", "pid": "p2"})  # redelivered: a second F
+    w.take("p3", "F")  # p3 freezes toward p2
+    w.take("p2", "M")  # p2 absorbs p3 (a3's repoint waits)
+    w.deliver("p2", {"k": "F", "s": "p1"})  # p2 freezes toward p1 (over another link)
+    w.take("p3", "F")  # the duplicate F: through p3's redirect to p2 ...
+    w.take("p2", "F")  # ... and through p2's to p1
+    w.take("p1", "F")  # p1 paired itself with p2 over a3 (an F to p2)
+    w.take("p1", "M")  # refused: two user_ids
+    w.take("p2", "X")  # p2 restored
+    w.take_all("p2", "F")  # that F: a known refusal, p2 told to drop a3 (U)
+    w.deliver("p2", {"k": "F", "s": "p0"})  # p2 freezes toward p0 before the U arrives
+    w.take_all("p2", "U")  # dropped a3 from the frozen snapshot
+    w.take("p0", "M")  # refused too: p2 restored from that snapshot
+    w.drain()
+    live = {pid: p for pid, p in w.store.profiles.items() if not is_redirect(p)}
+    for key, pid in w.store.identities.items():
+        kind, value = key.split(":", 1)
+        assert value in live[pid]["identities"].get(kind, []), (key, pid, live[pid]["identities"])
+    assert w.store.identities["anonymous_id:a3"] == "p2"
