@@ -148,8 +148,12 @@ def erase_ack(rid: str) -> Message:
     return {"k": Kind.ERASE_ACK, "rid": rid}
 
 
-def merged_via(loser: str, into: str) -> Message:
-    return {"k": Kind.MERGED_VIA, "loser": loser, "into": into}
+def merged_via(loser: str, into: str, refused: str | None = None) -> Message:
+    """V; `refused`: the nonce of the loser's freeze, when its merge was refused (into = loser)."""
+    msg: Message = {"k": Kind.MERGED_VIA, "loser": loser, "into": into}
+    if refused is not None:
+        msg["refused"] = refused
+    return msg
 
 
 def unlink_request(op: str) -> Message:

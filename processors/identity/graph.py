@@ -25,8 +25,9 @@ send next. Kinds (named, with a constructor each, in processors/common/records.p
   R  key=identifier  repoint an identifier from a merged loser to its survivor (held by a
                      third profile: ask for that link, as an L would)
   O  key=identifier  an operator's quarantine release (processors/identity/quarantine.py)
-  V  key=profile     "the loser of an M forwarded through you landed in S": what waits here
-                     for that loser follows it (unlink's N S J W H: processors/identity/unlink.py)
+  V  key=profile     "the loser of an M forwarded through you landed in S" (or was refused):
+                     what waits here for that loser follows it (unlink's N S J W H:
+                     processors/identity/unlink.py)
   G  key=account     group traits onto the account profile (and remember the member)
   K  key=profile     an account's traits, copied onto a member's membership
 
@@ -340,8 +341,29 @@ def _arrived(pid: str, msg: Message, store: Store, fx: Effects,
     if msg["k"] == "A" and profile is not None and "_moved" in profile \
             and fx.ext.forward_moved(pid, profile, msg, fx):
         return False
+    if msg["k"] == "A" and profile is not None and _follow_landed(pid, profile, msg, fx):
+        return False
     parked = msg["k"] == "A" and profile is not None and _park(pid, profile, msg, store, fx)
     return not parked
+
+
+def _waits_for(pid: str, profile: Profile, msg: Message) -> str | None:
+    """The first profile on the record's way whose merge has not landed here (None: all have)."""
+    merged = profile["merged_from"]
+    return next((h for h in msg.get("via") or [] if h != pid and h not in merged), None)
+
+
+def _follow_landed(pid: str, profile: Profile, msg: Message, fx: Effects) -> bool:
+    """An event that came through the redirect of a loser whose M this profile forwarded
+    while it was frozen, and has been told where that M went (V: `_landed`): it follows the
+    M now instead of waiting here for it (it came after the V: the way was longer)."""
+    hop = _waits_for(pid, profile, msg)
+    landing = profile.get("_landed", {}).get(hop) if hop is not None else None
+    if hop is None or landing is None:
+        return False
+    fx.send.append(_follow(hop, landing, msg))
+    fx.counts["followed_landed"] += 1
+    return True
 
 
 def _merged_here(profile: Profile, msg: Message) -> bool:
@@ -368,8 +390,7 @@ def _park(pid: str, profile: Profile, msg: Message, store: Store, fx: Effects) -
     applied now, it would count here even if that merge is refused, and a redelivered
     copy that arrives after the refusal would count on the restored loser too. It waits
     for the M: applied when the merge lands, sent back when it is refused."""
-    merged = profile["merged_from"]
-    hop = next((h for h in msg.get("via") or [] if h != pid and h not in merged), None)
+    hop = _waits_for(pid, profile, msg)
     if hop is None:
         return False
     parked: dict[str, list[Message]] = profile.setdefault("_parked", {})
@@ -422,9 +443,8 @@ def _restore(pid: str, redirect: Profile, store: Store, fx: Effects,
     refused_by = [r for r in restored.get("_refused_by", []) if r != redirect["redirect"]]
     restored["_refused_by"] = [*refused_by[-MAX_REFUSED + 1:], redirect["redirect"]]
     restored["_restored_at"] = list(source) if source else None
-    landed = restored.pop("_landed", {})
-    follow = [(landed[h], {**{k: v for k, v in m.items() if k != "refused"}, "via": [h],
-                           "hops": m.get("hops", 0) + 1})
+    landed: dict[str, Landing] = restored.get("_landed", {})  # kept: later events follow too
+    follow = [_follow(h, landed[h], m)
               for h in restored.get("_parked", {}) if h in landed for m in restored["_parked"][h]]
     if follow:  # events waiting for merges that landed elsewhere while this was frozen
         restored["_parked"] = {h: q for h, q in restored["_parked"].items() if h not in landed}
@@ -970,6 +990,9 @@ def _on_merge(survivor: str, msg: Message, store: Store, cfg: IdentityConfig, fx
             profile["_refused"][loser] = msg["nonce"]
             store.set_profile(survivor, profile)
         fx.send.append((loser, records.restore(snap, msg["nonce"])))
+        # the profiles this M came through may hold events of the loser that wait for it to
+        # land there: it lands nowhere, so they go back to the loser (restored by the X)
+        _merged_via(loser, loser, msg, fx, refused=msg["nonce"])
         if msg.get("req") and msg.get("link"):
             fx.send.append((msg["req"], _unlink_message(msg["link"], msg["req"], survivor, loser)))
         if profile is not None:
@@ -1021,37 +1044,60 @@ def _on_merge(survivor: str, msg: Message, store: Store, cfg: IdentityConfig, fx
     _release_parked(survivor, store, cfg, fx)
 
 
-def _merged_via(loser: str, survivor: str, msg: Message, fx: Effects) -> None:
-    """Tell the profiles this M was forwarded through that `loser` landed in `survivor`: one
-    of them may hold events of the loser that wait for this M (restored since, it would wait
-    for ever); they follow it (V)."""
+def _merged_via(loser: str, survivor: str, msg: Message, fx: Effects, refused: str | None = None) -> None:
+    """Tell the profiles this M was forwarded through that `loser` landed in `survivor` (or,
+    with the `refused` freeze's nonce, nowhere): one of them may hold events of the loser that
+    wait for this M (restored since, it would wait for ever); they follow it (V)."""
     for hop in dict.fromkeys(msg.get("via") or []):
         if hop != survivor:
-            fx.send.append((hop, records.merged_via(loser, survivor)))
+            fx.send.append((hop, records.merged_via(loser, survivor, refused)))
+
+
+Landing = str | dict[str, str]
+"""Where a loser's M went, as a profile it was forwarded through remembers it (`_landed`, from
+V): the survivor's id, or {"refused": nonce} when it was refused."""
+
+
+def _follow(loser: str, landing: Landing, m: Message) -> tuple[str, Message]:
+    """An event parked for `loser`, sent where its M went: to the survivor, addressed as to
+    the loser; after a refusal, back to the loser as a bounce (its nonce restores the loser
+    if the X has not yet, and its empty way applies it there)."""
+    out = {k: v for k, v in m.items() if k != "refused"}
+    out["hops"] = m.get("hops", 0) + 1
+    if isinstance(landing, dict):
+        return loser, {**out, "via": [], "refused": landing["refused"]}
+    return landing, {**out, "via": [loser]}
 
 
 def _on_merged_via(pid: str, msg: Message, store: Store, cfg: IdentityConfig, fx: Effects,
                    source: tuple[int, int] | None) -> None:
     """V: the events parked here (or in the snapshot of this frozen profile) for msg["loser"]
-    go to the profile it merged into, addressed as to the loser itself."""
+    go where its M went (`_follow`): the profile it merged into, or back to it, refused. The
+    profile remembers it (`_landed`): an event of the loser's that comes later follows too.
+
+    A live profile here was frozen when the loser's M came through, and restored since: its
+    links to the loser's identifiers were decided on the assumption that the loser merges into
+    it (a freeze that reached it through the loser's redirect stops there), and the restore's
+    verification ran before the repoints. Those repoints were sent before this V, so links
+    verified now find each identifier where the merge left it."""
     record = store.profile(pid)
     if is_redirect(record):  # frozen: remembered, the parked events follow when it is restored
         assert record is not None
-        landed: dict[str, str] = record["snap"].setdefault("_landed", {})
-        if landed.get(msg["loser"]) != msg["into"]:
-            landed[msg["loser"]] = msg["into"]
-            while len(landed) > MAX_REFUSED:
-                landed.pop(next(iter(landed)))
+        if _remember_landing(record["snap"], msg):
             store.set_profile(pid, record)
         return
     holder = record
+    if holder is not None and _remember_landing(holder, msg):  # for events that come later
+        store.set_profile(pid, holder)
+    if holder is not None and msg["into"] != pid and not msg.get("refused"):
+        _verify_links(holder, fx)
     if holder is not None and source is not None and holder.get("_unparked", {}).get("at") == list(source):
         fx.send.extend((k, m) for k, m in holder["_unparked"]["sends"])  # replayed: sends may be lost
         return
     if holder is None or msg["loser"] not in holder.get("_parked", {}):
         return
-    sends = [(msg["into"], {**{k: v for k, v in m.items() if k != "refused"}, "via": [msg["loser"]],
-                            "hops": m.get("hops", 0) + 1}) for m in holder["_parked"].pop(msg["loser"])]
+    landing = _landing(msg)
+    sends = [_follow(msg["loser"], landing, m) for m in holder["_parked"].pop(msg["loser"])]
     fx.send.extend(sends)
     holder["_unparked"] = {"at": list(source) if source else None, "sends": sends}
     if not holder["_parked"]:
@@ -1059,6 +1105,23 @@ def _on_merged_via(pid: str, msg: Message, store: Store, cfg: IdentityConfig, fx
     assert record is not None
     store.set_profile(pid, record)
     fx.counts["unparked_via"] += 1
+
+
+def _remember_landing(profile: Profile, msg: Message) -> bool:
+    """Keep where V says the loser's M went (the last MAX_REFUSED losers); True if new."""
+    landed: dict[str, Landing] = profile.setdefault("_landed", {})
+    landing = _landing(msg)
+    if landed.get(msg["loser"]) == landing:
+        return False
+    landed.pop(msg["loser"], None)
+    landed[msg["loser"]] = landing
+    while len(landed) > MAX_REFUSED:
+        landed.pop(next(iter(landed)))
+    return True
+
+
+def _landing(msg: Message) -> Landing:
+    return {"refused": msg["refused"]} if msg.get("refused") else str(msg["into"])
 
 
 def _repoint(snap: Profile, loser: str, survivor: str, msg: Message, fx: Effects) -> None:

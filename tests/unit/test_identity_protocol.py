@@ -73,6 +73,7 @@ class Cluster:
         self.queues: list[list[tuple[str, dict[str, Any]]]] = [[] for _ in range(cfg.partitions)]
         self.changes: list[dict[str, Any]] = []
         self.results: list[dict[str, Any]] = []
+        self.dead: list[tuple[str, dict[str, Any]]] = []  # (reason, record): the DLQ
         self.env: Env | None = None
 
     def send(self, key: str, msg: dict[str, Any]) -> None:
@@ -93,6 +94,7 @@ class Cluster:
             if deliver:
                 self.changes.extend(fx.changes)
                 self.results.extend(fx.results)
+                self.dead.extend(fx.dead)
             for out_key, out in fx.send:
                 if runs_inline(m, out_key, out, p, self.cfg):
                     stack.append((out_key, orjson.loads(orjson.dumps(out))))

@@ -53,6 +53,8 @@ AS_BEFORE: list[tuple[dict[str, Any], dict[str, Any]]] = [
     (records.erase_part("member", ["p_1"]), {"k": "Z", "what": "member", "pids": ["p_1"]}),
     (records.erase_ack("r1"), {"k": "Y", "rid": "r1"}),
     (records.merged_via("p_2", "p_1"), {"k": "V", "loser": "p_2", "into": "p_1"}),
+    (records.merged_via("p_2", "p_2", "p_2>p_1@0:7"),
+     {"k": "V", "loser": "p_2", "into": "p_2", "refused": "p_2>p_1@0:7"}),
     (records.unlink_request("op1"), {"k": "N", "op": "op1"}),
     (records.split("email:x", "op1"), {"k": "S", "key": "email:x", "op": "op1"}),
     (records.journal_ask("p_1", "op1"), {"k": "J", "to": "p_1", "op": "op1"}),
