@@ -15,6 +15,7 @@ import random
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -276,6 +277,38 @@ def test_limits_hold_and_every_event_counts_once(idents: list[list[tuple[str, st
     limits = {"user_id": 1, "email": 2}
     cluster = play(idents, partitions, seed, replay=REPLAY_WITH_LIMITS, limits=limits)
     assert_limits_and_links(cluster, idents, limits)
+
+
+def seeded_schedule(seed: int) -> tuple[list[list[tuple[str, str]]], int]:
+    """Events and a partition count drawn from `seed` alone, as event_lists() draws them."""
+    rng = random.Random(seed)
+    idents = []
+    for _ in range(rng.randint(1, 40)):
+        one: dict[str, tuple[str, str]] = {}
+        for _ in range(rng.randint(1, 3)):
+            ident = rng.choice(POOL)
+            one.setdefault(ident[0], ident)
+        idents.append(list(one.values()))
+    return idents, rng.choice([1, 3, 8])
+
+
+@pytest.mark.slow
+def test_limits_hold_on_ten_thousand_seeded_schedules() -> None:
+    """The limits property on seeds 1,000 to 10,999 (make test-slow; about 4 minutes).
+    Hypothesis shrinks towards small examples; failures of about 1 in 3,000 larger schedules
+    hid from it: seeds 2670, 5090 and 9137 failed here before a profile that forwarded a merge
+    was told where it went when it was refused too, kept that, and verified its links again
+    (tests/unit/test_identity_regressions.py has each, step by step)."""
+    limits = {"user_id": 1, "email": 2}
+    failed = []
+    for seed in range(1_000, 11_000):
+        idents, partitions = seeded_schedule(seed)
+        try:
+            assert_limits_and_links(play(idents, partitions, seed, replay=REPLAY_WITH_LIMITS,
+                                         limits=limits), idents, limits)
+        except AssertionError:
+            failed.append(seed)
+    assert not failed, failed
 
 
 def test_freeze_forwarded_through_a_merge_later_refused() -> None:
