@@ -341,25 +341,20 @@ def _arrived(pid: str, msg: Message, store: Store, fx: Effects,
     if msg["k"] == "A" and profile is not None and "_moved" in profile \
             and fx.ext.forward_moved(pid, profile, msg, fx):
         return False
-    if msg["k"] == "A" and profile is not None and _follow_landed(pid, profile, msg, fx):
-        return False
-    parked = msg["k"] == "A" and profile is not None and _park(pid, profile, msg, store, fx)
-    return not parked
+    if msg["k"] != "A" or profile is None or not via:  # the common event came straight here
+        return True
+    loser = next((h for h in via if h != pid and h not in profile["merged_from"]), None)
+    if loser is None:  # every merge on its way has landed here
+        return True
+    return not (_follow_landed(loser, profile, msg, fx) or _park(pid, loser, profile, msg, store, fx))
 
 
-def _waits_for(pid: str, profile: Profile, msg: Message) -> str | None:
-    """The first profile on the record's way whose merge has not landed here (None: all have)."""
-    merged = profile["merged_from"]
-    return next((h for h in msg.get("via") or [] if h != pid and h not in merged), None)
-
-
-def _follow_landed(pid: str, profile: Profile, msg: Message, fx: Effects) -> bool:
-    """An event that came through the redirect of a loser whose M this profile forwarded
-    while it was frozen, and has been told where that M went (V: `_landed`): it follows the
-    M now instead of waiting here for it (it came after the V: the way was longer)."""
-    hop = _waits_for(pid, profile, msg)
-    landing = profile.get("_landed", {}).get(hop) if hop is not None else None
-    if hop is None or landing is None:
+def _follow_landed(hop: str, profile: Profile, msg: Message, fx: Effects) -> bool:
+    """An event that came through the redirect of a loser (`hop`) whose M this profile
+    forwarded while it was frozen, and has been told where that M went (V: `_landed`): it
+    follows the M now instead of waiting here for it (it came after the V: the way was longer)."""
+    landing = profile.get("_landed", {}).get(hop)
+    if landing is None:
         return False
     fx.send.append(_follow(hop, landing, msg))
     fx.counts["followed_landed"] += 1
@@ -383,16 +378,13 @@ MAX_PARKED = 256
 """Events held by one profile while the merges they came through are in flight."""
 
 
-def _park(pid: str, profile: Profile, msg: Message, store: Store, fx: Effects) -> bool:
-    """Hold an event that came through a redirect whose merge has not landed here yet.
+def _park(pid: str, hop: str, profile: Profile, msg: Message, store: Store, fx: Effects) -> bool:
+    """Hold an event that came through a redirect (`hop`'s) whose merge has not landed here yet.
 
     It overtook its M (the M took a detour through a survivor that was frozen itself):
     applied now, it would count here even if that merge is refused, and a redelivered
     copy that arrives after the refusal would count on the restored loser too. It waits
     for the M: applied when the merge lands, sent back when it is refused."""
-    hop = _waits_for(pid, profile, msg)
-    if hop is None:
-        return False
     parked: dict[str, list[Message]] = profile.setdefault("_parked", {})
     if sum(len(q) for q in parked.values()) >= MAX_PARKED:
         fx.counts["park_full"] += 1
