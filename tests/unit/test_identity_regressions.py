@@ -57,6 +57,19 @@ def event(mid: str, **ids: str) -> dict[str, Any]:
     return orjson.loads(ev.encode(tp))  # type: ignore[no-any-return]
 
 
+
+def with_profiles(people: dict[str, dict[str, str]], holders: dict[str, str]) -> Wire:
+    """One store (user_id limit 1, no over-merge guard) holding `people`' profiles (one event
+    each, their links already settled: identifier key → holder)."""
+    cfg = IdentityConfig(partitions=1, limits={"user_id": 1}, quarantine=QuarantineConfig(enabled=False))
+    w = Wire(cfg)
+    for pid, ids in people.items():
+        w.deliver(pid, {"k": "A", "ev": event(f"m-{pid}", **ids), "known": [], "via": []})
+    w.pending.clear()
+    for key, pid in holders.items():
+        w.store.set_identity(key, pid)
+    return w
+
 def test_event_through_two_redirects_whose_first_hop_merged_is_not_sent_back() -> None:
     """p3 froze toward p2, p2 toward p1, p1 toward p0. p0 refused p1 (one user_id each) and
     p1 came back; p3's merge, forwarded through p2, landed in p1. An event of p3 that came the
@@ -164,16 +177,9 @@ def test_a_claim_that_reached_its_claimant_is_not_passed_on_to_the_claimants_sur
     without the check a live profile sends (C); p0 refused p2, which came back without a3 while
     a3 pointed at it. An F that comes through the redirect of the profile it asks for has
     arrived: it now stops there, as it does at that profile when it is live."""
-    cfg = IdentityConfig(partitions=1, limits={"user_id": 1}, quarantine=QuarantineConfig(enabled=False))
-    w = Wire(cfg)
-    people = {"p0": {"user_id": "u0"}, "p1": {"user_id": "u1"},
-              "p2": {"user_id": "u2", "anonymous_id": "a3"}, "p3": {"anonymous_id": "a3"}}
-    for pid, ids in people.items():
-        w.deliver(pid, {"k": "A", "ev": event(f"m-{pid}", **ids), "known": [], "via": []})
-    w.pending.clear()
-    holders = {"user_id:u0": "p0", "user_id:u1": "p1", "user_id:u2": "p2", "anonymous_id:a3": "p3"}
-    for key, pid in holders.items():
-        w.store.set_identity(key, pid)
+    w = with_profiles({"p0": {"user_id": "u0"}, "p1": {"user_id": "u1"},
+                       "p2": {"user_id": "u2", "anonymous_id": "a3"}, "p3": {"anonymous_id": "a3"}},
+                      {"user_id:u0": "p0", "user_id:u1": "p1", "user_id:u2": "p2", "anonymous_id:a3": "p3"})
     w.deliver("anonymous_id:a3", {"k": "L", "pid": "p2"})  # p2 claims a3: F to p3
     w.deliver("anonymous_id:a3", {"k": "L", "pid": "p2"})  # redelivered: a second F
     w.take("p3", "F")  # p3 freezes toward p2
@@ -206,16 +212,9 @@ def test_a_claim_settled_by_a_merge_that_landed_elsewhere_is_verified_again() ->
     p3's redirect, where it stops: p3 was to merge into p2. Then p0 absorbed p3 and a9 moved
     to p0, while p2 still listed it. The survivor tells the profiles a merge passed through
     where it landed (V); a live one now verifies its links again, and p2 drops a9."""
-    cfg = IdentityConfig(partitions=1, limits={"user_id": 1}, quarantine=QuarantineConfig(enabled=False))
-    w = Wire(cfg)
-    people = {"p0": {"user_id": "u0"}, "p1": {"user_id": "u1"},
-              "p2": {"user_id": "u2", "anonymous_id": "a9"}, "p3": {"anonymous_id": "a9"}}
-    for pid, ids in people.items():
-        w.deliver(pid, {"k": "A", "ev": event(f"m-{pid}", **ids), "known": [], "via": []})
-    w.pending.clear()
-    holders = {"user_id:u0": "p0", "user_id:u1": "p1", "user_id:u2": "p2", "anonymous_id:a9": "p3"}
-    for key, pid in holders.items():
-        w.store.set_identity(key, pid)
+    w = with_profiles({"p0": {"user_id": "u0"}, "p1": {"user_id": "u1"},
+                       "p2": {"user_id": "u2", "anonymous_id": "a9"}, "p3": {"anonymous_id": "a9"}},
+                      {"user_id:u0": "p0", "user_id:u1": "p1", "user_id:u2": "p2", "anonymous_id:a9": "p3"})
     w.deliver("p2", {"k": "F", "s": "p1"})  # p2 freezes toward p1 (over another link)
     w.deliver("anonymous_id:a9", {"k": "L", "pid": "p2"})  # p2's claim on a9: an F to p3
     w.take("p3", "F")  # p3 freezes toward p2
@@ -241,22 +240,12 @@ def test_a_claim_settled_by_a_merge_that_landed_elsewhere_is_verified_again() ->
                 assert w.store.identities.get(f"{kind}:{value}") == pid, (kind, value, pid)
 
 
-def test_an_event_waiting_for_a_merge_refused_further_on_goes_back_to_the_loser() -> None:
-    """Limits with crash replays (8 partitions, seed 5090 of a stress run of the limits
-    property): p3 froze toward p2 while p2 was frozen toward p1; p3's merge went on to p1,
-    which had refused p2 and frozen toward p0 since, and on to p0. p2, restored, received an
-    event of p3's through p3's redirect and held it for p3's merge, which p0 then refused:
-    the event waited in p2 for ever. A refusal now tells the profiles the merge came through
-    that the loser landed in itself (V), and what waits there for it goes back to it."""
-    cfg = IdentityConfig(partitions=1, limits={"user_id": 1}, quarantine=QuarantineConfig(enabled=False))
-    w = Wire(cfg)
-    people = {"p0": {"user_id": "u0"}, "p1": {"user_id": "u1"}, "p2": {"user_id": "u2"},
-              "p3": {"user_id": "u3"}}
-    for pid, ids in people.items():
-        w.deliver(pid, {"k": "A", "ev": event(f"m-{pid}", **ids), "known": [], "via": []})
-    w.pending.clear()
-    for pid, ids in people.items():
-        w.store.set_identity(f"user_id:{ids['user_id']}", pid)
+def forwarded_past_a_refusal() -> Wire:
+    """Four profiles of one user_id each: p3 froze toward p2 while p2 was frozen toward p1;
+    p3's merge went on to p1, which had refused p2 and frozen toward p0 since, and on to p0;
+    p2 is restored. p0 has yet to decide on p3 (it will refuse: two user_ids)."""
+    w = with_profiles({f"p{i}": {"user_id": f"u{i}"} for i in range(4)},
+                      {f"user_id:u{i}": f"p{i}" for i in range(4)})
     w.deliver("p2", {"k": "F", "s": "p1"})  # p2 freezes toward p1 (over another link)
     w.deliver("p3", {"k": "F", "s": "p2"})  # p3 toward p2
     w.take("p2", "M")  # p3's merge, through p2's redirect, on to p1 (behind p2's own)
@@ -264,48 +253,49 @@ def test_an_event_waiting_for_a_merge_refused_further_on_goes_back_to_the_loser(
     w.deliver("p1", {"k": "F", "s": "p0"})  # p1 freezes toward p0
     w.take("p1", "M")  # p3's merge, through p1's redirect, on to p0 (behind p1's own)
     w.take("p2", "X")  # p2 restored
-    w.deliver("p3", {"k": "A", "ev": event("m-late", user_id="u3"), "known": ["user_id:u3"], "via": []})
-    w.take("p2", "A")  # through p3's redirect: p2 holds it for p3's merge
+    return w
+
+
+def p0_refuses_p3(w: Wire) -> None:
     i = next(i for i, (k, m) in enumerate(w.pending) if k == "p0" and m["snap"]["id"] == "p3")
-    w.deliver(*w.pending.pop(i))  # p0 refuses p3 (two user_ids)
+    w.deliver(*w.pending.pop(i))  # X to p3; V to p2 and p1, the profiles the merge came through
+
+
+def late_event_to_p3(w: Wire) -> None:
+    w.deliver("p3", {"k": "A", "ev": event("m-late", user_id="u3"), "known": ["user_id:u3"], "via": []})
+
+
+def assert_late_event_counted_on_p3(w: Wire) -> None:
     w.drain()
     live = {pid: p for pid, p in w.store.profiles.items() if not is_redirect(p)}
     counted = sorted(m for p in live.values() for m in p["_seen"])
     assert counted == sorted(["m-p0", "m-p1", "m-p2", "m-p3", "m-late"]), counted
     assert "m-late" in live["p3"]["_seen"]
     assert not any(p.get("_parked") for p in live.values())
+
+
+def test_an_event_waiting_for_a_merge_refused_further_on_goes_back_to_the_loser() -> None:
+    """Limits with crash replays (seed 5090 of the seeded limits schedules, 8 partitions; here
+    on one store): p2, restored, received an event of p3's through p3's redirect and held it
+    for p3's merge, which had gone on through p2's redirect and which p0 then refused: the
+    event waited in p2 for ever. A refusal now tells the profiles the merge came through that
+    it was refused (V), and what waits there for the loser goes back to it."""
+    w = forwarded_past_a_refusal()
+    late_event_to_p3(w)
+    w.take("p2", "A")  # through p3's redirect: p2 holds it for p3's merge
+    p0_refuses_p3(w)
+    assert_late_event_counted_on_p3(w)
 
 
 def test_an_event_that_comes_after_the_news_of_its_merge_follows_it() -> None:
-    """Limits with crash replays (1 partition, seed 2670 of the seeded limits schedules): as
-    above, but p3's event reached p2 after p2 was told p3's merge was refused further on (its
-    way through p2's own redirect, bounced back from a refusal, was longer): it waited in p2
-    for a merge that had come through long before. The profile remembers where each merge it
-    forwarded went (`_landed`), and such an event follows at once."""
-    cfg = IdentityConfig(partitions=1, limits={"user_id": 1}, quarantine=QuarantineConfig(enabled=False))
-    w = Wire(cfg)
-    people = {"p0": {"user_id": "u0"}, "p1": {"user_id": "u1"}, "p2": {"user_id": "u2"},
-              "p3": {"user_id": "u3"}}
-    for pid, ids in people.items():
-        w.deliver(pid, {"k": "A", "ev": event(f"m-{pid}", **ids), "known": [], "via": []})
-    w.pending.clear()
-    for pid, ids in people.items():
-        w.store.set_identity(f"user_id:{ids['user_id']}", pid)
-    w.deliver("p2", {"k": "F", "s": "p1"})  # p2 freezes toward p1 (over another link)
-    w.deliver("p3", {"k": "F", "s": "p2"})  # p3 toward p2
-    w.take("p2", "M")  # p3's merge, through p2's redirect, on to p1 (behind p2's own)
-    w.take("p1", "M")  # p2's merge: refused (two user_ids)
-    w.deliver("p1", {"k": "F", "s": "p0"})  # p1 freezes toward p0
-    w.take("p1", "M")  # p3's merge, through p1's redirect, on to p0 (behind p1's own)
-    w.take("p2", "X")  # p2 restored
-    i = next(i for i, (k, m) in enumerate(w.pending) if k == "p0" and m["snap"]["id"] == "p3")
-    w.deliver(*w.pending.pop(i))  # p0 refuses p3 (two user_ids): X to p3, V to p2 and p1
+    """Limits with crash replays (seed 2670 of the seeded limits schedules, 1 partition): as
+    above, but p3's event reached p2 after p2 was told p3's merge was refused (its way, through
+    p2's own redirect and back from a refusal, was longer): it waited in p2 for a merge that
+    had come through long before. The profile remembers where each merge it forwarded went
+    (`_landed`), and such an event follows at once."""
+    w = forwarded_past_a_refusal()
+    p0_refuses_p3(w)
     w.take("p2", "V")  # nothing waits in p2 yet
-    w.deliver("p3", {"k": "A", "ev": event("m-late", user_id="u3"), "known": ["user_id:u3"], "via": []})
+    late_event_to_p3(w)
     w.take("p2", "A")  # through p3's redirect (its X not delivered yet): follows p3's merge back
-    w.drain()
-    live = {pid: p for pid, p in w.store.profiles.items() if not is_redirect(p)}
-    counted = sorted(m for p in live.values() for m in p["_seen"])
-    assert counted == sorted(["m-p0", "m-p1", "m-p2", "m-p3", "m-late"]), counted
-    assert "m-late" in live["p3"]["_seen"]
-    assert not any(p.get("_parked") for p in live.values())
+    assert_late_event_counted_on_p3(w)
