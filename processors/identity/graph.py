@@ -333,6 +333,8 @@ def _arrived(pid: str, msg: Message, store: Store, fx: Effects,
     refused: dict[str, str] = profile.get("_refused", {}) if profile is not None else {}
     if profile is not None and (_came_home(pid, profile, via) or _merged_here(profile, msg)):
         return True
+    if profile is not None and msg["k"] == Kind.MERGE and _merge_went_elsewhere(pid, profile, msg, fx):
+        return False
     for i, hop in enumerate(via):
         if hop in refused:  # aimed at a profile this one refused to absorb: send it back
             fx.send.append((hop, {**msg, "via": via[:i], "refused": refused[hop],
@@ -366,6 +368,25 @@ def _merged_here(profile: Profile, msg: Message) -> bool:
     delivered twice) that took another way; handled here as the replay it is, never bounced to
     a profile that would absorb the same loser a second time."""
     return msg["k"] == Kind.MERGE and msg["snap"]["id"] in profile["merged_from"]
+
+
+def _merge_went_elsewhere(pid: str, profile: Profile, msg: Message, fx: Effects) -> bool:
+    """A duplicate M (its loser's freeze was delivered twice) of a merge this profile forwarded
+    while frozen, and was told about since (V: `_landed`): absorbed here, the loser's events
+    would count twice. One that landed goes where it did, which handles it as the replay it
+    is; one that was refused is dropped (the loser was restored from this same snapshot)."""
+    loser = msg["snap"]["id"]
+    landing = profile.get("_landed", {}).get(loser)
+    if landing is None or landing == pid:
+        return False
+    if isinstance(landing, dict):
+        if landing["refused"] != msg["nonce"]:
+            return False  # a later freeze of the loser's: a merge like any other
+        fx.counts["merge_refused_before"] += 1
+        return True
+    fx.send.append((landing, {**msg, "via": [*(msg.get("via") or []), pid], "hops": msg.get("hops", 0) + 1}))
+    fx.counts["merge_landed_before"] += 1
+    return True
 
 
 def _came_home(pid: str, profile: Profile, via: list[str]) -> bool:

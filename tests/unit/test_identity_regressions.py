@@ -299,3 +299,31 @@ def test_an_event_that_comes_after_the_news_of_its_merge_follows_it() -> None:
     late_event_to_p3(w)
     w.take("p2", "A")  # through p3's redirect (its X not delivered yet): follows p3's merge back
     assert_late_event_counted_on_p3(w)
+
+
+def test_a_duplicate_merge_that_comes_back_after_landing_elsewhere_is_not_absorbed_again() -> None:
+    """Limits with crash replays (3 partitions; found by the limits property in a clean clone's
+    `make test`): a loser's freeze was delivered twice. One M went on through its survivor's
+    redirect and landed two profiles further; the survivor, restored, was told so (V). The
+    duplicate M, bounced back from a refusal, then reached the survivor, which absorbed the
+    loser a second time: m12 counted on two profiles. A profile that was told where a loser's
+    merge went now sends a duplicate there (a replay where it landed)."""
+    from tests.unit.test_identity_protocol import assert_limits_and_links, play
+
+    def u(i: int) -> tuple[str, str]:
+        return ("user_id", f"u{i}")
+
+    def e(i: int) -> tuple[str, str]:
+        return ("email", f"e{i}@x.io")
+
+    def a(i: int) -> tuple[str, str]:
+        return ("anonymous_id", f"a{i}")
+
+    idents = [[e(1)], [u(4), a(8), e(0)], [a(1), e(4)], [e(1)], [u(0), a(2)], [e(4)], [e(3)], [e(0)],
+              [e(0), a(4), u(0)], [u(0), a(3)], [a(1), e(2), u(1)], [u(0)], [a(1)], [e(1), a(9)],
+              [e(5), a(4)], [e(5)], [a(4)], [u(0), a(5)], [e(4), u(4), a(5)], [a(0)], [u(5)], [u(0)],
+              [u(3)], [e(1), a(7)], [a(8), u(3), e(2)], [u(3), a(5)], [a(2), u(1)], [e(2), u(1)],
+              [e(1), a(6)]]
+    limits = {"user_id": 1, "email": 2}
+    cluster = play(idents, 3, 1761, replay=0.3, limits=limits)
+    assert_limits_and_links(cluster, idents, limits)
