@@ -58,6 +58,17 @@ def event(mid: str, **ids: str) -> dict[str, Any]:
 
 
 
+def u(i: int) -> tuple[str, str]:
+    return ("user_id", f"u{i}")
+
+
+def e(i: int) -> tuple[str, str]:
+    return ("email", f"e{i}@x.io")
+
+
+def a(i: int) -> tuple[str, str]:
+    return ("anonymous_id", f"a{i}")
+
 def with_profiles(people: dict[str, dict[str, str]], holders: dict[str, str]) -> Wire:
     """One store (user_id limit 1, no over-merge guard) holding `people`' profiles (one event
     each, their links already settled: identifier key → holder)."""
@@ -148,15 +159,6 @@ def test_a_duplicate_merge_that_took_another_way_is_not_absorbed_twice() -> None
     same loser again: one event counted on two profiles. A merge of a loser already absorbed is
     now handled where it was absorbed, as the replay it is."""
     from tests.unit.test_identity_protocol import assert_limits_and_links, play
-
-    def u(i: int) -> tuple[str, str]:
-        return ("user_id", f"u{i}")
-
-    def e(i: int) -> tuple[str, str]:
-        return ("email", f"e{i}@x.io")
-
-    def a(i: int) -> tuple[str, str]:
-        return ("anonymous_id", f"a{i}")
 
     idents = [[u(0)], [e(1)], [a(4)], [u(0), e(5)], [a(6), u(1), e(5)], [u(4), a(8), e(2)], [a(9)],
               [u(1), a(1)], [u(0)], [u(0)], [u(0)], [e(0), a(9), u(2)], [u(3), e(1)], [u(3)], [e(2)],
@@ -309,15 +311,6 @@ def test_a_duplicate_merge_that_comes_back_after_landing_elsewhere_is_not_absorb
     loser a second time: m12 counted on two profiles. A profile that was told where a loser's
     merge went now sends a duplicate there (a replay where it landed)."""
     from tests.unit.test_identity_protocol import assert_limits_and_links, play
-
-    def u(i: int) -> tuple[str, str]:
-        return ("user_id", f"u{i}")
-
-    def e(i: int) -> tuple[str, str]:
-        return ("email", f"e{i}@x.io")
-
-    def a(i: int) -> tuple[str, str]:
-        return ("anonymous_id", f"a{i}")
 
     idents = [[e(1)], [u(4), a(8), e(0)], [a(1), e(4)], [e(1)], [u(0), a(2)], [e(4)], [e(3)], [e(0)],
               [e(0), a(4), u(0)], [u(0), a(3)], [a(1), e(2), u(1)], [u(0)], [a(1)], [e(1), a(9)],
