@@ -969,6 +969,8 @@ def _on_merge(survivor: str, msg: Message, store: Store, cfg: IdentityConfig, fx
             _verify_links(profile, fx)
             _merged_via(loser, survivor, msg, fx)
             fx.ext.resume(survivor, snap, fx)
+            if profile.get("_bounced", {}).get("at") == list(source):
+                fx.send.extend((k, m) for k, m in profile["_bounced"]["sends"])
         return  # replayed merge
     if profile is not None and loser in profile.get("_refused", ()):
         refused_by: str | None = "replayed"  # send X and U again: they may have been lost
@@ -1054,7 +1056,12 @@ def _on_merge(survivor: str, msg: Message, store: Store, cfg: IdentityConfig, fx
     _repoint(snap, loser, survivor, msg, fx)
     _merged_via(loser, survivor, msg, fx)
     fx.ext.resume(survivor, snap, fx)
-    _release_parked(survivor, store, cfg, fx)
+    bounced = _release_parked(survivor, store, cfg, fx)
+    if bounced:  # parked events that came through a profile refused here: kept for a replay
+        stored = store.profile(survivor)
+        assert stored is not None
+        stored["_bounced"] = {"at": list(source) if source else None, "sends": bounced}
+        store.set_profile(survivor, stored)
 
 
 def _merged_via(loser: str, survivor: str, msg: Message, fx: Effects, refused: str | None = None) -> None:

@@ -320,3 +320,18 @@ def test_a_duplicate_merge_that_comes_back_after_landing_elsewhere_is_not_absorb
     limits = {"user_id": 1, "email": 2}
     cluster = play(idents, 3, 1761, replay=0.3, limits=limits)
     assert_limits_and_links(cluster, idents, limits)
+
+
+def test_events_sent_back_when_a_merge_lands_are_sent_again_when_it_is_replayed() -> None:
+    """Limits with crash replays (8 partitions, seed 53120 of the seeded limits schedules): a
+    profile held m32, which came through the redirects of two others, for the first one's
+    merge; then it absorbed the second, which had refused the first, and, releasing what it
+    held, sent m32 back toward the first. The worker crashed before those sends left; the
+    replayed merge re-sent its repoints and links but not that bounce, and m32 was lost. A
+    merge now keeps what it sent back (`_bounced`), as a refusal does, and its replay sends
+    it again."""
+    from tests.unit.test_identity_protocol import assert_limits_and_links, play, seeded_schedule
+
+    idents, partitions = seeded_schedule(53120)
+    limits = {"user_id": 1, "email": 2}
+    assert_limits_and_links(play(idents, partitions, 53120, replay=0.3, limits=limits), idents, limits)
