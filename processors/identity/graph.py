@@ -419,14 +419,16 @@ def _park(pid: str, hop: str, profile: Profile, msg: Message, store: Store, fx: 
     return True
 
 
-def _release_parked(pid: str, store: Store, cfg: IdentityConfig, fx: Effects) -> list[tuple[str, Message]]:
-    """After a merge landed or was refused here: apply the parked events whose merges have
-    all landed (deduplicated by messageId; their links are re-sent by _verify_links if the
-    call is replayed), send back those that came through a profile refused since (through
-    _arrived, as any record would be), keep the rest. Returns what was sent back."""
+def _release_parked(pid: str, store: Store, cfg: IdentityConfig, fx: Effects,
+                    source: tuple[int, int] | None) -> None:
+    """After a merge landed or was refused here (the record at `source`): apply the parked
+    events whose merges have all landed (deduplicated by messageId; their links are re-sent by
+    _verify_links if the record is replayed), send back those that came through a profile
+    refused since (through _arrived, as any record would be), keep the rest. What was sent
+    back is kept (`_bounced`), to be sent again if the record is replayed (`_resend_bounced`)."""
     profile = store.profile(pid)
     if profile is None or not profile.get("_parked"):
-        return []
+        return
     merged, refused = set(profile["merged_from"]), profile.get("_refused", {})
     waiting: dict[str, list[Message]] = {}
     ready: list[Message] = []
@@ -439,7 +441,7 @@ def _release_parked(pid: str, store: Store, cfg: IdentityConfig, fx: Effects) ->
             else:
                 waiting.setdefault(hop, []).append(m)
     if not ready:
-        return []
+        return
     if waiting:
         profile["_parked"] = waiting
     store.set_profile(pid, profile)
@@ -447,7 +449,21 @@ def _release_parked(pid: str, store: Store, cfg: IdentityConfig, fx: Effects) ->
     for m in ready:
         if _arrived(pid, m, store, fx, None):
             _on_apply(pid, m, store, cfg, fx, None)
-    return [out for out in fx.send[before:] if out[1].get("refused")]
+    bounced = [out for out in fx.send[before:] if out[1].get("refused")]
+    if bounced:
+        released = store.profile(pid)
+        assert released is not None
+        released["_bounced"] = {"at": list(source) if source else None, "sends": bounced}
+        store.set_profile(pid, released)
+
+
+def _resend_bounced(profile: Profile, source: tuple[int, int] | None, fx: Effects) -> bool:
+    """The record at `source` is replayed: send again what its _release_parked sent back."""
+    kept = profile.get("_bounced")
+    if source is None or kept is None or kept["at"] != list(source):
+        return False
+    fx.send.extend((k, m) for k, m in kept["sends"])
+    return True
 
 
 def _restore(pid: str, redirect: Profile, store: Store, fx: Effects,
@@ -969,8 +985,7 @@ def _on_merge(survivor: str, msg: Message, store: Store, cfg: IdentityConfig, fx
             _verify_links(profile, fx)
             _merged_via(loser, survivor, msg, fx)
             fx.ext.resume(survivor, snap, fx)
-            if profile.get("_bounced", {}).get("at") == list(source):
-                fx.send.extend((k, m) for k, m in profile["_bounced"]["sends"])
+            _resend_bounced(profile, source, fx)
         return  # replayed merge
     if profile is not None and loser in profile.get("_refused", ()):
         refused_by: str | None = "replayed"  # send X and U again: they may have been lost
@@ -989,15 +1004,9 @@ def _on_merge(survivor: str, msg: Message, store: Store, cfg: IdentityConfig, fx
                 refused.pop(next(iter(refused)))
             profile["_refused"] = {**refused, loser: msg["nonce"]}
             store.set_profile(survivor, profile)
-            bounced = _release_parked(survivor, store, cfg, fx)
-            if bounced:  # kept, to be sent again if this record is replayed
-                profile = store.profile(survivor)
-                assert profile is not None
-                profile["_bounced"] = {"at": list(source) if source else None, "sends": bounced}
-                store.set_profile(survivor, profile)
-        elif profile is not None and source is not None \
-                and profile.get("_bounced", {}).get("at") == list(source):
-            fx.send.extend((k, m) for k, m in profile["_bounced"]["sends"])
+            _release_parked(survivor, store, cfg, fx, source)
+        elif profile is not None and _resend_bounced(profile, source, fx):
+            pass
         elif profile is not None and profile["_refused"].get(loser) != msg["nonce"]:
             # the loser froze again toward a profile that had refused it (or inherited that
             # refusal): records bounced from here must carry this freeze's nonce, or the
@@ -1056,12 +1065,7 @@ def _on_merge(survivor: str, msg: Message, store: Store, cfg: IdentityConfig, fx
     _repoint(snap, loser, survivor, msg, fx)
     _merged_via(loser, survivor, msg, fx)
     fx.ext.resume(survivor, snap, fx)
-    bounced = _release_parked(survivor, store, cfg, fx)
-    if bounced:  # parked events that came through a profile refused here: kept for a replay
-        stored = store.profile(survivor)
-        assert stored is not None
-        stored["_bounced"] = {"at": list(source) if source else None, "sends": bounced}
-        store.set_profile(survivor, stored)
+    _release_parked(survivor, store, cfg, fx, source)
 
 
 def _merged_via(loser: str, survivor: str, msg: Message, fx: Effects, refused: str | None = None) -> None:
@@ -1101,13 +1105,14 @@ def _on_merged_via(pid: str, msg: Message, store: Store, cfg: IdentityConfig, fx
     verification ran before the repoints. Those repoints were sent before this V, so links
     verified now find each identifier where the merge left it."""
     record = store.profile(pid)
+    landing = _landing(msg)
     if is_redirect(record):  # frozen: remembered, the parked events follow when it is restored
         assert record is not None
-        if _remember_landing(record["snap"], msg):
+        if _remember_landing(record["snap"], msg["loser"], landing):
             store.set_profile(pid, record)
         return
     holder = record
-    if holder is not None and _remember_landing(holder, msg):  # for events that come later
+    if holder is not None and _remember_landing(holder, msg["loser"], landing):  # for later events
         store.set_profile(pid, holder)
     if holder is not None and msg["into"] != pid and not msg.get("refused"):
         _verify_links(holder, fx)
@@ -1116,7 +1121,6 @@ def _on_merged_via(pid: str, msg: Message, store: Store, cfg: IdentityConfig, fx
         return
     if holder is None or msg["loser"] not in holder.get("_parked", {}):
         return
-    landing = _landing(msg)
     sends = [_follow(msg["loser"], landing, m) for m in holder["_parked"].pop(msg["loser"])]
     fx.send.extend(sends)
     holder["_unparked"] = {"at": list(source) if source else None, "sends": sends}
@@ -1127,14 +1131,13 @@ def _on_merged_via(pid: str, msg: Message, store: Store, cfg: IdentityConfig, fx
     fx.counts["unparked_via"] += 1
 
 
-def _remember_landing(profile: Profile, msg: Message) -> bool:
+def _remember_landing(profile: Profile, loser: str, landing: Landing) -> bool:
     """Keep where V says the loser's M went (the last MAX_REFUSED losers); True if new."""
     landed: dict[str, Landing] = profile.setdefault("_landed", {})
-    landing = _landing(msg)
-    if landed.get(msg["loser"]) == landing:
+    if landed.get(loser) == landing:
         return False
-    landed.pop(msg["loser"], None)
-    landed[msg["loser"]] = landing
+    landed.pop(loser, None)
+    landed[loser] = landing
     while len(landed) > MAX_REFUSED:
         landed.pop(next(iter(landed)))
     return True
