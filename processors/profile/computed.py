@@ -201,8 +201,7 @@ def rebuild(td: TraitDef, profile: Profile, now: int, held: list[Touchpoint] | N
     """A new or changed definition: start over from the events the profile still holds.
 
     `held`: recent_touchpoints(profile), when the caller rebuilds several traits."""
-    profile.setdefault("_agg", {}).pop(td.id, None)
-    state_for(td, profile)
+    profile.setdefault("_agg", {}).pop(td.id, None)  # stays missing (empty) if nothing matches
     ctx = Ctx(now)
     for tp in recent_touchpoints(profile) if held is None else held:
         observe(td, profile, tp, now, ctx)
@@ -221,11 +220,17 @@ def recent_touchpoints(profile: Profile) -> list[Touchpoint]:
     return held
 
 
-def needs_rebuild(td: TraitDef, profile: Profile) -> bool:
+def needs_rebuild(td: TraitDef, profile: Profile, settled: bool) -> bool:
+    """A state of another version, or none while the profile's aggregates are not `settled`
+    (its `_cv` is another catalog's: the definition may be new to it). In a settled profile a
+    missing state is an empty one: no event it holds matched it, so none is stored (most
+    aggregates and `performed … where` conditions match few of a person's events)."""
     if td.aggregate is None:
         return False
     state = profile.get("_agg", {}).get(td.id)
-    return state is None or state.get("v") != td.version
+    if state is None:
+        return not settled
+    return state.get("v") != td.version
 
 
 def value(td: TraitDef, profile: Profile, ctx: Ctx, lookup: Lookup) -> Any:

@@ -145,8 +145,12 @@ class Catalog:
         trends: dict[str, ct.Trend] = {}  # predictions move, but as Forecasts (rules.py)
         for tid in trait_order:
             trends[tid] = ct.trend(traits[tid], trends)
-        return cls(tspecs, sspecs, traits, tuple(trait_order), segments, tuple(order), tags,
-                   {k: frozenset(v) for k, v in dependents.items()}, implicit, versions, predict, trends)
+        catalog = cls(tspecs, sspecs, traits, tuple(trait_order), segments, tuple(order), tags,
+                      {k: frozenset(v) for k, v in dependents.items()}, implicit, versions, predict, trends)
+        _VERSIONS[catalog.fingerprint] = versions
+        while len(_VERSIONS) > VERSIONS_KEPT:
+            del _VERSIONS[next(iter(_VERSIONS))]
+        return catalog
 
     def put(self, kind: str, spec: Mapping[str, Any]) -> Catalog:
         """A catalog with this definition added or replaced (DefinitionError if it breaks any)."""
@@ -214,13 +218,11 @@ class Catalog:
         """Fold an applied event into computed state; the change tags it carries."""
         ctx = Ctx(now)
         rebuilt: set[str] = set()
-        if profile.get("_cv") != self.fingerprint:
-            if "_cv" in profile or "_ev" in profile:  # definitions changed since its last event
-                rebuilt = self._rebuild_stale(profile, now)  # the event is already in recent_events
-            else:  # its first event: nothing to replay; every aggregate starts empty, and those
-                # this event matches observe it below (a new profile per event on a first import)
-                for td in self.aggregates:
-                    ct.state_for(td, profile)
+        # a profile's first event has nothing to replay: every aggregate starts empty (no state,
+        # processors/profile/computed.py: needs_rebuild) and those it matches observe it below
+        if profile.get("_cv") != self.fingerprint and ("_cv" in profile or "_ev" in profile):
+            # definitions changed since its last event (which is already in recent_events)
+            rebuilt = self._rebuild_stale(profile, now)
         named, other = self._by_name
         for td in (*named.get(tp.name, ()), *other):
             if td.id not in rebuilt:
@@ -253,8 +255,9 @@ class Catalog:
         The held events are decoded once for all of them (a new profile: every aggregate)."""
         rebuilt: set[str] = set()
         held = None
+        settled = profile.get("_cv") == self.fingerprint
         for td in self.aggregates:
-            if ct.needs_rebuild(td, profile):
+            if ct.needs_rebuild(td, profile, settled):
                 if held is None:
                     held = ct.recent_touchpoints(profile)
                 ct.rebuild(td, profile, now, held)
@@ -271,11 +274,13 @@ class Catalog:
             self._rebuild_stale(profile, now)
         scope = _Scope(profile, Ctx(now), self)
         members: dict[str, Any] = profile.setdefault("segments", {})
-        versions: dict[str, str] = profile.setdefault("_seg_v", {})
-        # current: this catalog evaluated the profile last, so its memberships, deadlines and
-        # segment versions name only this catalog's segments, at their versions (every
-        # evaluation leaves them so): nothing to filter out, no version to rewrite
-        current = tags is not None and profile.get("_sv") == self.fingerprint
+        last = profile.get("_sv")
+        # segment versions per profile, as profiles written before 2026-12 kept them: read once
+        stored: dict[str, str] | None = profile.pop("_seg_v", None)
+        # current: this catalog evaluated the profile last, so its memberships and deadlines
+        # name only this catalog's segments, at their versions (every evaluation leaves them
+        # so): nothing to filter out, no version to compare
+        current = tags is not None and last == self.fingerprint
         if current:
             due: dict[str, int] = dict(profile.get("_due", {}))
         else:
@@ -288,7 +293,13 @@ class Catalog:
             todo = set().union(*(self._by_tag.get(t, ()) for t in tags))
             todo.update(s for s, at in due.items() if at <= now)
             if not current:
-                todo.update(s for s in self.segments if versions.get(s) != self.versions[s])
+                before = _VERSIONS.get(last) if last is not None else None
+                if before is None:
+                    before = stored
+                if before is None:  # a catalog this process never built: re-check them all
+                    todo = set(self.segments)
+                else:
+                    todo.update(s for s, v in self.versions.items() if before.get(s) != v)
         out: list[dict[str, Any]] = []
         for sid in self.order:
             if sid not in todo:
@@ -297,8 +308,6 @@ class Catalog:
             scope.ctx = Ctx(now)
             inside = bool(seg.condition(scope))
             scope.results[sid] = inside
-            if not current:
-                versions[sid] = self.versions[sid]
             if scope.ctx.next_due is None:
                 due.pop(sid, None)
             else:
@@ -310,9 +319,6 @@ class Catalog:
                     del members[sid]
                 out.append(transition(profile["id"], sid, "entered" if inside else "exited", now, cause))
                 todo.update(self.dependents.get(sid, ()))
-        if not current:
-            for gone in [s for s in versions if s not in self.segments]:
-                del versions[gone]
         profile["_due"] = due
         profile["_next"] = min(due.values(), default=None)
         profile["_sv"] = self.fingerprint  # every segment's version checked against this catalog
@@ -356,6 +362,18 @@ class Catalog:
                 view[tid] = None if value is None else float(value)
             view["model"] = model.version
         return view
+
+
+VERSIONS_KEPT = 256
+
+_VERSIONS: dict[str, Mapping[str, str]] = {}
+"""Segment versions of the catalogs this process built, by fingerprint (oldest first, the last
+VERSIONS_KEPT). A profile keeps only the fingerprint of the catalog that evaluated it last
+(`_sv`); a later catalog re-checks the segments whose version differs from that one's, or all
+of them when it is not known here (built by another worker, or before a restart). Evaluation is
+pure in the profile and the instant, so re-checking an unchanged segment changes nothing: what
+this saves is work, and ~1 KB per profile of versions read and written on every event (50
+segments)."""
 
 
 def _hash(parts: list[str]) -> str:

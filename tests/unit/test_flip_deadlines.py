@@ -131,7 +131,7 @@ an hour-old checkout, an order leaving a 30 or 90 day window, 60 and 180 days si
 
 
 def members_at(profile: dict[str, Any], cat: Catalog, at: int) -> set[str]:
-    fresh = dict(profile, segments={}, _due={}, _seg_v={})
+    fresh = dict(profile, segments={}, _due={})
     cat.evaluate(fresh, at, None, "check")
     return set(fresh["segments"])
 

@@ -102,7 +102,7 @@ def test_computed_traits_and_segments_equal_brute_force(events: list[Event], lat
         assert view["spend_yoy_change"] is None
     else:
         assert view["spend_yoy_change"] == pytest.approx(want["spend_yoy_change"])
-    fresh = dict(profile, segments={}, _due={}, _seg_v={})
+    fresh = dict(profile, segments={}, _due={})
     cat.evaluate(fresh, now, None, "check")
     assert ("vip" in fresh["segments"]) == want["vip"]
     for seg in ("lapsed", "frequent_buyers", "at_risk"):
@@ -111,8 +111,8 @@ def test_computed_traits_and_segments_equal_brute_force(events: list[Event], lat
 
 @given(st.integers(1, 40).flatmap(lambda n: st.lists(event_st, min_size=n, max_size=n)))
 def test_a_rebuild_equals_observing_the_held_events_from_the_first(events: list[Event]) -> None:
-    """A new profile's first event starts every aggregate empty and folds itself in (no replay,
-    catalog.observe); a rebuild (here: as after a definitions change) replays the events the
+    """A new profile's first event starts every aggregate empty (no state) and folds itself in (no
+    replay, catalog.observe); a rebuild (here: as after a definitions change) replays the events the
     profile holds, its newest `recent_events` (README, Segments). So a rebuild equals a profile
     that saw only those events, and, up to that many events, the profile kept from the first.
     Lengths are drawn evenly up to twice the limit, so both sides of it are tried."""
@@ -122,7 +122,8 @@ def test_a_rebuild_equals_observing_the_held_events_from_the_first(events: list[
     rebuilt["_agg"], rebuilt["_cv"] = {}, "another catalog"
     now = T0 + 500 * DAY
     cat.evaluate(rebuilt, now, None, "rebuild")
-    assert set(rebuilt["_agg"]) == {td.id for td in cat.aggregates} == set(kept["_agg"])
+    versions = {td.id: td.version for td in cat.aggregates}
+    assert {tid: state["v"] for tid, state in rebuilt["_agg"].items()}.items() <= versions.items()
     held = sorted(range(len(events)), key=lambda i: (events[i][1], f"m{i}"))[-ProfileLimits().recent_events:]
     only_held = run(events, cat, sorted(held))
     assert cat.computed_view(rebuilt, now) == pytest.approx(cat.computed_view(only_held, now))
@@ -164,7 +165,7 @@ def test_deadlines_keep_membership_equal_to_a_fresh_evaluation(events: list[Even
         target = now + step
         while profile.get("_next") is not None and profile.get("_next") <= target:
             cat.evaluate(profile, profile.get("_next"), set(), "time")
-        fresh = dict(profile, segments={}, _due={}, _seg_v={})
+        fresh = dict(profile, segments={}, _due={})
         cat.evaluate(fresh, target, None, "check")
         cat.evaluate(profile, target, set(), "tick")
         assert set(profile["segments"]) == set(fresh["segments"]), target
