@@ -684,6 +684,8 @@ def _pack(change: dict[str, Any], pid: str) -> Any:
     if change.get("type") != "segment" or change.get("profile_id") != pid:
         return change
     packed = [change["segment"], change["transition"], change["at"], change["caused_by"]]
+    if len(change) == len(_PACKED):  # catalog.transition's keys, and no other
+        return packed
     extra = {k: v for k, v in change.items() if k not in _PACKED}
     return [*packed, extra] if extra else packed
 

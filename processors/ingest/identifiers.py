@@ -7,6 +7,7 @@ identifiers: joining two people on a typo is worse than not joining them.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -102,18 +103,24 @@ class IdentityRules:
     phone_region: str | None = None
 
     def rank(self, kind: str) -> int:
-        try:
-            return self.priority.index(kind)
-        except ValueError:
-            pass
-        try:
+        found = self._ranks.get(kind)
+        if found is not None:
+            return found
+        try:  # any other type is an external id (context.externalIds[])
             return self.priority.index("external")
         except ValueError:
             return len(self.priority)
 
+    @functools.cached_property
+    def _ranks(self) -> dict[str, int]:
+        return {kind: i for i, kind in reversed(list(enumerate(self.priority)))}  # first wins
+
     def is_blocked(self, kind: str, value: str) -> bool:
         folded = value.casefold()
         return folded in self.blocked_everywhere or folded in self.blocked.get(kind, frozenset())
+
+
+DEFAULT_RULES = IdentityRules()
 
 
 def candidates(msg: Mapping[str, Any], region: str | None = None) -> Iterable[Identifier | None]:
@@ -122,10 +129,11 @@ def candidates(msg: Mapping[str, Any], region: str | None = None) -> Iterable[Id
     traits = at(msg, "traits")
     context = at(msg, "context")
     context_traits = at(context, "traits")
-    yield _pair("email", normalise_email(at(traits, "email")))
-    yield _pair("email", normalise_email(at(context_traits, "email")))
-    yield _pair("phone", normalise_phone(at(traits, "phone"), region))
-    yield _pair("phone", normalise_phone(at(context_traits, "phone"), region))
+    if traits is not None or context_traits is not None:  # most events carry no traits
+        yield _pair("email", normalise_email(at(traits, "email")))
+        yield _pair("email", normalise_email(at(context_traits, "email")))
+        yield _pair("phone", normalise_phone(at(traits, "phone"), region))
+        yield _pair("phone", normalise_phone(at(context_traits, "phone"), region))
     yield _pair("device_id", plain_id(at(at(context, "device"), "id")))
     externals = at(context, "externalIds")
     if isinstance(externals, list):
@@ -144,15 +152,17 @@ def _pair(kind: str, value: str | None) -> Identifier | None:
 
 def extract(msg: Mapping[str, Any], rules: IdentityRules | None = None) -> list[Identifier]:
     """Usable identifiers of a message, deduplicated, highest priority first."""
-    rules = rules or IdentityRules()
-    seen: dict[Identifier, None] = {}
+    rules = rules or DEFAULT_RULES
+    unused = len(rules.priority)
+    seen: dict[Identifier, int] = {}  # → its rank
     for ident in candidates(msg, rules.phone_region):
         if ident is None or ident in seen or rules.is_blocked(*ident):
             continue
-        if rules.rank(ident[0]) >= len(rules.priority):
+        rank = rules.rank(ident[0])
+        if rank >= unused:
             continue  # a type the rules do not use
-        seen[ident] = None
-    return sorted(seen, key=lambda i: rules.rank(i[0]))
+        seen[ident] = rank
+    return sorted(seen, key=seen.__getitem__)
 
 
 def routing_key(identifiers: list[Identifier]) -> str:

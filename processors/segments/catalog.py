@@ -199,6 +199,10 @@ class Catalog:
         return named, other
 
     @functools.cached_property
+    def _rank(self) -> dict[str, int]:
+        return {sid: i for i, sid in enumerate(self.order)}
+
+    @functools.cached_property
     def _by_tag(self) -> dict[str, set[str]]:
         index: dict[str, set[str]] = {}
         for sid, tags in self.tags.items():
@@ -301,24 +305,31 @@ class Catalog:
                 else:
                     todo.update(s for s, v in self.versions.items() if before.get(s) != v)
         out: list[dict[str, Any]] = []
-        for sid in self.order:
-            if sid not in todo:
-                continue
-            seg = self.segments[sid]
-            scope.ctx = Ctx(now)
-            inside = bool(seg.condition(scope))
+        segments, dependents, rank = self.segments, self.dependents, self._rank
+        queue = sorted(todo, key=rank.__getitem__)  # in self.order: a segment after those it reads
+        ctx = scope.ctx
+        pid = profile["id"]
+        i = 0
+        while i < len(queue):
+            sid = queue[i]
+            i += 1
+            ctx.next_due = None  # one context for the pass: each segment's own next deadline
+            inside = bool(segments[sid].condition(scope))
             scope.results[sid] = inside
-            if scope.ctx.next_due is None:
+            if ctx.next_due is None:
                 due.pop(sid, None)
             else:
-                due[sid] = scope.ctx.next_due
+                due[sid] = ctx.next_due
             if inside != (sid in members):
                 if inside:
                     members[sid] = {"entered_at": now}
                 else:
                     del members[sid]
-                out.append(transition(profile["id"], sid, "entered" if inside else "exited", now, cause))
-                todo.update(self.dependents.get(sid, ()))
+                out.append(transition(pid, sid, "entered" if inside else "exited", now, cause))
+                later = [d for d in dependents.get(sid, ()) if d not in todo]
+                if later:  # segments reading this one: later in the order, so still ahead
+                    todo.update(later)
+                    queue[i:] = sorted([*queue[i:], *later], key=rank.__getitem__)
         profile["_due"] = due
         profile["_next"] = min(due.values(), default=None)
         profile["_sv"] = self.fingerprint  # every segment's version checked against this catalog
