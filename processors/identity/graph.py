@@ -670,7 +670,7 @@ def _remember_changes(profile: Profile, fx: Effects, changes: list[dict[str, Any
         before = same[0] if same else {"changes": [], "triggers": []}
         pid = profile["id"]
         profile["_tx"] = [*kept, {"at": list(source),
-                                  "changes": before["changes"] + [_pack(c, pid) for c in changes],
+                                  "changes": _pack_onto(before["changes"], changes, pid),
                                   "triggers": before["triggers"] + triggers}]
 
 
@@ -690,11 +690,47 @@ def _pack(change: dict[str, Any], pid: str) -> Any:
     return [*packed, extra] if extra else packed
 
 
-def _unpack(packed: Any, pid: str) -> dict[str, Any]:
-    if isinstance(packed, dict):
-        return packed
-    segment, kind, at, cause, *extra = packed
-    return {**transition(pid, segment, kind, at, cause), **(extra[0] if extra else {})}
+def _pack_onto(packed: list[Any], changes: list[dict[str, Any]], pid: str) -> list[Any]:
+    """`packed` and then `changes`, packed; a transition at the instant and of the cause of the
+    one packed before it keeps only [segment, transition] (one evaluation's transitions share
+    them: a new profile enters most of 50 segments at once)."""
+    out = list(packed)
+    stamp = _stamps(out)[-1] if out else None
+    for change in changes:
+        p = _pack(change, pid)
+        if isinstance(p, list):
+            if len(p) == 4 and (p[2], p[3]) == stamp:
+                p = p[:2]
+            else:
+                stamp = (p[2], p[3])
+        out.append(p)
+    return out
+
+
+def _stamps(packed: list[Any]) -> list[tuple[int, str] | None]:
+    """The (instant, cause) each packed entry stands for (None: not a packed transition)."""
+    out: list[tuple[int, str] | None] = []
+    stamp = None
+    for p in packed:
+        if isinstance(p, list):
+            if len(p) > 2:
+                stamp = (p[2], p[3])
+            out.append(stamp)
+        else:
+            out.append(None)
+    return out
+
+
+def _unpack_all(packed: list[Any], pid: str) -> list[dict[str, Any]]:
+    out = []
+    for p, stamp in zip(packed, _stamps(packed), strict=True):
+        if stamp is None:
+            out.append(p)
+            continue
+        segment, kind, *rest = p
+        extra = rest[2] if len(rest) > 2 else {}
+        out.append({**transition(pid, segment, kind, *stamp), **extra})
+    return out
 
 
 MAX_CATCH_UP = 10_000
@@ -740,7 +776,7 @@ def _replay_changes(profile: Profile, fx: Effects, source: tuple[int, int] | Non
         return
     for t in profile.get("_tx", []):
         if t["at"] == list(source):
-            fx.changes.extend(_unpack(c, profile["id"]) for c in t["changes"])
+            fx.changes.extend(_unpack_all(t["changes"], profile["id"]))
             fx.triggers.extend((ch, trig) for ch, trig in t.get("triggers", []))
 
 
