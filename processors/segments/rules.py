@@ -157,7 +157,12 @@ def _performed(node: Mapping[str, Any], path: list[str | int], c: Compiling) -> 
         c.tags.add(f"name:{since}")
     names = sorted(selector.names or ())
     simple = node.get("where") is None and selector.types is None
-    if simple:
+    if simple and len(names) == 1:
+        only = names[0]
+
+        def buckets_of(scope: Scope) -> list[ag.Buckets | None]:
+            return [scope.events(only)]
+    elif simple:
         def buckets_of(scope: Scope) -> list[ag.Buckets | None]:
             return [scope.events(n) for n in names]
     else:
@@ -185,7 +190,9 @@ def _performed(node: Mapping[str, Any], path: list[str | int], c: Compiling) -> 
             last = ag.newest_start(scope.events(since) or {})
             floor = None if last is None else last + 1
         moves: list[tuple[int, int]] = []
-        n = sum(_count(b, lo, hi, floor, within, before, moves) for b in buckets_of(scope))
+        n = 0
+        for b in buckets_of(scope):  # a loop, not sum() over a generator: see _all_of
+            n += _count(b, lo, hi, floor, within, before, moves)
         if moves:  # due when the answer flips, not at every event entering or leaving the window
             at = count_flip(n, moves, holds)
             if at is not None:

@@ -98,6 +98,13 @@ class Tally:
         key = (metric, *labels)
         self.counts[key] = self.counts.get(key, 0) + n
 
+    def add_each(self, metric: Any, labels: list[tuple[str, ...]]) -> None:
+        """add(metric, *each) for each label tuple (several segment transitions per event)."""
+        counts = self.counts
+        for each in labels:
+            key = (metric, *each)
+            counts[key] = counts.get(key, 0) + 1
+
     def fold(self) -> None:
         counts, self.counts = self.counts, {}
         for (metric, *labels), n in counts.items():
@@ -106,4 +113,5 @@ class Tally:
 
 TALLY = Tally()
 tally = TALLY.add
+tally_each = TALLY.add_each
 """tally(METRIC, *labels, n=1): count now, shown at the next fold (at most 50 ms later)."""

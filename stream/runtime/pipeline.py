@@ -253,9 +253,9 @@ class Pipeline:
                  orjson.dumps({**result, "completed_at": int(time.time() * 1000)}))
         now = int(time.time() * 1000)
         for change in fx.changes:
-            if change.get("type") == "segment":
-                m.tally(m.SEGMENT_TRANSITIONS, change["segment"], change["transition"])
             send(self.changes, change["profile_id"].encode(), orjson.dumps({**change, "recorded_at": now}))
+        m.tally_each(m.SEGMENT_TRANSITIONS, [(c["segment"], c["transition"]) for c in fx.changes
+                                             if c.get("type") == "segment"])
 
     def dead_letter(self, key: str, record: dict[str, Any], msg: Any, reason: str, detail: str) -> None:
         m.tally(m.REJECTED, reason)
