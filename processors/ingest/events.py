@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from processors.ingest.identifiers import Identifier, IdentityRules, candidates, extract
+from processors.ingest.identifiers import DEFAULT_RULES, Identifier, IdentityRules, candidates, extract
 
 EVENT_TYPES = frozenset({"identify", "track", "page", "screen", "group", "alias"})
 DEFAULT_MAX_BYTES = 32 * 1024  # Segment's per-event limit
@@ -191,7 +191,7 @@ def validate(raw: bytes | None, *, record_ts_ms: int, max_bytes: int = DEFAULT_M
     ts = event_time(msg, record_ts_ms)
     if isinstance(ts, Reject):
         return ts
-    rules = rules or IdentityRules()
+    rules = rules or DEFAULT_RULES
     identifiers = extract(msg, rules)
     if not identifiers:
         if any(c is not None for c in candidates(msg, rules.phone_region)):

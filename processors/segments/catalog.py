@@ -147,6 +147,7 @@ class Catalog:
             trends[tid] = ct.trend(traits[tid], trends)
         catalog = cls(tspecs, sspecs, traits, tuple(trait_order), segments, tuple(order), tags,
                       {k: frozenset(v) for k, v in dependents.items()}, implicit, versions, predict, trends)
+        _VERSIONS.pop(catalog.fingerprint, None)  # built again: the newest, last to go
         _VERSIONS[catalog.fingerprint] = versions
         while len(_VERSIONS) > VERSIONS_KEPT:
             del _VERSIONS[next(iter(_VERSIONS))]
