@@ -113,5 +113,6 @@ class Tally:
 
 TALLY = Tally()
 tally = TALLY.add
-tally_each = TALLY.add_each
 """tally(METRIC, *labels, n=1): count now, shown at the next fold (at most 50 ms later)."""
+tally_each = TALLY.add_each
+"""tally_each(METRIC, [labels, ...]): tally(METRIC, *labels) for each."""
