@@ -315,6 +315,23 @@ def first_flip(probe: Callable[[int], tuple[Any, int | None]], holds: Callable[[
     return hi
 
 
+def since_flip(elapsed: int, since: int, unit: int, holds: Callable[[Any], bool], answer: bool,
+               level: float | None) -> int | None:
+    """first_flip of a value that is the whole units elapsed since a fixed instant (`days_since(t)`
+    of a t that holds still): it is k from `since + k * unit` on, so the flip is at the first
+    k > `elapsed` where `holds(k)` differs from `answer`. Found from the threshold's `level` with a
+    few calls of `holds` and no probe of the profile; None if not within those (search then)."""
+    first = elapsed + 1
+    if level is not None and math.isfinite(level) and math.floor(level) - 1 > first:
+        if holds(math.floor(level) - 2) != answer:  # not one threshold at `level`
+            return None
+        first = math.floor(level) - 1  # every k before it keeps the answer: it flips at most once
+    for k in range(first, first + 4):
+        if holds(k) != answer:
+            return since + k * unit
+    return None
+
+
 def _steady_guess(probe: Callable[[int], tuple[Any, int | None]], holds: Callable[[Any], bool],
                   answer: bool, first_change: int, v1: Any, second: int, level: float) -> int | None:
     """The flip of a value that keeps its pace (as its next two changes show: `v1` from

@@ -46,9 +46,10 @@ def _none_safe(fn: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
+SINCE_UNITS = {"days_since": DAY_MS, "hours_since": HOUR_MS}
+
 FUNCTIONS: dict[str, Callable[..., Any]] = {
-    "days_since": _since(DAY_MS),
-    "hours_since": _since(HOUR_MS),
+    **{name: _since(unit) for name, unit in SINCE_UNITS.items()},
     "step": _step,
     "coalesce": lambda ctx, *args: next((a for a in args if a is not None), None),
     "min": lambda ctx, *args: min((a for a in args if a is not None), default=None),
@@ -195,7 +196,7 @@ def trend(text: str, trend_of: Mapping[str, Trend]) -> Trend:
             return moving if const.value > 0 else -moving
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
             args = [walk(a) for a in node.args]
-            if node.func.id in ("days_since", "hours_since") and len(args) == 1:
+            if node.func.id in SINCE_UNITS and len(args) == 1:
                 return 1 if args[0] == 0 else None
             if node.func.id == "step":  # step(x, edges…): nondecreasing in x for constant edges
                 return args[0] if args and all(a == 0 for a in args[1:]) else None
@@ -205,6 +206,17 @@ def trend(text: str, trend_of: Mapping[str, Trend]) -> Trend:
         parts = [walk(child) for child in ast.iter_child_nodes(node) if isinstance(child, ast.expr)]
         return 0 if all(p == 0 for p in parts) else None
     return walk(ast.parse(text, mode="eval").body)
+
+
+def clock_of(text: str) -> tuple[str, int] | None:
+    """(trait, unit in ms) when the formula is exactly `days_since(trait)` or `hours_since(trait)`:
+    its value is then the whole units elapsed since the trait's instant."""
+    node = ast.parse(text, mode="eval").body
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in SINCE_UNITS \
+            and len(node.args) == 1 and not node.keywords and isinstance(node.args[0], ast.Name) \
+            and node.args[0].id != "now":
+        return node.args[0].id, SINCE_UNITS[node.func.id]
+    return None
 
 
 def evaluate(compiled: Compiled, values: Mapping[str, Any], ctx: Ctx) -> Any:

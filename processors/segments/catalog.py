@@ -21,12 +21,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from processors.common.predicates import Ctx, DefinitionError
-from processors.common.timeutil import iso
+from processors.common.timeutil import iso, to_ms
 from processors.ingest.events import Touchpoint
 from processors.predict import models as pr
 from processors.predict import rfm
 from processors.profile import aggregates as ag
 from processors.profile import computed as ct
+from processors.profile import formula as fm
 from processors.profile.unified import EVENT_BUCKETS, consent_of, person_traits
 from processors.segments.rules import FOREVER_MS, SegmentDef, compile_segment
 
@@ -91,6 +92,8 @@ class Catalog:
     """purchase summaries kept per profile, and the fitted model behind p_alive & co."""
     trends: Mapping[str, ct.Trend] = field(default_factory=dict)
     """per computed trait: how its value moves with time alone (processors/profile/formula.py)"""
+    clocks: Mapping[str, tuple[str, int]] = field(default_factory=dict)
+    """per `days_since(t)` trait of a t that holds still: (t, unit); its flips have a closed form"""
 
     @classmethod
     def build(cls, trait_specs: Iterable[Mapping[str, Any]] = (),
@@ -145,8 +148,12 @@ class Catalog:
         trends: dict[str, ct.Trend] = {}  # predictions move, but as Forecasts (rules.py)
         for tid in trait_order:
             trends[tid] = ct.trend(traits[tid], trends)
+        clocks = {tid: clock for tid in trait_order if traits[tid].formula is not None
+                  and (clock := fm.clock_of(str(traits[tid].spec["formula"]))) is not None
+                  and trends.get(clock[0]) == 0}
         catalog = cls(tspecs, sspecs, traits, tuple(trait_order), segments, tuple(order), tags,
-                      {k: frozenset(v) for k, v in dependents.items()}, implicit, versions, predict, trends)
+                      {k: frozenset(v) for k, v in dependents.items()}, implicit, versions, predict,
+                      trends, clocks)
         _VERSIONS.pop(catalog.fingerprint, None)  # built again: the newest, last to go
         _VERSIONS[catalog.fingerprint] = versions
         while len(_VERSIONS) > VERSIONS_KEPT:
@@ -441,8 +448,15 @@ class _Scope:
         answer = holds(value)
         if answer == (rising == (direction > 0)):
             return value  # already where time moves it: it stays so
-        at = ct.first_flip(lambda t: self._at(t)._value(name), holds,
-                           self.ctx.now, answer, changes, FOREVER_MS, level)
+        at = None
+        clock = self.catalog.clocks.get(name)
+        if clock is not None:
+            since = to_ms(self._value(clock[0])[0])
+            if since is not None and isinstance(value, int):
+                at = ct.since_flip(value, since, clock[1], holds, answer, level)
+        if at is None:
+            at = ct.first_flip(lambda t: self._at(t)._value(name), holds,
+                               self.ctx.now, answer, changes, FOREVER_MS, level)
         if at is not None:
             self.ctx.due(at)
         return value

@@ -16,7 +16,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processors.profile.computed import first_flip
+from processors.profile.computed import first_flip, since_flip
 from processors.profile.formula import trend
 from processors.segments.catalog import Catalog
 from processors.segments.rules import count_flip
@@ -56,6 +56,28 @@ def test_first_flip_is_the_change_point_a_scan_finds(steps: list[tuple[int, int]
     found = None if first is None else first_flip(probe, holds, now, answer, first, 10**9,
                                                   float(level) if told_level else None)
     assert found == scan
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.integers(-10**9, 10**9), st.integers(0, 10**10), st.sampled_from([DAY, 3_600_000, 7]),
+       st.floats(-50, 5_000, allow_nan=False), st.sampled_from(sorted(OPS)), st.booleans())
+def test_since_flip_is_the_change_point_a_scan_finds(since: int, elapsed_ms: int, unit: int,
+                                                      level: float, op: str, told_level: bool) -> None:
+    """The closed form for whole units since a fixed instant, against a scan of its change points
+    (the units themselves) up to past the level; None (search instead) is allowed only when the
+    level was not told."""
+    now = since + elapsed_ms
+    elapsed = (now - since) // unit
+
+    def holds(v: Any) -> bool:
+        return bool(OPS[op](v, level))
+
+    answer = holds(elapsed)
+    last = max(elapsed + 2, int(level) + 3)
+    scan = next((since + k * unit for k in range(elapsed + 1, last) if holds(k) != answer), None)
+    found = since_flip(elapsed, since, unit, holds, answer, level if told_level else None)
+    if told_level or found is not None:
+        assert found == scan
 
 
 def test_a_guess_from_the_first_two_steps_is_checked() -> None:

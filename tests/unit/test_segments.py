@@ -305,11 +305,14 @@ def test_records_are_checked_against_the_schema() -> None:
        st.lists(st.integers(1, 200), min_size=2, max_size=4, unique=True))
 def test_segments_on_one_trait_share_its_probes(orders: list[int], later: int, days: list[int]) -> None:
     """Segments reading one moving trait find their deadlines from one set of probes: within a
-    pass the trait is computed once per instant, and each deadline is the one found alone."""
+    pass the trait is computed once per instant, and each deadline is the one found alone. (A bare
+    `days_since(t)` has a closed form and no probes: the trait here is one step away from it.)"""
     from processors.profile import computed as ct
 
     traits, _ = load_file(EXAMPLES)
-    specs = [{"id": f"d{n}", "condition": {"computed": "days_since_last_order", "gte": n}} for n in days]
+    traits = [*traits, {"id": "weeks_since_last_order", "formula": "days_since(last_order_at) // 7"}]
+    specs = [{"id": f"d{n}", "condition": {"computed": "weeks_since_last_order", "gte": n // 7}}
+             for n in days]
     events = [("Order Completed", ts, 10.0, "hats") for ts in sorted(orders)]
     now = T0 + max(orders) + later
     alone = {}
