@@ -24,7 +24,7 @@ import faust
 from stream.kafka import security as kafka_security
 from stream.kafka.outbox import Outbox, OutboxTable
 from stream.kafka.topic_configs import compacted
-from stream.runtime.faust_adapter import fetch_in_batches
+from stream.runtime.faust_adapter import fetch_in_batches, share_rocksdb_memory
 from stream.runtime.settings import Settings, SettingsError
 from stream.state.writeback import WriteBack
 
@@ -94,12 +94,11 @@ def build_app(settings: Settings) -> TuskApp:
     def topic(name: str, **kw: Any) -> Any:
         return app.topic(name, key_type=bytes, value_type=bytes, **kw)
 
-    # RocksDB memory is per partition database (3 tables × partitions): Faust's defaults (2 GiB
-    # block cache, 64 MiB × 3 memtables) would let a worker's RSS climb with the data; bound both
-    store_options = {"block_cache_size": settings.block_cache_mb * 1024 * 1024,
-                     "block_cache_compressed_size": 1024 * 1024,
-                     "write_buffer_size": settings.write_buffer_mb * 1024 * 1024,
-                     "max_write_buffer_number": 2}
+    # RocksDB memory: one block cache and one memtable budget for every partition database of
+    # the worker (faust_adapter.py); Faust's defaults (a 2 GiB cache per database, 64 MiB × 3
+    # memtables) would let a worker's RSS climb with the partitions it holds and the data
+    share_rocksdb_memory(settings.block_cache_mb << 20, settings.memtables_mb << 20)
+    store_options = {"write_buffer_size": settings.write_buffer_mb << 20, "max_write_buffer_number": 2}
     # should Faust create a changelog itself: compacted within the erasure deadline
     changelog_configs = {k: v for k, v in compacted(settings).items() if k != "cleanup.policy"}
 

@@ -433,3 +433,45 @@ def hook_rocksdb_store(*, on_delete: Callable[[Any, bytes], None],
     store_cls.apply_changelog_batch = apply_changelog_batch
     store_cls._open_for_partition = _open_for_partition
     options_cls._tusk_hooked = True
+
+
+_SHARED_MEMORY: list[tuple[Any, Any]] = []
+"""The (block cache, write buffer manager) every table database opened from now on uses."""
+
+
+def share_rocksdb_memory(block_cache_bytes: int, memtables_bytes: int) -> None:
+    """Make every table partition database of this process draw on one block cache (data,
+    index and filter blocks) and one memtable budget.
+
+    0.15.3's `RocksDBOptions.as_options` (faust/stores/rocksdb.py) builds a new block cache for
+    each database, and keeps index and filter blocks outside it: a worker's RocksDB memory was
+    databases (3 tables × partitions, standbys included) × (cache + memtables) plus the index of
+    every file, so it grew with the partitions it held and with the data. Replaced here: the
+    table factory Faust built, with the same bloom filter and index type, and the shared cache;
+    the write buffer manager flushes the largest memtables once their sum nears its budget.
+    Databases already open keep their options; the last call's budget applies to later ones."""
+    from faust.stores import rocksdb as faust_rocksdb
+
+    cache = rocksdict.Cache(block_cache_bytes)
+    _SHARED_MEMORY[:] = [(cache, rocksdict.WriteBufferManager(memtables_bytes, False))]
+    options_cls: Any = faust_rocksdb.RocksDBOptions
+    if getattr(options_cls, "_tusk_shared_memory", False):
+        return
+    as_options: Callable[..., Any] = options_cls.as_options
+
+    def with_shared_memory(self: Any) -> Any:
+        opts = as_options(self)
+        if self.use_rocksdict and _SHARED_MEMORY:
+            shared_cache, buffers = _SHARED_MEMORY[0]
+            table = rocksdict.BlockBasedOptions()
+            table.set_bloom_filter(self.bloom_filter_size, True)
+            table.set_index_type(rocksdict.BlockBasedIndexType.binary_search())
+            table.set_block_cache(shared_cache)
+            table.set_cache_index_and_filter_blocks(True)
+            table.set_pin_l0_filter_and_index_blocks_in_cache(True)
+            opts.set_block_based_table_factory(table)
+            opts.set_write_buffer_manager(buffers)
+        return opts
+
+    options_cls.as_options = with_shared_memory
+    options_cls._tusk_shared_memory = True

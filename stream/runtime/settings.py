@@ -81,8 +81,11 @@ class Settings:
     dedup_window_ms: int = 24 * 3_600_000
     dedup_max_ids: int = 1000
     recent_events: int = 20
-    block_cache_mb: int = 4
+    block_cache_mb: int = 32
+    """one RocksDB block cache for all of a worker's partition databases"""
     write_buffer_mb: int = 2
+    memtables_mb: int = 32
+    """the most a worker's memtables hold together before the largest are flushed"""
     session_timeout_ms: int = 10_000
     standby_replicas: int = 0
     producer_linger_ms: int = 10
@@ -165,6 +168,7 @@ class Settings:
             recent_events=var.integer("TUSK_RECENT_EVENTS", 0, env),
             block_cache_mb=var.integer("TUSK_BLOCK_CACHE_MB", 1, env),
             write_buffer_mb=var.integer("TUSK_WRITE_BUFFER_MB", 1, env),
+            memtables_mb=var.integer("TUSK_MEMTABLES_MB", 1, env),
             session_timeout_ms=var.duration("TUSK_SESSION_TIMEOUT", 0, env),
             standby_replicas=var.integer("TUSK_STANDBY_REPLICAS", 0, env),
             producer_linger_ms=var.integer("TUSK_PRODUCER_LINGER_MS", 0, env),
