@@ -316,7 +316,7 @@ class Catalog:
         segments, dependents, rank = self.segments, self.dependents, self._rank
         queue = sorted(todo, key=rank.__getitem__)  # in self.order: a segment after those it reads
         ctx = scope.ctx
-        pid = profile["id"]
+        stamp = Stamp(profile["id"], now, cause)
         i = 0
         while i < len(queue):
             sid = queue[i]
@@ -333,7 +333,7 @@ class Catalog:
                     members[sid] = {"entered_at": now}
                 else:
                     del members[sid]
-                out.append(transition(pid, sid, "entered" if inside else "exited", now, cause))
+                out.append(stamp.transition(sid, "entered" if inside else "exited"))
                 later = [d for d in dependents.get(sid, ()) if d not in todo]
                 if later:  # segments reading this one: later in the order, so still ahead
                     todo.update(later)
@@ -405,13 +405,28 @@ def _add(a: Any, b: Any) -> Any:
 
 def transition(pid: str, segment: str, kind: str, now: int, cause: str) -> dict[str, Any]:
     """The profile-changes record of one entry or exit; its id is the same on every replay."""
-    return {"type": "segment", "transition": kind, "profile_id": pid, "segment": segment,
-            "occurred_at": iso(now), "at": now, "caused_by": cause,
-            "transition_id": transition_id(pid, segment, kind, now, cause)}
+    return Stamp(pid, now, cause).transition(segment, kind)
 
 
-def transition_id(pid: str, segment: str, kind: str, now: int, cause: str) -> str:
-    return hashlib.sha1(f"{pid}|{segment}|{kind}|{now}|{cause}".encode()).hexdigest()[:24]
+class Stamp:
+    """What one evaluation's transitions share (profile, instant, cause), formatted once: a new
+    profile enters most of 50 segments in one pass. The id is sha1("pid|segment|kind|now|cause")
+    cut to 24 hex digits, as in every release before (tests/unit/test_transition_ids.py)."""
+
+    __slots__ = ("pid", "now", "cause", "_occurred_at", "_tail")
+
+    def __init__(self, pid: str, now: int, cause: str) -> None:
+        self.pid, self.now, self.cause = pid, now, cause
+        self._occurred_at = ""  # formatted at the first transition: most passes have none
+
+    def transition(self, segment: str, kind: str) -> dict[str, Any]:
+        if not self._occurred_at:
+            self._occurred_at = iso(self.now)
+            self._tail = f"|{self.now}|{self.cause}"
+        key = f"{self.pid}|{segment}|{kind}{self._tail}".encode()
+        return {"type": "segment", "transition": kind, "profile_id": self.pid, "segment": segment,
+                "occurred_at": self._occurred_at, "at": self.now, "caused_by": self.cause,
+                "transition_id": hashlib.sha1(key).hexdigest()[:24]}
 
 
 class _Scope:
