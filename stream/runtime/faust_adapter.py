@@ -386,6 +386,49 @@ def chain_producer_flush(app: Any, after: Callable[[], Coroutine[Any, Any, None]
     faust_producer.flush = flush
 
 
+class _RocksDBTuning:
+    """What Tusk changes in the options Faust builds for each table database: one wrapper of
+    0.15.3's `RocksDBOptions.as_options` (faust/stores/rocksdb.py) applies all of it."""
+
+    small_manifest = False
+    memory: tuple[Any, Any] | None = None  # (block cache, write buffer manager)
+
+
+_TUNING = _RocksDBTuning()
+
+
+def _tune_rocksdb_options() -> None:
+    """Wrap `RocksDBOptions.as_options` (once): every database opened from then on gets _TUNING."""
+    from faust.stores import rocksdb as faust_rocksdb
+
+    options_cls: Any = faust_rocksdb.RocksDBOptions
+    if getattr(options_cls, "_tusk_tuned", False):
+        return
+    as_options: Callable[..., Any] = options_cls.as_options
+
+    def tuned(self: Any) -> Any:
+        opts = as_options(self)
+        if not self.use_rocksdict:
+            return opts
+        if _TUNING.small_manifest:
+            opts.set_max_manifest_file_size(1)
+        if _TUNING.memory is not None:
+            # Faust's table factory, but for its cache of its own per database
+            cache, memtables = _TUNING.memory
+            table = rocksdict.BlockBasedOptions()
+            table.set_bloom_filter(self.bloom_filter_size, True)
+            table.set_index_type(rocksdict.BlockBasedIndexType.binary_search())
+            table.set_block_cache(cache)
+            table.set_cache_index_and_filter_blocks(True)
+            table.set_pin_l0_filter_and_index_blocks_in_cache(True)
+            opts.set_block_based_table_factory(table)
+            opts.set_write_buffer_manager(memtables)
+        return opts
+
+    options_cls.as_options = tuned
+    options_cls._tusk_tuned = True
+
+
 def hook_rocksdb_store(*, on_delete: Callable[[Any, bytes], None],
                        on_changelog_delete: Callable[[Any, bytes, int], None],
                        on_open: Callable[[Any, int], None], small_manifest: bool) -> None:
@@ -396,20 +439,14 @@ def hook_rocksdb_store(*, on_delete: Callable[[Any, bytes], None],
     `Store.apply_changelog_batch`, `Store._open_for_partition`, `RocksDBOptions.as_options`."""
     from faust.stores import rocksdb as faust_rocksdb
 
-    options_cls: Any = faust_rocksdb.RocksDBOptions
-    if getattr(options_cls, "_tusk_hooked", False):
-        return
-    as_options: Callable[..., Any] = options_cls.as_options
     store_cls: Any = faust_rocksdb.Store
+    if getattr(store_cls, "_tusk_hooked", False):
+        return
+    _TUNING.small_manifest = small_manifest
+    _tune_rocksdb_options()
     delete: Callable[..., None] = store_cls._del
     apply_batch: Callable[..., None] = store_cls.apply_changelog_batch
     open_for_partition: Callable[..., Any] = store_cls._open_for_partition
-
-    def with_small_manifest(self: Any) -> Any:
-        opts = as_options(self)
-        if small_manifest and self.use_rocksdict:
-            opts.set_max_manifest_file_size(1)
-        return opts
 
     def _open_for_partition(self: Any, partition: int) -> Any:
         db = open_for_partition(self, partition)
@@ -428,50 +465,23 @@ def hook_rocksdb_store(*, on_delete: Callable[[Any, bytes], None],
             if msg.value is None:
                 on_changelog_delete(self, msg.key, msg.partition)
 
-    options_cls.as_options = with_small_manifest
     store_cls._del = _del
     store_cls.apply_changelog_batch = apply_changelog_batch
     store_cls._open_for_partition = _open_for_partition
-    options_cls._tusk_hooked = True
+    store_cls._tusk_hooked = True
 
 
-_SHARED_MEMORY: list[tuple[Any, Any]] = []
-"""The (block cache, write buffer manager) every table database opened from now on uses."""
+def share_rocksdb_memory(block_cache_bytes: int, memtables_bytes: int) -> tuple[Any, Any]:
+    """Make every table partition database opened from now on draw on one block cache (data,
+    index and filter blocks) and one memtable budget; returns them (cache, write buffer manager).
 
-
-def share_rocksdb_memory(block_cache_bytes: int, memtables_bytes: int) -> None:
-    """Make every table partition database of this process draw on one block cache (data,
-    index and filter blocks) and one memtable budget.
-
-    0.15.3's `RocksDBOptions.as_options` (faust/stores/rocksdb.py) builds a new block cache for
-    each database, and keeps index and filter blocks outside it: a worker's RocksDB memory was
-    databases (3 tables × partitions, standbys included) × (cache + memtables) plus the index of
-    every file, so it grew with the partitions it held and with the data. Replaced here: the
-    table factory Faust built, with the same bloom filter and index type, and the shared cache;
-    the write buffer manager flushes the largest memtables once their sum nears its budget.
-    Databases already open keep their options; the last call's budget applies to later ones."""
-    from faust.stores import rocksdb as faust_rocksdb
-
-    cache = rocksdict.Cache(block_cache_bytes)
-    _SHARED_MEMORY[:] = [(cache, rocksdict.WriteBufferManager(memtables_bytes, False))]
-    options_cls: Any = faust_rocksdb.RocksDBOptions
-    if getattr(options_cls, "_tusk_shared_memory", False):
-        return
-    as_options: Callable[..., Any] = options_cls.as_options
-
-    def with_shared_memory(self: Any) -> Any:
-        opts = as_options(self)
-        if self.use_rocksdict and _SHARED_MEMORY:
-            shared_cache, buffers = _SHARED_MEMORY[0]
-            table = rocksdict.BlockBasedOptions()
-            table.set_bloom_filter(self.bloom_filter_size, True)
-            table.set_index_type(rocksdict.BlockBasedIndexType.binary_search())
-            table.set_block_cache(shared_cache)
-            table.set_cache_index_and_filter_blocks(True)
-            table.set_pin_l0_filter_and_index_blocks_in_cache(True)
-            opts.set_block_based_table_factory(table)
-            opts.set_write_buffer_manager(buffers)
-        return opts
-
-    options_cls.as_options = with_shared_memory
-    options_cls._tusk_shared_memory = True
+    Faust builds a new block cache for each database and keeps index and filter blocks outside
+    it: a worker's RocksDB memory was databases (3 tables × partitions, standbys included) ×
+    (cache + memtables) plus the index of every file, so it grew with the partitions it held
+    and with the data. The write buffer manager flushes the largest memtables once their sum
+    nears its budget. Databases already open keep their options; the last call's budget applies
+    to later ones."""
+    _TUNING.memory = (rocksdict.Cache(block_cache_bytes),
+                      rocksdict.WriteBufferManager(memtables_bytes, False))
+    _tune_rocksdb_options()
+    return _TUNING.memory

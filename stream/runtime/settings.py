@@ -82,10 +82,8 @@ class Settings:
     dedup_max_ids: int = 1000
     recent_events: int = 20
     block_cache_mb: int = 32
-    """one RocksDB block cache for all of a worker's partition databases"""
     write_buffer_mb: int = 2
     memtables_mb: int = 32
-    """the most a worker's memtables hold together before the largest are flushed"""
     session_timeout_ms: int = 10_000
     standby_replicas: int = 0
     producer_linger_ms: int = 10

@@ -24,7 +24,7 @@ CLASSES = [faust.App, faust.Table, faust.Stream, faust.Topic, rocksdb.Store, roc
            consumer.Consumer, consumer.Fetcher, aiokafka.Consumer, aiokafka.Producer,
            recovery.Recovery, manager.TableManager]
 INSTANCE = {"_dbs", "_committed_offset", "_read_offset", "_commit_every", "_n_acked", "_stopped",
-            "_tusk_hooked", "_tusk_erasure"}
+            "_tusk_hooked", "_tusk_tuned", "_tusk_erasure"}
 PRIVATE = INSTANCE | {n for cls in CLASSES for n in dir(cls) if n.startswith("_") and not n.startswith("__")}
 PATCHED_METHODS = {"flush", "send", "send_and_wait", "commit", "on_rebalance"}
 

@@ -16,8 +16,7 @@ def _open(path: Path) -> rocksdict.Rdict:
 
 
 def test_two_databases_share_one_block_cache_and_one_memtable_budget(tmp_path: Path) -> None:
-    faust_adapter.share_rocksdb_memory(8 << 20, 4 << 20)
-    cache, memtables = faust_adapter._SHARED_MEMORY[0]
+    cache, memtables = faust_adapter.share_rocksdb_memory(8 << 20, 4 << 20)
     first, second = _open(tmp_path / "p0"), _open(tmp_path / "p1")
     try:
         for db, key in ((first, b"a"), (second, b"b")):
@@ -41,9 +40,8 @@ def test_two_databases_share_one_block_cache_and_one_memtable_budget(tmp_path: P
 def test_a_second_call_patches_once_and_later_databases_use_its_cache(tmp_path: Path) -> None:
     faust_adapter.share_rocksdb_memory(8 << 20, 4 << 20)
     as_options = RocksDBOptions.as_options
-    faust_adapter.share_rocksdb_memory(16 << 20, 4 << 20)
+    cache, _ = faust_adapter.share_rocksdb_memory(16 << 20, 4 << 20)
     assert RocksDBOptions.as_options is as_options
-    cache, _ = faust_adapter._SHARED_MEMORY[0]
     db = _open(tmp_path / "p0")
     try:
         for i in range(300):
