@@ -112,7 +112,7 @@ class Settings:
     state_cache_mb: int = 16
     """clean table values kept in memory (stream/state/writeback.py), by their encoded size"""
     flush_records: int = 1000
-    flush_interval_ms: int = 20
+    flush_interval_ms: int = 100
     """dirty state is written (RocksDB batch + changelog) every flush_records records or this often"""
     kafka_extra: dict[str, str] = field(default_factory=dict)
     """librdkafka properties from TUSK_KAFKA_* (stream/kafka/security.py)"""

@@ -84,7 +84,7 @@ class ChangelogSink(Protocol):
 
 class WriteBack:
     def __init__(self, cache_bytes: int = 32 << 20, flush_records: int = 1000,
-                 flush_ms: int = 20, sink: ChangelogSink | None = None) -> None:
+                 flush_ms: int = 100, sink: ChangelogSink | None = None) -> None:
         # where the changelog records go: the app's outbox (stream/runtime/app.py: build_app)
         self.sink = sink
         self.cache_bytes = cache_bytes
