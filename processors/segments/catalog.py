@@ -417,7 +417,8 @@ class Stamp:
 
     def __init__(self, pid: str, now: int, cause: str) -> None:
         self.pid, self.now, self.cause = pid, now, cause
-        self._occurred_at = ""  # formatted at the first transition: most passes have none
+        # formatted at the first transition: most passes have none
+        self._occurred_at = self._tail = ""
 
     def transition(self, segment: str, kind: str) -> dict[str, Any]:
         if not self._occurred_at:

@@ -85,7 +85,7 @@ class ChangelogSink(Protocol):
 class WriteBack:
     def __init__(self, cache_bytes: int, flush_records: int, flush_ms: int,
                  sink: ChangelogSink | None = None) -> None:
-        # the defaults are the worker's settings (stream/runtime/settings.py), given by build_app
+        """The sizes and flush triggers are the worker's settings (stream/runtime/settings.py)."""
         # where the changelog records go: the app's outbox (stream/runtime/app.py: build_app)
         self.sink = sink
         self.cache_bytes = cache_bytes
