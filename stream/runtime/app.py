@@ -85,8 +85,9 @@ def build_app(settings: Settings) -> TuskApp:
         value_serializer="raw",
         Table=OutboxTable,  # changelog writes through the librdkafka producer (stream/kafka/outbox.py)
     )
-    # records of a busy partition do not wait behind a fetch of quiet ones (faust_adapter.py)
-    fetch_in_batches(app, settings.fetch_min_bytes, settings.fetch_wait_ms)
+    # records of a busy partition do not wait behind a fetch of quiet ones (faust_adapter.py);
+    # a busy worker waits longer, for larger batches (fetch_wait.py)
+    fetch_in_batches(app, settings.fetch_min_bytes, settings.fetch_wait_ms, settings.fetch_wait_busy_ms)
     outbox = Outbox()
     writeback = WriteBack(settings.state_cache_mb << 20, settings.flush_records, settings.flush_interval_ms)
     outbox.bind(app, writeback)

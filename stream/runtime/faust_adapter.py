@@ -25,7 +25,10 @@ records it still holds; such a fetch, of partitions with nothing new, waits at t
 to 1.5 s while records pile up on the partitions it left out (one broker, 2,000 events/s on two
 workers: p99 above 2 s in 7 of 11 runs; README, Speed). `fetch_in_batches` sets both for an app's
 worker consumer: a short wait bounds that stall, and a minimum size lets the broker gather a few
-milliseconds of records into one fetch instead of answering each as it lands.
+milliseconds of records into one fetch instead of answering each as it lands. While the drain
+loop is busy, the wait grows towards a ceiling (stream/runtime/fetch_wait.py): the loop times
+each batch it hands out and sets the fetcher's wait from the last second's busy share
+(`set_fetch_wait`), so a worker near its capacity handles fewer, larger batches.
 
 Records of the topics Tusk registers with `deliver_directly` (the touchpoints and the internal
 identity topic) skip the rest of Faust's per-record path too: the conductor, the topic channel's
@@ -55,6 +58,8 @@ from faust.transport import consumer as faust_consumer
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from mode import Service
+
+from stream.runtime.fetch_wait import FetchWait
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +184,8 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover 
     yield_every = 100
     num_since_yield = 0
     sleep = asyncio.sleep
+    fetch = getattr(self.app, FETCH, None)
+    pacing = FetchWait(fetch[1], fetch[2], clock()) if fetch is not None and fetch[2] > fetch[1] else None
 
     try:
         while not (consumer_should_stop() or fetcher_should_stop()):
@@ -186,7 +193,10 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover 
             ait = cast(AsyncIterator, getmany(timeout=1.0))
             await self.sleep(0)
             if not self.should_stop:
+                started = None
                 async for tp, message in ait:
+                    if started is None:
+                        started = clock()
                     num_since_yield += 1
                     if num_since_yield > yield_every or clock() - yielded_at >= YIELD_EVERY_S:
                         await sleep(0)
@@ -213,6 +223,11 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover 
                                      offset, message.key, message.value)
                 if batch_done is not None:
                     batch_done()
+                if pacing is not None:
+                    now = clock()
+                    wait = pacing.handled(0.0 if started is None else now - started, now)
+                    if wait is not None:
+                        set_fetch_wait(self, wait)
                 unset_flag(flag_consumer_fetching)
     except self.consumer_stopped_errors:
         if self.transport.app.should_stop:
@@ -243,17 +258,18 @@ def install() -> bool:
 
 
 FETCH = "tusk_fetch"
-"""The attribute of a Faust app that holds (min bytes, max wait ms) of its worker consumer's
-fetches (`fetch_in_batches`)."""
+"""The attribute of a Faust app that holds (min bytes, max wait ms, max wait ms when busy) of its
+worker consumer's fetches (`fetch_in_batches`)."""
 
 _faust_worker_consumer = AIOKafkaConsumerThread._create_worker_consumer
 
 
-def fetch_in_batches(app: faust.App, min_bytes: int, max_wait_ms: int) -> None:
+def fetch_in_batches(app: faust.App, min_bytes: int, max_wait_ms: int, busy_wait_ms: int) -> None:
     """Fetch records for `app`'s worker consumer in batches of at least `min_bytes`, each waiting
-    at most `max_wait_ms` at the broker (see the module doc). Set before the app starts; takes
-    effect where `install()` did."""
-    setattr(app, FETCH, (min_bytes, max_wait_ms))
+    at most `max_wait_ms` at the broker (see the module doc), up to `busy_wait_ms` while the drain
+    loop is busy (stream/runtime/fetch_wait.py). Set before the app starts; takes effect where
+    `install()` did."""
+    setattr(app, FETCH, (min_bytes, max_wait_ms, busy_wait_ms))
 
 
 def _create_worker_consumer(self: Any, transport: Any) -> Any:
@@ -263,8 +279,19 @@ def _create_worker_consumer(self: Any, transport: Any) -> Any:
     consumer = _faust_worker_consumer(self, transport)
     fetch = getattr(self.app, FETCH, None)
     if fetch is not None:
-        consumer._fetch_min_bytes, consumer._fetch_max_wait_ms = fetch
+        consumer._fetch_min_bytes, consumer._fetch_max_wait_ms = fetch[:2]
     return consumer
+
+
+def set_fetch_wait(consumer: Any, wait_ms: int) -> None:
+    """The longest wait at the broker of a Faust consumer's next fetches, from another thread:
+    the aiokafka fetcher reads it as it builds each request (aiokafka 0.14:
+    aiokafka/consumer/fetcher.py `Fetcher._get_actions_per_node`; faust 0.15.3:
+    faust/transport/drivers/aiokafka.py, the consumer thread's `_consumer`)."""
+    aiokafka_consumer = getattr(consumer._thread, "_consumer", None)
+    fetcher = getattr(aiokafka_consumer, "_fetcher", None)
+    if fetcher is not None:  # None until the consumer has started
+        fetcher._fetch_max_wait_ms = wait_ms
 
 
 # --- Faust internals used elsewhere in Tusk ---------------------------------------------------

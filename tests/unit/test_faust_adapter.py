@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import time
 import types
 from typing import Any
 
@@ -151,6 +152,7 @@ def test_a_worker_consumer_fetches_as_its_settings_say(monkeypatch: pytest.Monke
 
     tusk = build_app(Settings.from_env(env)).app
     assert asyncio.run(fetch_of(tusk)) == (12345, 7)
+    assert getattr(tusk, faust_adapter.FETCH) == (12345, 7, 30)  # the busy ceiling's default
     assert asyncio.run(fetch_of(build_app(Settings.from_env(broker)).app)) == (65536, 10)
     assert asyncio.run(fetch_of(faust.App("plain", broker="kafka://127.0.0.1:1"))) == (1, 1500)
 
@@ -280,3 +282,43 @@ def test_the_drain_loop_calls_back_after_each_batch_it_handed_out() -> None:
     assert seen == [("record", 0, 0), ("record", 1, 0), ("record", 0, 1), ("batch", 3, 0),
                     ("batch", 3, 0),  # an empty batch too
                     ("record", 1, 1), ("record", 1, 2), ("batch", 5, 0)]
+
+
+def test_a_busy_drain_loop_lengthens_the_fetch_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Handling records all the time, the drain loop sets its fetcher's wait to the busy ceiling
+    (stream/runtime/fetch_wait.py); with the ceiling at the floor it leaves the wait alone."""
+    from stream.runtime import fetch_wait
+
+    monkeypatch.setattr(fetch_wait, "WINDOW_S", 0.02)
+
+    def drained(busy_wait_ms: int) -> int:
+        consumer = DrainingConsumer([[Message(0, i)] for i in range(8)])
+        fetcher = types.SimpleNamespace(_fetch_max_wait_ms=10)
+        consumer._thread = types.SimpleNamespace(_consumer=types.SimpleNamespace(_fetcher=fetcher))  # type: ignore[attr-defined]
+
+        async def handler(_message: Message) -> None:
+            time.sleep(0.01)  # busy, not waiting
+
+        faust_adapter.deliver_directly(consumer.app, "t", handler)  # type: ignore[arg-type]
+        faust_adapter.fetch_in_batches(consumer.app, 65536, 10, busy_wait_ms)  # type: ignore[arg-type]
+        asyncio.run(faust_adapter._drain_messages(consumer, types.SimpleNamespace(_stopped=Flag())))
+        wait: int = fetcher._fetch_max_wait_ms
+        return wait
+
+    assert drained(30) == 30
+    assert drained(10) == 10
+
+
+def test_the_fetch_wait_waits_for_a_started_consumer() -> None:
+    """Before the aiokafka consumer (or its fetcher) exists there is nothing to set; after, the
+    fetcher's next requests wait as told."""
+    thread = types.SimpleNamespace(_consumer=None)
+    consumer = types.SimpleNamespace(_thread=thread)
+    faust_adapter.set_fetch_wait(consumer, 25)
+    assert thread._consumer is None
+    thread._consumer = types.SimpleNamespace(_fetcher=None)
+    faust_adapter.set_fetch_wait(consumer, 25)
+    assert thread._consumer._fetcher is None
+    thread._consumer._fetcher = types.SimpleNamespace(_fetch_max_wait_ms=10)
+    faust_adapter.set_fetch_wait(consumer, 25)
+    assert thread._consumer._fetcher._fetch_max_wait_ms == 25
