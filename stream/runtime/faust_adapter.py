@@ -49,7 +49,7 @@ import time
 import types
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
 from contextvars import ContextVar
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import faust
 import rocksdict
@@ -184,8 +184,8 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover 
     yield_every = 100
     num_since_yield = 0
     sleep = asyncio.sleep
-    fetch = getattr(self.app, FETCH, None)
-    pacing = FetchWait(fetch[1], fetch[2], clock()) if fetch is not None and fetch[2] > fetch[1] else None
+    fetch: Fetch | None = getattr(self.app, FETCH, None)
+    pacing = None if fetch is None else FetchWait.when_on(fetch.max_wait_ms, fetch.busy_wait_ms, clock())
 
     try:
         while not (consumer_should_stop() or fetcher_should_stop()):
@@ -258,8 +258,13 @@ def install() -> bool:
 
 
 FETCH = "tusk_fetch"
-"""The attribute of a Faust app that holds (min bytes, max wait ms, max wait ms when busy) of its
-worker consumer's fetches (`fetch_in_batches`)."""
+"""The attribute of a Faust app that holds its worker consumer's `Fetch` (`fetch_in_batches`)."""
+
+
+class Fetch(NamedTuple):
+    min_bytes: int
+    max_wait_ms: int
+    busy_wait_ms: int
 
 _faust_worker_consumer = AIOKafkaConsumerThread._create_worker_consumer
 
@@ -269,7 +274,7 @@ def fetch_in_batches(app: faust.App, min_bytes: int, max_wait_ms: int, busy_wait
     at most `max_wait_ms` at the broker (see the module doc), up to `busy_wait_ms` while the drain
     loop is busy (stream/runtime/fetch_wait.py). Set before the app starts; takes effect where
     `install()` did."""
-    setattr(app, FETCH, (min_bytes, max_wait_ms, busy_wait_ms))
+    setattr(app, FETCH, Fetch(min_bytes, max_wait_ms, busy_wait_ms))
 
 
 def _create_worker_consumer(self: Any, transport: Any) -> Any:
@@ -277,9 +282,9 @@ def _create_worker_consumer(self: Any, transport: Any) -> Any:
     aiokafka consumer passes them to its fetcher when it starts (aiokafka/consumer/consumer.py,
     `start`)."""
     consumer = _faust_worker_consumer(self, transport)
-    fetch = getattr(self.app, FETCH, None)
+    fetch: Fetch | None = getattr(self.app, FETCH, None)
     if fetch is not None:
-        consumer._fetch_min_bytes, consumer._fetch_max_wait_ms = fetch[:2]
+        consumer._fetch_min_bytes, consumer._fetch_max_wait_ms = fetch.min_bytes, fetch.max_wait_ms
     return consumer
 
 

@@ -39,6 +39,11 @@ class FetchWait:
         self.wait_ms = floor_ms
         self._since, self._busy = now, 0.0
 
+    @classmethod
+    def when_on(cls, floor_ms: int, ceiling_ms: int, now: float) -> FetchWait | None:
+        """A FetchWait, or None when the ceiling turns it off (at most the floor)."""
+        return cls(floor_ms, ceiling_ms, now) if ceiling_ms > floor_ms else None
+
     def handled(self, seconds: float, now: float) -> int | None:
         """A batch took `seconds` to handle, ending at `now` (monotonic s): the new wait (ms)
         when a window ended and the wait changed, else None."""
