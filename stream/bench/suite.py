@@ -32,7 +32,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from confluent_kafka import TopicPartition
@@ -40,6 +40,7 @@ from confluent_kafka import TopicPartition
 from processors.segments.catalog import Catalog
 from processors.segments.definitions import load_file
 from stream.bench import processors
+from stream.bench.cpu import CpuMeter
 from stream.bench.purchases import cdnow_events
 from stream.bench.seed import seed
 from stream.bench.segments import EXAMPLES
@@ -203,7 +204,7 @@ def pace(due: float, poll: Callable[[float], Any], clock: Callable[[], float] = 
 
 
 def latency(bootstrap: str, base: Path, rate: int, seconds: float, partitions: int,
-            workers: int, warmup: float = 10.0) -> dict[str, Any]:
+            workers: int, warmup: float = 10.0, broker_pid: int | None = None) -> dict[str, Any]:
     """Each ping is a new person entering a segment with a webhook destination: one trigger each.
 
     Pings start once the workers have split the partitions between them. The first `warmup`
@@ -211,7 +212,11 @@ def latency(bootstrap: str, base: Path, rate: int, seconds: float, partitions: i
     topics are new, and the broker's first writes into them cost it seconds of kernel time
     (measured: 0.5-1.7 s of system CPU per second in its request handlers and ~100 major page
     faults over the first 3 s of pings, then ~0.2 s per second), which is not the steady state a
-    p99 describes."""
+    p99 describes.
+
+    The CPU the measured pings cost (`cpu_us_per_event`: the workers, the broker when its process
+    is known, this driver; `cores_busy`) is read from /proc, from the first measured ping until the
+    last trigger came."""
     run = Run(bootstrap, base, partitions)
     ensure_topics(run.settings)
     produce_definition(run.settings, "segment", "pinged", {
@@ -227,6 +232,8 @@ def latency(bootstrap: str, base: Path, rate: int, seconds: float, partitions: i
     got: dict[str, float] = {}
     skip = int(rate * warmup)
     n = skip + int(rate * seconds)
+    meter = CpuMeter({"workers": [proc.pid for proc, _ in run.procs],
+                      "broker": [broker_pid] if broker_pid else [], "driver": [os.getpid()]})
 
     def arrived(msg: Any) -> None:
         if msg is not None and msg.error() is None:
@@ -234,6 +241,8 @@ def latency(bootstrap: str, base: Path, rate: int, seconds: float, partitions: i
 
     started = time.monotonic()
     for i in range(n):
+        if i == skip:
+            meter.start()
         due = started + i / rate
         # wait for the next send in the trigger consumer's poll, which returns as soon as a
         # trigger arrives: no spinning, so the driver leaves the two cores to the workers
@@ -250,6 +259,7 @@ def latency(bootstrap: str, base: Path, rate: int, seconds: float, partitions: i
         # came, so the last pings' triggers were stamped up to 0.5 s after they arrived (and no
         # flush first: librdkafka sends in its own threads, and a flush would hold the stamping)
         arrived(consumer.poll(0.5))
+    cpu = meter.stop(n - skip)
     prod.flush(30)
     consumer.close()
     run.stop()
@@ -264,7 +274,7 @@ def latency(bootstrap: str, base: Path, rate: int, seconds: float, partitions: i
         return round(xs[min(len(xs) - 1, int(p * len(xs)))], 1) if xs else None
     return {"offered_per_s": rate, "workers": workers, "warmup_s": warmup, "events": n - skip,
             "triggers": len(lat), "p50_ms": pct(lat, 0.5),
-            "p95_ms": pct(lat, 0.95), "p99_ms": pct(lat, 0.99), "warmup_p99_ms": pct(early, 0.99)}
+            "p95_ms": pct(lat, 0.95), "p99_ms": pct(lat, 0.99), "warmup_p99_ms": pct(early, 0.99), **cpu}
 
 
 def until_serving_all(urls: list[str], partitions: int, timeout: float = 900) -> None:
@@ -343,17 +353,22 @@ def state_at_scale(bootstrap: str, base: Path, count: int, lines: list[bytes], w
     return out
 
 
+class Broker(NamedTuple):
+    bootstrap: str
+    pid: int | None  # None: a broker given by KAFKA_BOOTSTRAP_SERVERS, maybe not on this machine
+
+
 @contextlib.contextmanager
-def local_kafka(base: Path) -> Iterator[str]:
+def local_kafka(base: Path) -> Iterator[Broker]:
     given = variables.given("KAFKA_BOOTSTRAP_SERVERS")
     if given:
-        yield given
+        yield Broker(given, None)
         return
     launcher = load_launcher()
     broker = launcher.start(port=free_port(), workdir=base / "kafka")
     say(f"Kafka {broker.bootstrap}")
     try:
-        yield broker.bootstrap
+        yield Broker(broker.bootstrap, broker.pid)
     finally:
         broker.stop()
 
@@ -379,7 +394,8 @@ def main() -> None:
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="tusk-bench-"))
     out: dict[str, Any] = {"machine": {"cpus": os.cpu_count()}, "targets": TARGETS}
-    with local_kafka(base) as bootstrap:
+    with local_kafka(base) as broker:
+        bootstrap = broker.bootstrap
         say("generating the input…")
         lines = list(shop_stream(args.profiles, seed=11))
         out["input"] = {"profiles": args.profiles, "events": len(lines)}
@@ -408,10 +424,10 @@ def main() -> None:
             lines[:60_000], Catalog.build(*processors.shop_definitions(50)), "wall")
         say(out["processors_alone_50_segments"], "; latency…")
         out["latency"] = latency(bootstrap, base, args.latency_rate, args.latency_seconds, args.partitions,
-                                 args.latency_workers)
+                                 args.latency_workers, broker_pid=broker.pid)
         say(out["latency"], "; latency below capacity…")
         out["latency_250"] = latency(bootstrap, base, 250, args.latency_seconds, args.partitions,
-                                     args.latency_workers)
+                                     args.latency_workers, broker_pid=broker.pid)
         say(out["latency_250"])
         save(out)
         out["state"] = {}
