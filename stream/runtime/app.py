@@ -24,7 +24,7 @@ import faust
 from stream.kafka import security as kafka_security
 from stream.kafka.outbox import Outbox, OutboxTable
 from stream.kafka.topic_configs import compacted
-from stream.runtime.faust_adapter import fetch_in_batches, share_rocksdb_memory
+from stream.runtime.faust_adapter import Fetch, fetch_in_batches, share_rocksdb_memory
 from stream.runtime.settings import Settings, SettingsError
 from stream.state.writeback import WriteBack
 
@@ -86,8 +86,9 @@ def build_app(settings: Settings) -> TuskApp:
         Table=OutboxTable,  # changelog writes through the librdkafka producer (stream/kafka/outbox.py)
     )
     # records of a busy partition do not wait behind a fetch of quiet ones (faust_adapter.py);
-    # a busy worker waits longer, for larger batches (fetch_wait.py)
-    fetch_in_batches(app, settings.fetch_min_bytes, settings.fetch_wait_ms, settings.fetch_wait_busy_ms)
+    # a busy worker waits longer, for larger batches; an idle one asks for any record (fetch_wait.py)
+    fetch_in_batches(app, Fetch(settings.fetch_min_bytes, settings.fetch_wait_ms, settings.fetch_wait_busy_ms,
+                                settings.fetch_idle_wait_ms))
     outbox = Outbox()
     writeback = WriteBack(settings.state_cache_mb << 20, settings.flush_records, settings.flush_interval_ms)
     outbox.bind(app, writeback)

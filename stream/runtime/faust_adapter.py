@@ -28,7 +28,8 @@ worker consumer: a short wait bounds that stall, and a minimum size lets the bro
 milliseconds of records into one fetch instead of answering each as it lands. While the drain
 loop is busy, the wait grows towards a ceiling (stream/runtime/fetch_wait.py): the loop times
 each batch it hands out and sets the fetcher's wait from the last second's busy share
-(`set_fetch_wait`), so a worker near its capacity handles fewer, larger batches.
+(`set_fetch`), so a worker near its capacity handles fewer, larger batches; a nearly idle one
+asks for any record and lets the broker hold the fetch longer.
 
 Records of the topics Tusk registers with `deliver_directly` (the touchpoints and the internal
 identity topic) skip the rest of Faust's per-record path too: the conductor, the topic channel's
@@ -59,7 +60,7 @@ from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from mode import Service
 
-from stream.runtime.fetch_wait import FetchWait
+from stream.runtime.fetch_wait import FetchAsk, FetchWait
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +186,8 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover 
     num_since_yield = 0
     sleep = asyncio.sleep
     fetch: Fetch | None = getattr(self.app, FETCH, None)
-    pacing = None if fetch is None else FetchWait.when_on(fetch.max_wait_ms, fetch.busy_wait_ms, clock())
+    pacing = None if fetch is None else FetchWait.when_on(
+        fetch.min_bytes, fetch.max_wait_ms, fetch.busy_wait_ms, fetch.idle_wait_ms, clock())
 
     try:
         while not (consumer_should_stop() or fetcher_should_stop()):
@@ -225,9 +227,9 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover 
                     batch_done()
                 if pacing is not None:
                     now = clock()
-                    wait = pacing.handled(0.0 if started is None else now - started, now)
-                    if wait is not None:
-                        set_fetch_wait(self, wait)
+                    ask = pacing.handled(0.0 if started is None else now - started, now)
+                    if ask is not None:
+                        set_fetch(self, ask)
                 unset_flag(flag_consumer_fetching)
     except self.consumer_stopped_errors:
         if self.transport.app.should_stop:
@@ -265,16 +267,18 @@ class Fetch(NamedTuple):
     min_bytes: int
     max_wait_ms: int
     busy_wait_ms: int
+    idle_wait_ms: int
 
 _faust_worker_consumer = AIOKafkaConsumerThread._create_worker_consumer
 
 
-def fetch_in_batches(app: faust.App, min_bytes: int, max_wait_ms: int, busy_wait_ms: int) -> None:
-    """Fetch records for `app`'s worker consumer in batches of at least `min_bytes`, each waiting
-    at most `max_wait_ms` at the broker (see the module doc), up to `busy_wait_ms` while the drain
-    loop is busy (stream/runtime/fetch_wait.py). Set before the app starts; takes effect where
-    `install()` did."""
-    setattr(app, FETCH, Fetch(min_bytes, max_wait_ms, busy_wait_ms))
+def fetch_in_batches(app: faust.App, fetch: Fetch) -> None:
+    """Fetch records for `app`'s worker consumer in batches of at least `fetch.min_bytes`, each
+    waiting at most `fetch.max_wait_ms` at the broker (see the module doc), up to `busy_wait_ms`
+    while the drain loop is busy, and any record with up to `idle_wait_ms` while it is nearly
+    idle (stream/runtime/fetch_wait.py). Set before the app starts; takes effect where `install()`
+    did."""
+    setattr(app, FETCH, fetch)
 
 
 def _create_worker_consumer(self: Any, transport: Any) -> Any:
@@ -288,15 +292,15 @@ def _create_worker_consumer(self: Any, transport: Any) -> Any:
     return consumer
 
 
-def set_fetch_wait(consumer: Any, wait_ms: int) -> None:
-    """The longest wait at the broker of a Faust consumer's next fetches, from another thread:
-    the aiokafka fetcher reads it as it builds each request (aiokafka 0.14:
+def set_fetch(consumer: Any, ask: FetchAsk) -> None:
+    """The longest wait at the broker and the least size of a Faust consumer's next fetches, from
+    another thread: the aiokafka fetcher reads both as it builds each request (aiokafka 0.14:
     aiokafka/consumer/fetcher.py `Fetcher._get_actions_per_node`; faust 0.15.3:
     faust/transport/drivers/aiokafka.py, the consumer thread's `_consumer`)."""
     aiokafka_consumer = getattr(consumer._thread, "_consumer", None)
     fetcher = getattr(aiokafka_consumer, "_fetcher", None)
     if fetcher is not None:  # None until the consumer has started
-        fetcher._fetch_max_wait_ms = wait_ms
+        fetcher._fetch_max_wait_ms, fetcher._fetch_min_bytes = ask.max_wait_ms, ask.min_bytes
 
 
 # --- Faust internals used elsewhere in Tusk ---------------------------------------------------

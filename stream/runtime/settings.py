@@ -91,6 +91,7 @@ class Settings:
     fetch_min_bytes: int = 65536
     fetch_wait_ms: int = 10
     fetch_wait_busy_ms: int = 30
+    fetch_idle_wait_ms: int = 100
     bulk_restore_ms: int = 120_000
     """time a rebalance may spend restoring new partitions in bulk (the rebalance timeout follows)"""
     log_level: str = "warn"
@@ -175,6 +176,7 @@ class Settings:
             fetch_min_bytes=var.integer("TUSK_FETCH_MIN_BYTES", 1, env),
             fetch_wait_ms=var.integer("TUSK_FETCH_WAIT_MS", 1, env),
             fetch_wait_busy_ms=var.integer("TUSK_FETCH_WAIT_BUSY_MS", 1, env),
+            fetch_idle_wait_ms=var.integer("TUSK_FETCH_IDLE_WAIT_MS", 1, env),
             bulk_restore_ms=var.duration("TUSK_BULK_RESTORE", 0, env),
             log_level=var.text("TUSK_LOG_LEVEL", env),
             identity_config=var.optional_path("TUSK_IDENTITY_CONFIG", env),

@@ -15,6 +15,7 @@ from mode import Service
 from mode.utils.locks import Event
 
 from stream.runtime import faust_adapter
+from stream.runtime.fetch_wait import FetchAsk
 
 
 class Consumer(Service):
@@ -141,7 +142,8 @@ def test_a_worker_consumer_fetches_as_its_settings_say(monkeypatch: pytest.Monke
     monkeypatch.setattr(AIOKafkaConsumerThread, "_create_worker_consumer",
                         faust_adapter._create_worker_consumer)
     broker = {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}
-    env = {**broker, "TUSK_FETCH_MIN_BYTES": "12345", "TUSK_FETCH_WAIT_MS": "7"}
+    env = {**broker, "TUSK_FETCH_MIN_BYTES": "12345", "TUSK_FETCH_WAIT_MS": "7",
+           "TUSK_FETCH_IDLE_WAIT_MS": "250"}
 
     async def fetch_of(app: faust.App) -> tuple[int, int]:
         consumer = app.consumer._thread._create_worker_consumer(app.transport)
@@ -152,7 +154,8 @@ def test_a_worker_consumer_fetches_as_its_settings_say(monkeypatch: pytest.Monke
 
     tusk = build_app(Settings.from_env(env)).app
     assert asyncio.run(fetch_of(tusk)) == (12345, 7)
-    assert getattr(tusk, faust_adapter.FETCH) == (12345, 7, 30)  # the busy ceiling's default
+    # 30: the busy ceiling's default
+    assert getattr(tusk, faust_adapter.FETCH) == faust_adapter.Fetch(12345, 7, 30, 250)
     assert asyncio.run(fetch_of(build_app(Settings.from_env(broker)).app)) == (65536, 10)
     assert asyncio.run(fetch_of(faust.App("plain", broker="kafka://127.0.0.1:1"))) == (1, 1500)
 
@@ -251,12 +254,14 @@ class DrainingConsumer(AckingConsumer):
         self.consumer_stopped_errors = ()
         self.callback = None
         self.diag = types.SimpleNamespace(set_flag=lambda _f: None, unset_flag=lambda _f: None)
+        self.pause_s = 0.0  # how long each getmany waits (for records: none come meanwhile)
         self.app.topics = types.SimpleNamespace(acks_enabled_for=lambda _t: True)  # type: ignore[attr-defined]
 
     async def sleep(self, _s: float) -> None:
         await asyncio.sleep(0)
 
     def getmany(self, timeout: float) -> Any:
+        time.sleep(self.pause_s)
         batch = self.batches.pop(0) if self.batches else []
         if not self.batches:
             self._stopped.on = True  # this batch is the last
@@ -284,29 +289,33 @@ def test_the_drain_loop_calls_back_after_each_batch_it_handed_out() -> None:
                     ("record", 1, 1), ("record", 1, 2), ("batch", 5, 0)]
 
 
-def test_a_busy_drain_loop_lengthens_the_fetch_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_drain_loop_fetches_as_busy_as_it_is(monkeypatch: pytest.MonkeyPatch) -> None:
     """Handling records all the time, the drain loop sets its fetcher's wait to the busy ceiling
-    (stream/runtime/fetch_wait.py); with the ceiling at the floor it leaves the wait alone."""
+    (stream/runtime/fetch_wait.py); nearly idle, it asks for any record with the idle wait; with
+    the ceiling and the idle wait at the floor it leaves the fetcher alone."""
     from stream.runtime import fetch_wait
 
     monkeypatch.setattr(fetch_wait, "WINDOW_S", 0.02)
 
-    def drained(busy_wait_ms: int) -> int:
+    def drained(busy_wait_ms: int, idle_wait_ms: int, work_s: float, pause_s: float) -> tuple[int, int]:
         consumer = DrainingConsumer([[Message(0, i)] for i in range(8)])
-        fetcher = types.SimpleNamespace(_fetch_max_wait_ms=10)
+        fetcher = types.SimpleNamespace(_fetch_max_wait_ms=10, _fetch_min_bytes=65536)
         consumer._thread = types.SimpleNamespace(_consumer=types.SimpleNamespace(_fetcher=fetcher))  # type: ignore[attr-defined]
 
         async def handler(_message: Message) -> None:
-            time.sleep(0.01)  # busy, not waiting
+            time.sleep(work_s)  # busy, not waiting
 
         faust_adapter.deliver_directly(consumer.app, "t", handler)  # type: ignore[arg-type]
-        faust_adapter.fetch_in_batches(consumer.app, 65536, 10, busy_wait_ms)  # type: ignore[arg-type]
+        fetch = faust_adapter.Fetch(65536, 10, busy_wait_ms, idle_wait_ms)
+        faust_adapter.fetch_in_batches(consumer.app, fetch)  # type: ignore[arg-type]
+        consumer.pause_s = pause_s
         asyncio.run(faust_adapter._drain_messages(consumer, types.SimpleNamespace(_stopped=Flag())))
-        wait: int = fetcher._fetch_max_wait_ms
-        return wait
+        return fetcher._fetch_max_wait_ms, fetcher._fetch_min_bytes
 
-    assert drained(30) == 30
-    assert drained(10) == 10
+    assert drained(30, 100, 0.01, 0.0) == (30, 65536)
+    assert drained(10, 10, 0.01, 0.0) == (10, 65536)
+    assert drained(30, 100, 0.0, 0.01) == (100, fetch_wait.ANY_RECORD)
+    assert drained(30, 10, 0.0, 0.01) == (10, 65536)
 
 
 def test_the_fetch_wait_waits_for_a_started_consumer() -> None:
@@ -314,11 +323,13 @@ def test_the_fetch_wait_waits_for_a_started_consumer() -> None:
     fetcher's next requests wait as told."""
     thread = types.SimpleNamespace(_consumer=None)
     consumer = types.SimpleNamespace(_thread=thread)
-    faust_adapter.set_fetch_wait(consumer, 25)
+    ask = FetchAsk(25, 1)
+    faust_adapter.set_fetch(consumer, ask)
     assert thread._consumer is None
     thread._consumer = types.SimpleNamespace(_fetcher=None)
-    faust_adapter.set_fetch_wait(consumer, 25)
+    faust_adapter.set_fetch(consumer, ask)
     assert thread._consumer._fetcher is None
-    thread._consumer._fetcher = types.SimpleNamespace(_fetch_max_wait_ms=10)
-    faust_adapter.set_fetch_wait(consumer, 25)
-    assert thread._consumer._fetcher._fetch_max_wait_ms == 25
+    thread._consumer._fetcher = types.SimpleNamespace(_fetch_max_wait_ms=10, _fetch_min_bytes=65536)
+    faust_adapter.set_fetch(consumer, ask)
+    fetcher = thread._consumer._fetcher
+    assert (fetcher._fetch_max_wait_ms, fetcher._fetch_min_bytes) == (25, 1)
