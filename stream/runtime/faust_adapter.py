@@ -299,8 +299,15 @@ def set_fetch(consumer: Any, ask: FetchAsk) -> None:
     faust/transport/drivers/aiokafka.py, the consumer thread's `_consumer`)."""
     aiokafka_consumer = getattr(consumer._thread, "_consumer", None)
     fetcher = getattr(aiokafka_consumer, "_fetcher", None)
-    if fetcher is not None:  # None until the consumer has started
-        fetcher._fetch_max_wait_ms, fetcher._fetch_min_bytes = ask.max_wait_ms, ask.min_bytes
+    if fetcher is None:  # None until the consumer has started
+        return
+    # two stores the other thread may see between: never the long idle wait with the batch size
+    if ask.min_bytes < fetcher._fetch_min_bytes:  # to any record: the size, then the longer wait
+        fetcher._fetch_min_bytes = ask.min_bytes
+        fetcher._fetch_max_wait_ms = ask.max_wait_ms
+    else:  # to batches: the shorter wait, then the size
+        fetcher._fetch_max_wait_ms = ask.max_wait_ms
+        fetcher._fetch_min_bytes = ask.min_bytes
 
 
 # --- Faust internals used elsewhere in Tusk ---------------------------------------------------

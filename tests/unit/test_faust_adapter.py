@@ -333,3 +333,26 @@ def test_the_fetch_wait_waits_for_a_started_consumer() -> None:
     faust_adapter.set_fetch(consumer, ask)
     fetcher = thread._consumer._fetcher
     assert (fetcher._fetch_max_wait_ms, fetcher._fetch_min_bytes) == (25, 1)
+    faust_adapter.set_fetch(consumer, FetchAsk(30, 65536))  # and back to batches
+    assert (fetcher._fetch_max_wait_ms, fetcher._fetch_min_bytes) == (30, 65536)
+
+
+def test_a_fetch_change_never_pairs_the_idle_wait_with_the_batch_size() -> None:
+    """The consumer thread may build a request between the two stores: going idle, the size is
+    set first; going back to batches, the wait is."""
+    states: list[tuple[int, int]] = []
+
+    class Fetcher:
+        def __init__(self) -> None:
+            object.__setattr__(self, "_fetch_max_wait_ms", 30)
+            object.__setattr__(self, "_fetch_min_bytes", 65536)
+
+        def __setattr__(self, name: str, value: int) -> None:
+            object.__setattr__(self, name, value)
+            states.append((self._fetch_max_wait_ms, self._fetch_min_bytes))
+
+    aiokafka_consumer = types.SimpleNamespace(_fetcher=Fetcher())
+    consumer = types.SimpleNamespace(_thread=types.SimpleNamespace(_consumer=aiokafka_consumer))
+    faust_adapter.set_fetch(consumer, FetchAsk(100, 1))
+    faust_adapter.set_fetch(consumer, FetchAsk(10, 65536))
+    assert states == [(30, 1), (100, 1), (10, 1), (10, 65536)]
